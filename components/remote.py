@@ -1,0 +1,53 @@
+"""SSH connections and remote script commands shared by the components."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Optional
+
+import pulumi
+from pulumi_command import remote
+
+from components import scripts
+from stacks.config import Node, StackConfig
+
+# Fail over a dead host in about a minute instead of pulumi-command's ten.
+DIAL_ERROR_LIMIT = 6
+PER_DIAL_TIMEOUT = 10
+
+
+def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+    """How Pulumi reaches ``node``: its own port/user or the stack's, through the bastion if any."""
+    bastion = cfg.ssh.bastion
+    proxy: Optional[remote.ProxyConnectionArgs] = None
+    if bastion:
+        proxy = remote.ProxyConnectionArgs(
+            host=bastion.host,
+            port=bastion.port,
+            user=bastion.user,
+            private_key=private_key,
+            host_key=bastion.host_key,
+        )
+    return remote.ConnectionArgs(
+        host=node.host,
+        port=cfg.ssh_port(node),
+        user=cfg.ssh_user(node),
+        private_key=private_key,
+        host_key=node.host_key,
+        proxy=proxy,
+        dial_error_limit=DIAL_ERROR_LIMIT,
+        per_dial_timeout=PER_DIAL_TIMEOUT,
+    )
+
+
+def as_root(user: str, script: str) -> str:
+    """A command line that runs ``script`` with bash as root; ``sudo -n`` never waits for a password."""
+    runner = "bash -c" if user == "root" else "sudo -n bash -c"
+    return f"{runner} {shlex.quote(script)}"
+
+
+def script_command(
+    cfg: StackConfig, node: Node, name: str, params: Optional[dict[str, scripts.ScriptValue]] = None
+) -> str:
+    """The command line that runs script template ``name`` on ``node`` as root."""
+    return as_root(cfg.ssh_user(node), scripts.render(name, params))

@@ -1,0 +1,57 @@
+"""Remote shell scripts as templates.
+
+Each ``<name>.sh`` beside this file is a complete bash script that reads its
+parameters from UPPER_CASE variables. ``render`` puts a block of shell-quoted
+assignments right after the ``set`` line, so the body never contains a value
+that was not quoted, and shellcheck can read both the template and the result.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from importlib import resources
+from typing import Union
+
+ScriptValue = Union[str, int, bool]
+
+_PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# A quoted value may hold anything but NUL (bash cannot store it) and other
+# control characters, which have no business in a parameter and hide content
+# from a reviewer reading the rendered command in `pulumi preview`.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_PARAMS_MARKER = "# @params"
+
+
+class ScriptParamError(ValueError):
+    """A parameter that cannot be passed to a remote script safely."""
+
+
+def template(name: str) -> str:
+    """The raw text of ``components/scripts/<name>.sh``."""
+    return resources.files(__package__).joinpath(f"{name}.sh").read_text()
+
+
+def _shell_value(value: ScriptValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render(name: str, params: dict[str, ScriptValue] | None = None) -> str:
+    """Render a script with its parameters assigned at the ``# @params`` line."""
+    body = template(name)
+    if _PARAMS_MARKER not in body:
+        raise ScriptParamError(f"script {name}.sh has no '{_PARAMS_MARKER}' line")
+    lines = []
+    for key, value in sorted((params or {}).items()):
+        if not _PARAM_NAME.match(key):
+            raise ScriptParamError(f"script {name}.sh: parameter name {key!r} must be UPPER_CASE")
+        text = _shell_value(value)
+        if _UNSAFE.search(text):
+            raise ScriptParamError(
+                f"script {name}.sh: parameter {key} contains a control character; "
+                "only printable text and newlines can be passed to a remote script"
+            )
+        lines.append(f"{key}={shlex.quote(text)}")
+    return body.replace(_PARAMS_MARKER, "\n".join(lines) if lines else ":", 1)

@@ -1,0 +1,94 @@
+"""The effective plan of a stack: what `pulumi up` would build, computed offline.
+
+The plan is deterministic (sorted keys, no timestamps) so CI can diff it
+between a pull request and its base branch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from stacks import checks, cilium_values, k3s_flags
+from stacks.config import StackConfig
+from stacks.features import CATALOGUE, TIER_FEATURES, Resolved, kernel_text, resolve
+
+
+def _feature_rows(features: Resolved) -> list[dict[str, Any]]:
+    rows = []
+    for name, feature in CATALOGUE.items():
+        row: dict[str, Any] = {"name": name, "enabled": name in features}
+        if name in features:
+            row["from"] = features.origin[name]
+        if name in features.skipped:
+            row["skipped"] = features.skipped[name]
+        if feature.min_kernel:
+            row["minKernel"] = kernel_text(feature.min_kernel)
+        if feature.requires:
+            row["requires"] = list(feature.requires)
+        rows.append(row)
+    return rows
+
+
+def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
+    features = resolve(cfg)
+    return {
+        "stack": stack,
+        "tier": cfg.tier,
+        "tierPreset": list(TIER_FEATURES[cfg.tier]),
+        "k3sVersion": cfg.k3s.version,
+        "ciliumVersion": cfg.cilium.version,
+        "apiEndpoint": cfg.api_endpoint,
+        "kernelRequired": kernel_text(features.min_kernel()),
+        "features": _feature_rows(features),
+        "nodes": [
+            {
+                "name": node.name,
+                "host": node.host,
+                "role": node.role,
+                "k3sConfig": k3s_flags.node_config(cfg, features, node),
+            }
+            for node in cfg.nodes
+        ],
+        "ciliumValues": cilium_values.render(cfg, features),
+        "checks": [
+            {"check": c.check, "node": c.node, "expect": c.expect} for c in checks.planned_checks(cfg, features)
+        ],
+    }
+
+
+def to_json(plan: dict[str, Any]) -> str:
+    return json.dumps(plan, indent=2, sort_keys=True) + "\n"
+
+
+def to_text(plan: dict[str, Any]) -> str:
+    lines = [
+        f"stack {plan['stack']}: tier {plan['tier']}, K3s {plan['k3sVersion']}, Cilium {plan['ciliumVersion']}",
+        f"API endpoint: {plan['apiEndpoint']}; every node needs kernel >= {plan['kernelRequired']}",
+        "",
+        "features:",
+    ]
+    for row in plan["features"]:
+        mark = "on " if row["enabled"] else "off"
+        detail = []
+        if row.get("from"):
+            detail.append(f"from {row['from']}")
+        if row.get("minKernel"):
+            detail.append(f"kernel >= {row['minKernel']}")
+        if row.get("skipped"):
+            detail.append(f"SKIPPED: {row['skipped']}")
+        lines.append(f"  [{mark}] {row['name']:<21} {'; '.join(detail)}".rstrip())
+    lines += ["", "nodes:"]
+    for node in plan["nodes"]:
+        lines.append(f"  {node['name']} ({node['role']}) at {node['host']}")
+        body = yaml.safe_dump(node["k3sConfig"], sort_keys=True, default_flow_style=False)
+        lines += [f"      {line}" for line in body.splitlines()]
+    lines += ["", "cilium helm values:"]
+    body = yaml.safe_dump(plan["ciliumValues"], sort_keys=True, default_flow_style=False)
+    lines += [f"  {line}" for line in body.splitlines()]
+    lines += ["", "verification checks:"]
+    for check in plan["checks"]:
+        lines.append(f"  {check['check']}" + (f" on {check['node']}" if check["node"] else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,49 @@
+"""Reading ``Pulumi.<stack>.yaml`` files without the Pulumi CLI (for the offline plan and tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stacks.config import NAMESPACE, ConfigError, StackConfig, parse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+def locate(stack: str, root: Path = PROJECT_ROOT) -> Path:
+    """``dev`` -> ``Pulumi.dev.yaml`` in the project, else ``stacks/examples/dev.yaml``, else a path."""
+    for candidate in (root / f"Pulumi.{stack}.yaml", EXAMPLES / f"{stack}.yaml", Path(stack)):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no stack {stack!r}: looked for {root / f'Pulumi.{stack}.yaml'}, {EXAMPLES / f'{stack}.yaml'} and a file of that name"
+    )
+
+
+def raw_config(document: dict[str, Any]) -> dict[str, Any]:
+    """The project's keys from a stack file's ``config:`` block, namespace stripped.
+
+    Encrypted values (``{secure: ...}``) are left out: the plan never needs a secret.
+    """
+    config = document.get("config") or {}
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if not name:
+            namespace, name = NAMESPACE, namespace
+        if namespace != NAMESPACE:
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            continue
+        raw[name] = value
+    return raw
+
+
+def load(path: Path) -> StackConfig:
+    document = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: a stack file must be a YAML mapping with a 'config:' key"])
+    return parse(raw_config(document))
