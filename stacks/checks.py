@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from stacks.config import StackConfig
 from stacks.features import Resolved
@@ -27,7 +27,7 @@ AGENT_REPORTED = (
 @dataclass(frozen=True)
 class PlannedCheck:
     check: str
-    node: Optional[str]
+    node: str | None
     expect: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,7 +57,13 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
         if "kubeProxyReplacement" in features:
             checks.append(PlannedCheck("no-kube-proxy-rules", node.name, {"maxRules": 0}))
         if cfg.verify.smoke:
-            checks.append(PlannedCheck("smoke", node.name, {"targets": ["localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod"]}))
+            checks.append(
+                PlannedCheck(
+                    "smoke",
+                    node.name,
+                    {"targets": ["localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod"]},
+                )
+            )
     if cfg.verify.connectivity_test:
         checks.append(PlannedCheck("connectivity-test", cfg.servers[0].name, {"failures": 0}))
     if cfg.verify.benchmark:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
 from pydantic import (
@@ -54,7 +54,8 @@ _LABEL_KEY = re.compile(
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _TAINT = re.compile(r"^(?P<key>[^=:]+)(=(?P<value>[^:]*))?:(?P<effect>NoSchedule|PreferNoSchedule|NoExecute)$")
-K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
+K3sComponent = Literal["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"]
+_DEFAULT_DISABLED: list[K3sComponent] = ["servicelb", "traefik"]
 
 
 class ConfigError(ValueError):
@@ -62,9 +63,7 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(
-            "invalid k3s-cilium stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        super().__init__("invalid k3s-cilium stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 # --- field checks ---------------------------------------------------------------------------
@@ -143,9 +142,7 @@ def _camel(name: str) -> str:
 class _Model(BaseModel):
     """Stack config keys are camelCase in YAML; unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(
-        alias_generator=_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -157,25 +154,25 @@ class Bastion(_Model):
     host: Host = Field(description="Address of the jump host.")
     port: Port = Field(22, description="SSH port of the jump host.")
     user: PosixUser = Field("root", description="User on the jump host.")
-    host_key: Optional[HostKey] = Field(None, description="Pinned public host key of the jump host.")
+    host_key: HostKey | None = Field(None, description="Pinned public host key of the jump host.")
 
 
 class Ssh(_Model):
     user: PosixUser = Field("root", description="Default SSH user; non-root users need passwordless `sudo -n`.")
     port: Port = Field(22, description="Default SSH port.")
-    bastion: Optional[Bastion] = Field(None, description="Optional jump host for every node.")
+    bastion: Bastion | None = Field(None, description="Optional jump host for every node.")
 
 
 class Node(_Model):
     name: DnsLabel = Field(description="Kubernetes node name (DNS-1123 label), unique in the stack.")
     host: Host = Field(description="Address Pulumi connects to over SSH.")
     role: Literal["server", "agent"] = Field(description="`server` (control plane, embedded etcd) or `agent`.")
-    port: Optional[Port] = Field(None, description="SSH port; defaults to `ssh.port`.")
-    user: Optional[PosixUser] = Field(None, description="SSH user; defaults to `ssh.user`.")
-    host_key: Optional[HostKey] = Field(
+    port: Port | None = Field(None, description="SSH port; defaults to `ssh.port`.")
+    user: PosixUser | None = Field(None, description="SSH user; defaults to `ssh.user`.")
+    host_key: HostKey | None = Field(
         None, description="Pinned SSH host key (`ssh-ed25519 AAAA...`); strongly recommended."
     )
-    node_ip: Optional[Ipv4Address] = Field(
+    node_ip: Ipv4Address | None = Field(
         None, description="IP the node uses inside the cluster (K3s `node-ip`); defaults to `host` when it is an IP."
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes node labels.")
@@ -186,10 +183,13 @@ class Node(_Model):
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
         for key, value in labels.items():
             if not _LABEL_KEY.match(key) or len(key) > 317:
-                raise ValueError(f"label key {key!r} is not a valid Kubernetes label key (e.g. 'tier' or 'example.com/tier')")
+                raise ValueError(
+                    f"label key {key!r} is not a valid Kubernetes label key (e.g. 'tier' or 'example.com/tier')"
+                )
             if not _LABEL_VALUE.match(value):
                 raise ValueError(
-                    f"label {key}={value!r}: value must be at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric"
+                    f"label {key}={value!r}: value must be at most 63 of [A-Za-z0-9-_.], "
+                    "starting and ending alphanumeric"
                 )
         return labels
 
@@ -206,7 +206,7 @@ class Node(_Model):
         return taints
 
     @property
-    def internal_ip(self) -> Optional[str]:
+    def internal_ip(self) -> str | None:
         """The node IP inside the cluster, when it is known before the node is reached."""
         if self.node_ip:
             return self.node_ip
@@ -222,13 +222,13 @@ class K3s(_Model):
     )
     cluster_cidr: Ipv4Cidr = Field("10.42.0.0/16", description="Pod network (K3s `cluster-cidr`).")
     service_cidr: Ipv4Cidr = Field("10.43.0.0/16", description="Service network (K3s `service-cidr`).")
-    api_endpoint: Optional[Host] = Field(
+    api_endpoint: Host | None = Field(
         None,
         description="Address clients use for the API server (a VIP or DNS name); added to `tls-san`. "
         "Defaults to the first server's address.",
     )
-    disable: list[Literal["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"]] = Field(
-        default_factory=lambda: ["servicelb", "traefik"],
+    disable: list[K3sComponent] = Field(
+        default_factory=lambda: list(_DEFAULT_DISABLED),
         description="K3s packaged components to disable.",
     )
 
@@ -240,7 +240,7 @@ class K3s(_Model):
         return value
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "K3s":
+    def _disjoint(self) -> K3s:
         if ipaddress.ip_network(self.cluster_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
             raise ValueError(
                 f"clusterCidr {self.cluster_cidr} and serviceCidr {self.service_cidr} overlap; choose disjoint networks"
@@ -250,25 +250,25 @@ class K3s(_Model):
 
 class Cilium(_Model):
     version: str = Field("1.19.6", description="Cilium chart version (`X.Y.Z`, 1.13 to 1.20).")
-    native_routing_cidr: Optional[Ipv4Cidr] = Field(
+    native_routing_cidr: Ipv4Cidr | None = Field(
         None,
         description="Network reachable without masquerading (`ipv4NativeRoutingCIDR`); defaults to `k3s.clusterCidr`.",
     )
     node_port_range: str = Field("30000-32767", description="NodePort range `low-high`.")
     maglev_table_size: int = Field(16381, description="Maglev lookup table size (a prime Cilium accepts).")
-    dsr_dispatch: Optional[Literal["opt", "ipip", "geneve"]] = Field(
+    dsr_dispatch: Literal["opt", "ipip", "geneve"] | None = Field(
         None, description="How DSR carries the service address: `opt` (IP option), `ipip` or `geneve`. Default `opt`."
     )
-    mtu: Optional[int] = Field(
+    mtu: int | None = Field(
         None, ge=1280, le=9216, description="Device MTU for Cilium; with feature `jumboMtu` defaults to 9000."
     )
-    xdp_mode: Optional[Literal["native", "best-effort"]] = Field(
+    xdp_mode: Literal["native", "best-effort"] | None = Field(
         None, description="XDP acceleration mode when feature `xdp` is on (`best-effort` needs Cilium >= 1.15)."
     )
-    k8s_service_host: Optional[Host] = Field(
+    k8s_service_host: Host | None = Field(
         None, description="API server address the agent uses; defaults to K3s's node-local load balancer 127.0.0.1."
     )
-    k8s_service_port: Optional[Port] = Field(None, description="API server port the agent uses; defaults to 6444.")
+    k8s_service_port: Port | None = Field(None, description="API server port the agent uses; defaults to 6444.")
     values: dict[str, Any] = Field(
         default_factory=dict, description="Raw Helm values deep-merged over the rendered ones, last."
     )
@@ -333,36 +333,45 @@ FEATURE_NAMES = (
 class Features(_Model):
     """Per-feature switches; a feature left unset follows the tier."""
 
-    native_routing: Optional[bool] = Field(None, description="Native routing instead of VXLAN tunnelling.")
-    kube_proxy_replacement: Optional[bool] = Field(None, description="Cilium replaces kube-proxy (K3s `disable-kube-proxy`).")
-    bpf_masquerade: Optional[bool] = Field(None, description="eBPF masquerading instead of iptables.")
-    dsr: Optional[bool] = Field(None, description="Direct Server Return for remote service backends.")
-    maglev: Optional[bool] = Field(None, description="Maglev consistent hashing for backend selection.")
-    bypass_conntrack: Optional[bool] = Field(None, description="Skip netfilter connection tracking for pod traffic.")
-    bpf_host_routing: Optional[bool] = Field(None, description="eBPF host routing (bypasses the upper host stack).")
-    big_tcp: Optional[bool] = Field(None, description="IPv4 BIG TCP (larger GSO/GRO packets).")
-    bandwidth_manager: Optional[bool] = Field(None, description="EDT-based bandwidth manager.")
-    bbr: Optional[bool] = Field(None, description="BBR congestion control for pods.")
-    xdp: Optional[bool] = Field(None, description="XDP acceleration of NodePort/LoadBalancer services.")
-    jumbo_mtu: Optional[bool] = Field(None, description="Jumbo frames (MTU 9000 unless `cilium.mtu` says otherwise).")
-    map_sizing: Optional[bool] = Field(None, description="Larger BPF maps (dynamic size ratio, LB map).")
-    hubble: Optional[bool] = Field(None, description="Hubble flow observability.")
-    netkit: Optional[bool] = Field(None, description="netkit device mode instead of veth.")
-    host_tuning: Optional[bool] = Field(None, description="tuned profile, CPU governor and IRQ spreading on hosts.")
+    native_routing: bool | None = Field(None, description="Native routing instead of VXLAN tunnelling.")
+    kube_proxy_replacement: bool | None = Field(
+        None, description="Cilium replaces kube-proxy (K3s `disable-kube-proxy`)."
+    )
+    bpf_masquerade: bool | None = Field(None, description="eBPF masquerading instead of iptables.")
+    dsr: bool | None = Field(None, description="Direct Server Return for remote service backends.")
+    maglev: bool | None = Field(None, description="Maglev consistent hashing for backend selection.")
+    bypass_conntrack: bool | None = Field(None, description="Skip netfilter connection tracking for pod traffic.")
+    bpf_host_routing: bool | None = Field(None, description="eBPF host routing (bypasses the upper host stack).")
+    big_tcp: bool | None = Field(None, description="IPv4 BIG TCP (larger GSO/GRO packets).")
+    bandwidth_manager: bool | None = Field(None, description="EDT-based bandwidth manager.")
+    bbr: bool | None = Field(None, description="BBR congestion control for pods.")
+    xdp: bool | None = Field(None, description="XDP acceleration of NodePort/LoadBalancer services.")
+    jumbo_mtu: bool | None = Field(None, description="Jumbo frames (MTU 9000 unless `cilium.mtu` says otherwise).")
+    map_sizing: bool | None = Field(None, description="Larger BPF maps (dynamic size ratio, LB map).")
+    hubble: bool | None = Field(None, description="Hubble flow observability.")
+    netkit: bool | None = Field(None, description="netkit device mode instead of veth.")
+    host_tuning: bool | None = Field(None, description="tuned profile, CPU governor and IRQ spreading on hosts.")
 
     def overrides(self) -> dict[str, bool]:
         """The features the stack set explicitly, by camelCase name."""
-        return {
-            name: value
-            for name, value in self.model_dump(by_alias=True).items()
-            if value is not None
-        }
+        return {name: value for name, value in self.model_dump(by_alias=True).items() if value is not None}
 
 
 class Verify(_Model):
     smoke: bool = Field(True, description="Deploy an nginx NodePort service and probe it from every node.")
     connectivity_test: bool = Field(False, description="Run `cilium connectivity test` from the first server.")
     benchmark: bool = Field(False, description="Run netperf TCP_RR/TCP_STREAM and export the figures.")
+
+
+def node_set_problems(names: list[Any], roles: list[Any]) -> list[str]:
+    """Problems of the node list as a whole: repeated names, no server."""
+    problems = []
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"node names must be unique; repeated: {', '.join(duplicates)}")
+    if "server" not in roles:
+        problems.append("at least one node needs role 'server'")
+    return problems
 
 
 class StackConfig(_Model):
@@ -375,14 +384,8 @@ class StackConfig(_Model):
     verify: Verify = Field(default_factory=lambda: Verify(), description="Verification checks to run after deploy.")
 
     @model_validator(mode="after")
-    def _cluster_shape(self) -> "StackConfig":
-        problems = []
-        names = [n.name for n in self.nodes]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            problems.append(f"node names must be unique; repeated: {', '.join(duplicates)}")
-        if not any(n.role == "server" for n in self.nodes):
-            problems.append("at least one node needs role 'server'")
+    def _cluster_shape(self) -> StackConfig:
+        problems = node_set_problems([n.name for n in self.nodes], [n.role for n in self.nodes])
         hosts = [(n.host, n.port or self.ssh.port) for n in self.nodes]
         repeated_hosts = sorted({f"{h}:{p}" for h, p in hosts if hosts.count((h, p)) > 1})
         if repeated_hosts:
@@ -434,6 +437,21 @@ def _location(loc: tuple[Any, ...]) -> str:
     return f"{NAMESPACE}:{path}" if path else NAMESPACE
 
 
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config section model that holds the key at ``loc`` (for listing its allowed keys)."""
+    model: Any = StackConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        annotation = fields[part].annotation if part in fields else None
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model if isinstance(model, type) else None
+
+
 def _describe(error: Any) -> str:
     where = _location(error["loc"])
     kind = error["type"]
@@ -441,7 +459,9 @@ def _describe(error: Any) -> str:
     if kind == "missing":
         return f"{where}: is required but not set"
     if kind == "extra_forbidden":
-        return f"{where}: unknown key; check the spelling against the config reference in README.md"
+        section = _section_at(tuple(error["loc"]))
+        allowed = f"allowed: {', '.join(config_keys(section))}" if section else "see the config reference in README.md"
+        return f"{where}: unknown key; {allowed}"
     shown = error.get("input")
     if isinstance(shown, (dict, list)) or shown is None:
         return f"{where}: {message}"
@@ -461,13 +481,16 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     allowed = config_keys(StackConfig)
     unknown = sorted(set(raw) - set(allowed) - set(SECRET_KEYS))
     if unknown:
-        raise ConfigError(
-            [f"{NAMESPACE}:{key}: unknown config key; allowed: {', '.join(allowed)}" for key in unknown]
-        )
+        raise ConfigError([f"{NAMESPACE}:{key}: unknown config key; allowed: {', '.join(allowed)}" for key in unknown])
     values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     try:
         return StackConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()]) from None
-
-
+        problems = [_describe(e) for e in exc.errors()]
+    # Field errors stop pydantic before the whole-config checks; run the node-set
+    # checks on the raw list too, so one run reports every problem.
+    nodes = values.get("nodes")
+    if isinstance(nodes, list) and all(isinstance(n, dict) for n in nodes):
+        shape = node_set_problems([n.get("name") for n in nodes], [n.get("role") for n in nodes])
+        problems += [f"{NAMESPACE}:nodes: {p}" for p in shape if not any(p in known for known in problems)]
+    raise ConfigError(problems)

@@ -11,7 +11,7 @@ the official charts' values.yaml for 1.13 to 1.20.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from packaging.version import Version
 
@@ -26,8 +26,8 @@ class Feature:
     name: str
     summary: str
     requires: tuple[str, ...] = ()
-    min_kernel: Optional[Kernel] = None
-    min_cilium: Optional[Version] = None
+    min_kernel: Kernel | None = None
+    min_cilium: Version | None = None
     # What a change of this feature needs before it is really in effect on a running cluster.
     restart: Restart = "agents"
     source: str = ""
@@ -160,8 +160,8 @@ assert tuple(CATALOGUE) == FEATURE_NAMES, "catalogue and config model list diffe
 KPR_MIN_KERNEL: Kernel = (4, 19)
 
 _KPR = ("nativeRouting", "kubeProxyReplacement")
-_PERFORMANCE = _KPR + ("bpfMasquerade", "dsr", "maglev", "bypassConntrack", "bpfHostRouting")
-_EXTREME = _PERFORMANCE + ("bigTcp", "bandwidthManager", "bbr", "xdp", "mapSizing", "hostTuning")
+_PERFORMANCE = (*_KPR, "bpfMasquerade", "dsr", "maglev", "bypassConntrack", "bpfHostRouting")
+_EXTREME = (*_PERFORMANCE, "bigTcp", "bandwidthManager", "bbr", "xdp", "mapSizing", "hostTuning")
 
 TIER_FEATURES: dict[str, tuple[str, ...]] = {
     "baseline": (),
@@ -191,8 +191,8 @@ class Resolved:
     origin: dict[str, str] = field(default_factory=dict)
     # feature -> why the tier's preset could not be applied on this Cilium version
     skipped: dict[str, str] = field(default_factory=dict)
-    xdp_mode: Optional[str] = None
-    dsr_dispatch: Optional[str] = None
+    xdp_mode: str | None = None
+    dsr_dispatch: str | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.enabled
@@ -258,7 +258,7 @@ def resolve(cfg: StackConfig) -> Resolved:
     )
 
 
-def _xdp_mode(cfg: StackConfig, wanted: dict[str, str], skipped: dict[str, str], problems: list[str]) -> Optional[str]:
+def _xdp_mode(cfg: StackConfig, wanted: dict[str, str], skipped: dict[str, str], problems: list[str]) -> str | None:
     cilium = cfg.cilium.parsed_version
     if cfg.cilium.xdp_mode == "best-effort" and cilium < BEST_EFFORT_XDP:
         problems.append(
@@ -283,7 +283,7 @@ def _xdp_mode(cfg: StackConfig, wanted: dict[str, str], skipped: dict[str, str],
     return "best-effort" if cilium >= BEST_EFFORT_XDP else "native"
 
 
-def _dsr_dispatch(cfg: StackConfig, wanted: dict[str, str], problems: list[str]) -> Optional[str]:
+def _dsr_dispatch(cfg: StackConfig, wanted: dict[str, str], problems: list[str]) -> str | None:
     if "dsr" not in wanted:
         return None
     dispatch = cfg.cilium.dsr_dispatch or "opt"

@@ -19,7 +19,8 @@ def locate(stack: str, root: Path = PROJECT_ROOT) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"no stack {stack!r}: looked for {root / f'Pulumi.{stack}.yaml'}, {EXAMPLES / f'{stack}.yaml'} and a file of that name"
+        f"no stack {stack!r}: looked for {root / f'Pulumi.{stack}.yaml'}, {EXAMPLES / f'{stack}.yaml'} "
+        "and a file of that name"
     )
 
 

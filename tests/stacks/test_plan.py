@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stacks import plan, stackfile
+from stacks.config import parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_plan(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stacks", "plan", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def test_dev_plan_prints_nodes_features_values_and_checks():
+    result = run_plan("dev")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("stack dev: tier kpr, K3s v1.33.3+k3s1, Cilium 1.19.6")
+    assert "server-1 (server) at 192.168.56.10" in out and "agent-2 (agent) at 192.168.56.12" in out
+    assert "[on ] kubeProxyReplacement  from tier kpr" in out
+    assert "disable-kube-proxy: true" in out
+    assert "kubeProxyReplacement: 'true'" in out
+    assert "no-kube-proxy-rules on agent-1" in out
+
+
+def test_json_plan_is_deterministic_and_complete():
+    first, second = run_plan("dev", "--json"), run_plan("dev", "--json")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    document = json.loads(first.stdout)
+    assert [n["role"] for n in document["nodes"]] == ["server", "agent", "agent"]
+    assert document["ciliumValues"]["routingMode"] == "native"
+    assert {c["check"] for c in document["checks"]} == {"agent-status", "no-kube-proxy-rules", "smoke"}
+    kernel_rows = {row["name"]: row.get("minKernel") for row in document["features"]}
+    assert kernel_rows["bpfHostRouting"] == "5.10" and kernel_rows["bigTcp"] == "6.3"
+
+
+def test_invalid_stack_exits_2_with_every_problem(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(
+        "config:\n"
+        "  k3s-cilium:tier: turbo\n"
+        "  k3s-cilium:nodes:\n"
+        "    - {name: a, host: '10.0.0.1;reboot', role: agent}\n"
+    )
+    result = run_plan(str(bad))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "k3s-cilium:tier: 'turbo'" in result.stderr
+    assert "k3s-cilium:nodes[0].host: '10.0.0.1;reboot'" in result.stderr
+    assert "at least one node needs role 'server'" in result.stderr
+
+
+def test_unknown_stack_name():
+    result = run_plan("no-such-stack")
+    assert result.returncode == 2 and "no stack 'no-such-stack'" in result.stderr
+
+
+def test_secure_values_and_other_namespaces_are_ignored():
+    raw = stackfile.raw_config(
+        {
+            "config": {
+                "k3s-cilium:tier": "performance",
+                "k3s-cilium:sshPrivateKey": {"secure": "v1:abc"},
+                "kubernetes:context": "lab",
+                "nodes": [{"name": "s", "host": "10.0.0.1", "role": "server"}],
+            }
+        }
+    )
+    assert raw == {"tier": "performance", "nodes": [{"name": "s", "host": "10.0.0.1", "role": "server"}]}
+
+
+def test_plan_checks_follow_verify_switches(raw):
+    raw["verify"] = {"smoke": False, "connectivityTest": True, "benchmark": True}
+    document = plan.build("t", parse(dict(raw, tier="baseline")))
+    checks = [(c["check"], c["node"]) for c in document["checks"]]
+    assert ("no-kube-proxy-rules", "agent-1") not in checks  # baseline keeps kube-proxy
+    assert ("smoke", "agent-1") not in checks
+    assert ("connectivity-test", "server-1") in checks and ("benchmark", None) in checks
