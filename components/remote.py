@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from typing import Optional
 
 import pulumi
 from pulumi_command import remote
@@ -19,7 +18,7 @@ PER_DIAL_TIMEOUT = 10
 def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
     """How Pulumi reaches ``node``: its own port/user or the stack's, through the bastion if any."""
     bastion = cfg.ssh.bastion
-    proxy: Optional[remote.ProxyConnectionArgs] = None
+    proxy: remote.ProxyConnectionArgs | None = None
     if bastion:
         proxy = remote.ProxyConnectionArgs(
             host=bastion.host,
@@ -47,7 +46,7 @@ def as_root(user: str, script: str) -> str:
 
 
 def script_command(
-    cfg: StackConfig, node: Node, name: str, params: Optional[dict[str, scripts.ScriptValue]] = None
+    cfg: StackConfig, node: Node, name: str, params: dict[str, scripts.ScriptValue] | None = None
 ) -> str:
     """The command line that runs script template ``name`` on ``node`` as root."""
     return as_root(cfg.ssh_user(node), scripts.render(name, params))

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import shlex
 from importlib import resources
-from typing import Union
 
-ScriptValue = Union[str, int, bool]
+ScriptValue = str | int | bool
 
 _PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # A quoted value may hold anything but NUL (bash cannot store it) and other
