@@ -8,8 +8,11 @@ from stacks.features import resolve
 
 config = pulumi.Config(NAMESPACE)
 stack_config: StackConfig = parse(
-    {key: config.get("tier") if key == "tier" else config.get_object(key) for key in config_keys(StackConfig)
-     if config.get(key) is not None}
+    {
+        key: config.get("tier") if key == "tier" else config.get_object(key)
+        for key in config_keys(StackConfig)
+        if config.get(key) is not None
+    }
 )
 features = resolve(stack_config)
 

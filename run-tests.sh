@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; .ci/run calls it too):
+# installs what the suite needs on a fresh machine, then runs linters and tests.
+# Extra arguments go to pytest, e.g. ./run-tests.sh -k cilium
+set -euo pipefail
+cd "$(dirname "$0")"
+
+install_system_tools() {
+  # The linter checks the remote scripts; iptables and iproute2 let the suite
+  # run the kube-proxy cleanup against real iptables in network namespaces.
+  local missing=()
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  if ! command -v iptables-legacy >/dev/null || ! command -v iptables-nft >/dev/null; then missing+=(iptables); fi
+  command -v ip >/dev/null || missing+=(iproute2)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run-tests.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_packages() {
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+}
+
+install_system_tools
+install_python_packages
+.venv/bin/ruff check .
+.venv/bin/mypy .
+.venv/bin/python -m pytest "$@"
