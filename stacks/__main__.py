@@ -1,11 +1,14 @@
-"""``python -m stacks plan <stack> [--json]``: the effective plan of a stack, offline."""
+"""``python -m stacks plan <stack> [--json]``: the effective plan of a stack, offline.
+
+``python -m stacks docs [--write-readme]``: the configuration reference (README.md's generated block).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from stacks import plan, stackfile
+from stacks import docs, plan, stackfile
 from stacks.config import ConfigError
 
 
@@ -15,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     plan_cmd = commands.add_parser("plan", help="print the effective plan of a stack")
     plan_cmd.add_argument("stack", help="stack name (Pulumi.<stack>.yaml or stacks/examples/<stack>.yaml) or a file")
     plan_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    docs_cmd = commands.add_parser("docs", help="print the configuration reference (markdown)")
+    docs_cmd.add_argument(
+        "--write-readme", action="store_true", help="replace the generated block in README.md instead of printing"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "docs":
+        return _docs(args.write_readme)
 
     try:
         path = stackfile.locate(args.stack)
@@ -25,6 +35,19 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     sys.stdout.write(plan.to_json(result) if args.json else plan.to_text(result))
+    return 0
+
+
+def _docs(write_readme: bool) -> int:
+    if not write_readme:
+        sys.stdout.write(docs.config_reference())
+        return 0
+    try:
+        changed = docs.write_readme()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{docs.README}: {'updated' if changed else 'already up to date'}")
     return 0
 
 
