@@ -1,0 +1,367 @@
+"""K3sCluster: K3s on every node of the stack over SSH, ready for Cilium.
+
+What it creates, per node, as children of the component:
+
+- ``<name>-preflight-<node>``: checks kernel (against the stack's features),
+  architecture, systemd and required commands before anything is installed;
+  its stdout becomes the ``node_info`` output.
+- ``<name>-server-<node>`` / ``<name>-agent-<node>``: installs K3s pinned to
+  ``k3s.version`` with the node's ``config.yaml``; update = the same converge
+  script (rewrite config, restart or upgrade in place); delete = uninstall
+  K3s and Cilium's leftovers.
+- on the first server: ``<name>-token-<node>`` (only when no ``k3sToken`` is
+  configured) and ``<name>-kubeconfig-<node>``, both secret and unlogged.
+
+Ordering: every install waits for every preflight (through the first
+server); further servers join one after another (etcd membership changes
+are serialized); agents join in parallel after the first server, so the
+number of sequential steps does not grow with the number of agents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi_command import remote
+
+from components import remote as ssh
+from components import scripts
+from stacks import k3s_flags
+from stacks.config import Node, StackConfig
+from stacks.features import Resolved, kernel_text
+
+COMPONENT_TYPE = "k3s-cilium:index:K3sCluster"
+
+API_PORT = 6443
+KUBECONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
+SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
+# Where the official install script puts things (its defaults on a writable /usr/local).
+INSTALLER_URL = "https://get.k3s.io"
+K3S_BIN_DIR = "/usr/local/bin"
+SYSTEMD_DIR = "/etc/systemd/system"
+# What Cilium leaves on a host: devices, pinned BPF maps, its CNI config.
+CILIUM_LINKS = ("cilium_host", "cilium_net", "cilium_vxlan", "cilium_geneve")
+BPF_TC_GLOBALS = "/sys/fs/bpf/tc/globals"
+BPF_CILIUM_DIR = "/sys/fs/bpf/cilium"
+CILIUM_CNI_CONFIG = "/etc/cni/net.d/05-cilium.conflist"
+# Where an agent records the servers' config digest it last started with.
+SERVERS_CONFIG_MARKER = "/etc/rancher/k3s/servers-config.sha256"
+# Which install resource manages K3s on the host: a renamed node's old resource must not uninstall it.
+OWNER_MARKER = "/etc/rancher/k3s/pulumi-owner"
+REQUIRED_COMMANDS = ("curl", "iptables")
+# What needs Resolved.min_kernel() when no feature asks for more.
+MIN_KERNEL_REASON = "Cilium's eBPF service datapath"
+# A server's API server normally answers within a minute; etcd joins and slow
+# disks take longer.
+API_READY_TIMEOUT_SECONDS = 300
+
+ROLE_PREFLIGHT = "preflight"
+ROLE_TOKEN = "token"
+ROLE_KUBECONFIG = "kubeconfig"
+
+
+@dataclass
+class K3sClusterArgs:
+    config: StackConfig
+    features: Resolved
+    ssh_private_key: pulumi.Input[str]
+    # None: the first server generates the token and it is read back as a secret.
+    token: pulumi.Input[str] | None = None
+
+
+# --- pure helpers (no Pulumi engine needed) ---------------------------------------------------
+
+
+def render_node_config(cfg: StackConfig, features: Resolved, node: Node, token_configured: bool) -> str:
+    """The node's ``/etc/rancher/k3s/config.yaml``, byte-identical for the same inputs."""
+    return yaml.safe_dump(
+        k3s_flags.node_config(cfg, features, node, token_configured), sort_keys=True, default_flow_style=False
+    )
+
+
+def servers_config_digest(cfg: StackConfig, features: Resolved, token_configured: bool) -> str:
+    """A digest of every server's config: agents restart when it changes, as they read settings from servers."""
+    digest = hashlib.sha256()
+    for server in cfg.servers:
+        digest.update(f"--- {server.name}\n".encode())
+        digest.update(render_node_config(cfg, features, server, token_configured).encode())
+    return digest.hexdigest()
+
+
+def preflight_params(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, scripts.ScriptValue]:
+    floors = features.kernel_needs()
+    return {
+        "NODE_NAME": node.name,
+        "KERNEL_FLOORS": "".join(f"{feature}={kernel_text(kernel)}\n" for feature, kernel in floors.items()),
+        "MIN_KERNEL": kernel_text(features.min_kernel()),
+        "MIN_KERNEL_REASON": MIN_KERNEL_REASON,
+        "REQUIRED_COMMANDS": " ".join(REQUIRED_COMMANDS),
+    }
+
+
+def resource_name(component: str, role: str, node: Node) -> str:
+    """``<component>-<role>-<node>``; the install resource's role is the node's role (server/agent)."""
+    return f"{component}-{role}-{node.name}"
+
+
+def install_resource_name(component: str, node: Node) -> str:
+    return resource_name(component, node.role, node)
+
+
+def install_params(
+    cfg: StackConfig, features: Resolved, node: Node, token_configured: bool, owner: str
+) -> dict[str, scripts.ScriptValue]:
+    # The first server without a configured token generates it: nothing on stdin.
+    token_on_stdin = token_configured or node != cfg.servers[0]
+    return {
+        "ROLE": node.role,
+        "K3S_VERSION": cfg.k3s.version,
+        "CONFIG_PATH": k3s_flags.CONFIG_PATH,
+        "CONFIG_YAML": render_node_config(cfg, features, node, token_configured),
+        "TOKEN_PATH": k3s_flags.TOKEN_PATH,
+        "TOKEN_FROM_STDIN": token_on_stdin,
+        "SERVERS_CONFIG_SHA256": servers_config_digest(cfg, features, token_configured) if node.role == "agent" else "",
+        "SERVERS_CONFIG_MARKER": SERVERS_CONFIG_MARKER,
+        "API_READY_TIMEOUT": API_READY_TIMEOUT_SECONDS,
+        "INSTALLER_URL": INSTALLER_URL,
+        "K3S_BIN": f"{K3S_BIN_DIR}/k3s",
+        "SYSTEMD_DIR": SYSTEMD_DIR,
+        "OWNER": owner,
+        "OWNER_MARKER": OWNER_MARKER,
+    }
+
+
+def uninstall_params(node: Node, owner: str) -> dict[str, scripts.ScriptValue]:
+    return {
+        "ROLE": node.role,
+        "BIN_DIR": K3S_BIN_DIR,
+        "CILIUM_LINKS": " ".join(CILIUM_LINKS),
+        "BPF_TC_GLOBALS": BPF_TC_GLOBALS,
+        "BPF_CILIUM_DIR": BPF_CILIUM_DIR,
+        "CILIUM_CNI_CONFIG": CILIUM_CNI_CONFIG,
+        "OWNER": owner,
+        "OWNER_MARKER": OWNER_MARKER,
+    }
+
+
+def parse_facts(stdout: str) -> dict[str, str]:
+    """``kernel=6.8.0 os=ubuntu-24.04 arch=x86_64 k3s=absent`` (the last such line) as a dict."""
+    for line in reversed(stdout.strip().splitlines()):
+        pairs = [word.split("=", 1) for word in line.split()]
+        if pairs and all(len(pair) == 2 for pair in pairs):
+            return {key: value for key, value in pairs}
+    return {}
+
+
+def api_server_url(endpoint: str) -> str:
+    try:
+        if ipaddress.ip_address(endpoint).version == 6:
+            return f"https://[{endpoint}]:{API_PORT}"
+    except ValueError:
+        pass
+    return f"https://{endpoint}:{API_PORT}"
+
+
+def rewrite_kubeconfig(text: str, endpoint: str) -> str:
+    """Point every cluster of K3s's admin kubeconfig (``https://127.0.0.1:6443``) at the API endpoint."""
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict) or not doc.get("clusters"):
+        raise ValueError(f"{KUBECONFIG_PATH} on the first server is not a kubeconfig with clusters")
+    for entry in doc["clusters"]:
+        entry["cluster"]["server"] = api_server_url(endpoint)
+    return str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+
+
+def unpinned_hosts(cfg: StackConfig) -> list[str]:
+    """Nodes (and the bastion) without a pinned SSH host key, in config order."""
+    names = [node.name for node in cfg.nodes if not node.host_key]
+    bastion = cfg.ssh.bastion
+    if bastion and not bastion.host_key:
+        names.append(f"bastion {bastion.host}")
+    return names
+
+
+def unpinned_warning(names: Sequence[str]) -> str:
+    return (
+        f"SSH host keys are not pinned for {', '.join(names)}: their host keys are accepted unchecked. "
+        "Pin each with hostKey (ssh-keyscan -t ed25519 <host>, without the host name)."
+    )
+
+
+# --- the component ------------------------------------------------------------------------------
+
+
+class K3sCluster(pulumi.ComponentResource):
+    """K3s servers and agents without a CNI: the nodes stay NotReady until Cilium is installed."""
+
+    kubeconfig: pulumi.Output[str]
+    """Admin kubeconfig (secret) pointing at ``https://<api endpoint>:6443``."""
+    node_info: pulumi.Output[dict[str, dict[str, str]]]
+    """Per node: kernel, os, arch and the K3s found before install (from preflight)."""
+    nodes_ready: dict[str, pulumi.Resource]
+    """Node name -> the resource after which K3s on that node is installed and running."""
+    connections: dict[str, remote.ConnectionArgs]
+    """Node name -> SSH connection (host key pin, bastion) for further commands."""
+    token: pulumi.Output[str]
+    """The cluster join token (secret)."""
+
+    def __init__(self, name: str, args: K3sClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        cfg, features = args.config, args.features
+        private_key = pulumi.Output.secret(args.ssh_private_key)
+        # An empty k3sToken means "not configured", as Pulumi.yaml documents.
+        configured_token = None if isinstance(args.token, str) and not args.token else args.token
+        secret_token = pulumi.Output.secret(configured_token) if configured_token is not None else None
+        token_configured = secret_token is not None
+
+        unpinned = unpinned_hosts(cfg)
+        if unpinned:
+            pulumi.log.warn(unpinned_warning(unpinned), resource=self)
+
+        self.connections = {node.name: ssh.connection(cfg, node, private_key) for node in cfg.nodes}
+
+        preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
+
+        first = cfg.servers[0]
+        first_install = self._install(
+            name,
+            cfg,
+            features,
+            first,
+            token_configured,
+            stdin=secret_token,
+            # Nothing is installed anywhere until every node passed preflight.
+            depends_on=list(preflights.values()),
+        )
+
+        if secret_token is not None:
+            self.token = secret_token
+        else:
+            self.token = self._read_token(name, cfg, first, first_install)
+
+        self.nodes_ready = {first.name: first_install}
+        previous = first_install
+        for server in cfg.servers[1:]:
+            # etcd membership changes one at a time: each server joins after the previous one.
+            previous = self._install(
+                name, cfg, features, server, token_configured, stdin=self.token, depends_on=[previous]
+            )
+            self.nodes_ready[server.name] = previous
+        for agent in cfg.agents:
+            self.nodes_ready[agent.name] = self._install(
+                name, cfg, features, agent, token_configured, stdin=self.token, depends_on=[first_install]
+            )
+
+        self.kubeconfig = self._fetch_kubeconfig(name, cfg, first, first_install)
+        self.node_info = pulumi.Output.all(
+            **{node: command.stdout for node, command in preflights.items()}
+        ).apply(lambda outputs: {node: parse_facts(stdout) for node, stdout in outputs.items()})
+
+        self.register_outputs(
+            {
+                "kubeconfig": self.kubeconfig,
+                "nodeInfo": self.node_info,
+                "token": self.token,
+            }
+        )
+
+    def _command(
+        self,
+        resource: str,
+        node: Node,
+        *,
+        create: str,
+        update: str | None = None,
+        delete: str | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        triggers: Sequence[Any] | None = None,
+        secret_stdout: bool = False,
+        depends_on: Sequence[pulumi.Resource] | None = None,
+    ) -> remote.Command:
+        return remote.Command(
+            resource,
+            connection=self.connections[node.name],
+            create=create,
+            update=update,
+            delete=delete,
+            stdin=stdin,
+            triggers=list(triggers) if triggers else None,
+            # Secret stdout is neither logged nor shown; a failure still reports the exit status.
+            logging=remote.Logging.NONE if secret_stdout else None,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(depends_on or []),
+                additional_secret_outputs=["stdout"] if secret_stdout else None,
+                # An install resource's delete uninstalls K3s: when it is replaced, the old one must go first.
+                delete_before_replace=True if delete else None,
+            ),
+        )
+
+    def _preflight(self, name: str, cfg: StackConfig, features: Resolved, node: Node) -> remote.Command:
+        return self._command(
+            resource_name(name, ROLE_PREFLIGHT, node),
+            node,
+            create=ssh.script_command(cfg, node, "preflight", preflight_params(cfg, features, node)),
+        )
+
+    def _install(
+        self,
+        name: str,
+        cfg: StackConfig,
+        features: Resolved,
+        node: Node,
+        token_configured: bool,
+        *,
+        stdin: pulumi.Input[str] | None,
+        depends_on: Sequence[pulumi.Resource],
+    ) -> remote.Command:
+        # create and update are the same converge script: a config change rewrites config.yaml and
+        # restarts K3s, a version change upgrades in place; neither reinstalls. No triggers: in
+        # pulumi-command 1.x any trigger change replaces, and replacing runs the uninstall.
+        owner = install_resource_name(name, node)
+        converge = ssh.script_command(
+            cfg, node, "k3s-install", install_params(cfg, features, node, token_configured, owner)
+        )
+        return self._command(
+            owner,
+            node,
+            create=converge,
+            update=converge,
+            delete=ssh.script_command(cfg, node, "k3s-uninstall", uninstall_params(node, owner)),
+            stdin=stdin,
+            depends_on=depends_on,
+        )
+
+    def _read_token(self, name: str, cfg: StackConfig, first: Node, install: remote.Command) -> pulumi.Output[str]:
+        command = self._command(
+            resource_name(name, ROLE_TOKEN, first),
+            first,
+            create=ssh.script_command(cfg, first, "k3s-token", {"SERVER_TOKEN_PATH": SERVER_TOKEN_PATH}),
+            # A reinstalled first server has a new token: read it again.
+            triggers=[install.id],
+            secret_stdout=True,
+            depends_on=[install],
+        )
+        return pulumi.Output.secret(command.stdout.apply(lambda text: text.strip()))
+
+    def _fetch_kubeconfig(
+        self, name: str, cfg: StackConfig, first: Node, install: remote.Command
+    ) -> pulumi.Output[str]:
+        command = self._command(
+            resource_name(name, ROLE_KUBECONFIG, first),
+            first,
+            create=ssh.script_command(cfg, first, "kubeconfig", {"KUBECONFIG_PATH": KUBECONFIG_PATH}),
+            # A reinstalled first server has a new CA and admin credentials.
+            triggers=[install.id],
+            secret_stdout=True,
+            depends_on=[install],
+        )
+        endpoint = cfg.api_endpoint
+        return pulumi.Output.secret(command.stdout.apply(lambda text: rewrite_kubeconfig(text, endpoint)))
+

@@ -1,0 +1,455 @@
+"""K3sCluster under the Pulumi mock engine: resources, ordering, secrets, connections, determinism."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from components import k3s
+from components.k3s import K3sCluster, K3sClusterArgs
+from stacks import k3s_flags
+from stacks.config import StackConfig, parse
+from stacks.features import resolve
+from tests.mocks import FAKE_TOKEN, Recorded, Registration, run_program
+
+COMMAND = "command:remote:Command"
+PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nFAKE-PRIVATE-KEY-0f9e8d7c6b5a\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+PRIVATE_KEY_MARK = "FAKE-PRIVATE-KEY-0f9e8d7c6b5a"
+CONFIGURED_TOKEN = "FAKE-CONFIGURED-TOKEN-a1b2c3d4e5"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyPinForTestsOnly0123456789abcdefABCD"
+BASTION_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBastionKeyPinForTests0123456789abcdefABC"
+
+
+def make_config(servers: int = 1, agents: int = 2, *, pinned: bool = True, **extra: Any) -> StackConfig:
+    nodes = [
+        {"name": f"server-{i}", "host": f"10.0.1.{i}", "role": "server", **({"hostKey": HOST_KEY} if pinned else {})}
+        for i in range(1, servers + 1)
+    ] + [
+        {"name": f"agent-{i}", "host": f"10.0.{2 + i // 250}.{i % 250 + 1}", "role": "agent",
+         **({"hostKey": HOST_KEY} if pinned else {})}
+        for i in range(1, agents + 1)
+    ]
+    return parse({"nodes": nodes, **extra})
+
+
+def build(cfg: StackConfig, token: str | None = CONFIGURED_TOKEN, name: str = "k3s") -> Recorded:
+    features = resolve(cfg)
+
+    def program() -> dict[str, Any]:
+        cluster = K3sCluster(name, K3sClusterArgs(cfg, features, PRIVATE_KEY, token))
+        return {
+            "kubeconfig": cluster.kubeconfig,
+            "token": cluster.token,
+            "node_info": cluster.node_info,
+            "ready": sorted(cluster.nodes_ready),
+            "connection_hosts": {node: conn.host for node, conn in cluster.connections.items()},
+        }
+
+    return run_program(program)
+
+
+def commands(rec: Recorded, role: str) -> list[Registration]:
+    return [r for r in rec.of_type(COMMAND) if r.name.startswith(f"k3s-{role}-")]
+
+
+def component(rec: Recorded) -> Registration:
+    (found,) = rec.of_type(k3s.COMPONENT_TYPE)
+    return found
+
+
+# --- what gets created, and in which order ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("servers", "agents"), [(1, 2), (3, 50)])
+@pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
+def test_resources_per_role(servers: int, agents: int, token: str | None) -> None:
+    rec = build(make_config(servers, agents), token=token)
+    nodes = servers + agents
+    assert len(commands(rec, "preflight")) == nodes
+    assert len(commands(rec, "server")) == servers
+    assert len(commands(rec, "agent")) == agents
+    assert len(commands(rec, "token")) == (0 if token else 1)
+    assert len(commands(rec, "kubeconfig")) == 1
+    assert len(rec.resources) == 1 + nodes * 2 + 1 + (0 if token else 1)
+    assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
+    assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
+                                          + [f"agent-{i}" for i in range(1, agents + 1)])
+
+
+def test_every_child_is_parented_to_the_component() -> None:
+    rec = build(make_config(3, 5), token=None)
+    parent = component(rec)
+    assert parent.parent == rec.stack_urn
+    children = [r for r in rec.resources if r is not parent]
+    assert children and all(r.parent == parent.urn for r in children)
+
+
+def test_first_server_waits_for_every_preflight() -> None:
+    rec = build(make_config(2, 4))
+    first = rec.named("k3s-server-server-1")
+    assert {d for d in first.dependencies} == {r.urn for r in commands(rec, "preflight")}
+
+
+def test_agents_depend_on_the_first_server_only() -> None:
+    rec = build(make_config(3, 6), token=None)
+    first = rec.named("k3s-server-server-1")
+    token = rec.named("k3s-token-server-1")
+    for agent in commands(rec, "agent"):
+        assert set(agent.dependencies) == {first.urn, token.urn}, agent.name
+        assert agent.property_dependencies.get("stdin") == (token.urn,)
+
+
+def test_further_servers_join_one_after_another() -> None:
+    rec = build(make_config(3, 2))
+    servers = [rec.named(f"k3s-server-server-{i}") for i in (1, 2, 3)]
+    assert rec.depends_on(servers[1], servers[0])
+    assert rec.depends_on(servers[2], servers[1])
+    assert not rec.depends_on(servers[2], servers[0])  # only through server-2
+
+
+def test_token_and_kubeconfig_wait_for_the_first_server() -> None:
+    rec = build(make_config(1, 1), token=None)
+    first = rec.named("k3s-server-server-1")
+    for name in ("k3s-token-server-1", "k3s-kubeconfig-server-1"):
+        fetch = rec.named(name)
+        assert rec.depends_on(fetch, first)
+        # Re-read when the first server is reinstalled (new id).
+        assert fetch.inputs["triggers"] == [f"{first.name}-id"]
+
+
+def _agent_chain(rec: Recorded) -> int:
+    start = rec.named("k3s-preflight-server-1")
+    lengths = [rec.longest_chain(start, agent) for agent in commands(rec, "agent")]
+    assert None not in lengths
+    return max(length for length in lengths if length is not None)
+
+
+@pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
+def test_sequential_steps_do_not_grow_with_agents(token: str | None) -> None:
+    few, many = build(make_config(3, 2), token=token), build(make_config(3, 50), token=token)
+    # preflight -> first server [-> token read] -> agent
+    expected = 3 if token else 4
+    assert _agent_chain(few) == _agent_chain(many) == expected
+    # preflight -> server-1 [-> token read] -> server-2 -> server-3
+    last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
+    assert last_server == (4 if token else 5)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def _plain_leaks(rec: Recorded, *needles: str) -> list[tuple[str, str]]:
+    return [
+        (r.name, path)
+        for r in rec.resources
+        for path, text in r.plain_strings()
+        for needle in needles
+        if needle in text
+    ]
+
+
+@pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
+def test_no_plaintext_secret_in_any_input(token: str | None) -> None:
+    rec = build(make_config(2, 3, ssh={"bastion": {"host": "203.0.113.7"}}), token=token)
+    assert _plain_leaks(rec, PRIVATE_KEY_MARK, CONFIGURED_TOKEN, FAKE_TOKEN) == []
+    # ... while they really were sent, as secrets.
+    everything = [text for r in rec.resources for _, text in _all_strings(r)]
+    assert any(PRIVATE_KEY_MARK in text for text in everything)
+    assert any((token or FAKE_TOKEN) in text for text in everything)
+
+
+def _all_strings(r: Registration) -> list[tuple[str, str]]:
+    from tests.mocks import walk_strings
+
+    return list(walk_strings(r.inputs))
+
+
+def test_private_key_token_and_kubeconfig_are_secret() -> None:
+    rec = build(make_config(2, 2, ssh={"bastion": {"host": "203.0.113.7"}}), token=CONFIGURED_TOKEN)
+    for r in rec.of_type(COMMAND):
+        assert r.is_secret("connection.privateKey"), r.name
+        assert r.is_secret("connection.proxy.privateKey"), r.name
+        if "stdin" in r.inputs:
+            assert r.is_secret("stdin"), r.name
+            assert r.inputs["stdin"] == CONFIGURED_TOKEN
+    assert rec.is_secret_output("token") and rec.outputs["token"] == CONFIGURED_TOKEN
+    assert rec.is_secret_output("kubeconfig")
+    assert not rec.is_secret_output("node_info")
+    registered = rec.component_secret_outputs[component(rec).urn]
+    assert {"token", "kubeconfig"} <= registered and "nodeInfo" not in registered
+
+
+def test_read_back_token_is_secret_unlogged_and_sent_on_stdin() -> None:
+    rec = build(make_config(2, 2), token=None)
+    reader = rec.named("k3s-token-server-1")
+    assert reader.inputs["logging"] == "none"
+    assert reader.options["additional_secret_outputs"] == ["connection", "stdout"]
+    assert rec.outputs["token"] == FAKE_TOKEN.strip() and rec.is_secret_output("token")
+    for r in [*commands(rec, "agent"), rec.named("k3s-server-server-2")]:
+        assert r.inputs["stdin"] == FAKE_TOKEN.strip() and r.is_secret("stdin"), r.name
+
+
+def test_kubeconfig_fetch_is_unlogged_and_secret() -> None:
+    rec = build(make_config(1, 1))
+    fetch = rec.named("k3s-kubeconfig-server-1")
+    assert fetch.inputs["logging"] == "none"
+    assert "stdout" in fetch.options["additional_secret_outputs"]
+
+
+@pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
+def test_no_command_line_carries_the_token(token: str | None) -> None:
+    rec = build(make_config(2, 2), token=token)
+    for r in rec.of_type(COMMAND):
+        for key in ("create", "update", "delete"):
+            text = r.inputs.get(key, "")
+            assert CONFIGURED_TOKEN not in text and FAKE_TOKEN.strip() not in text, (r.name, key)
+
+
+def test_token_file_only_when_a_token_is_configured() -> None:
+    configured = build(make_config(2, 1), token=CONFIGURED_TOKEN)
+    generated = build(make_config(2, 1), token=None)
+    first_configured = configured.named("k3s-server-server-1")
+    first_generated = generated.named("k3s-server-server-1")
+    assert "stdin" in first_configured.inputs and "stdin" not in first_generated.inputs
+    assert f"token-file: {k3s_flags.TOKEN_PATH}" in first_configured.inputs["create"]
+    assert f"token-file: {k3s_flags.TOKEN_PATH}" not in first_generated.inputs["create"]
+    assert "TOKEN_FROM_STDIN=false" in first_generated.inputs["create"]
+    # Joining nodes always get the token from a file written from stdin.
+    for name in ("k3s-server-server-2", "k3s-agent-agent-1"):
+        assert "TOKEN_FROM_STDIN=true" in generated.named(name).inputs["create"]
+        assert f"token-file: {k3s_flags.TOKEN_PATH}" in generated.named(name).inputs["create"]
+
+
+def test_empty_token_means_generated() -> None:
+    rec = build(make_config(1, 1), token="")
+    assert len(commands(rec, "token")) == 1
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+def test_host_key_pin_reaches_the_connection() -> None:
+    rec = build(make_config(1, 1, pinned=True))
+    for r in rec.of_type(COMMAND):
+        assert r.inputs["connection"]["hostKey"] == HOST_KEY
+    assert rec.warnings == []
+
+
+def test_missing_pins_warn_once_naming_the_nodes() -> None:
+    cfg = make_config(2, 3, pinned=False, ssh={"bastion": {"host": "203.0.113.7"}})
+    rec = build(cfg)
+    assert len(rec.warnings) == 1
+    (warning,) = rec.warnings
+    for node in cfg.nodes:
+        assert node.name in warning
+    assert "bastion 203.0.113.7" in warning
+    assert all("hostKey" not in r.inputs["connection"] for r in rec.of_type(COMMAND))
+
+
+def test_pinned_nodes_but_unpinned_bastion_warns_about_the_bastion_only() -> None:
+    rec = build(make_config(1, 1, ssh={"bastion": {"host": "203.0.113.7"}}))
+    assert len(rec.warnings) == 1
+    assert "bastion 203.0.113.7" in rec.warnings[0] and "server-1" not in rec.warnings[0]
+
+
+def test_bastion_reaches_proxy() -> None:
+    cfg = make_config(1, 1, ssh={"bastion": {"host": "203.0.113.7", "port": 2222, "user": "jump",
+                                             "hostKey": BASTION_KEY}})
+    rec = build(cfg)
+    assert rec.warnings == []
+    for r in rec.of_type(COMMAND):
+        proxy = r.inputs["connection"]["proxy"]
+        assert (proxy["host"], proxy["port"], proxy["user"], proxy["hostKey"]) == (
+            "203.0.113.7", 2222, "jump", BASTION_KEY)
+        assert proxy["privateKey"] == PRIVATE_KEY
+
+
+def test_non_root_user_gets_sudo() -> None:
+    cfg = make_config(1, 1, ssh={"user": "ubuntu", "port": 2200})
+    rec = build(cfg)
+    for r in rec.of_type(COMMAND):
+        assert r.inputs["connection"]["user"] == "ubuntu" and r.inputs["connection"]["port"] == 2200
+        for key in ("create", "update", "delete"):
+            if key in r.inputs:
+                assert r.inputs[key].startswith("sudo -n bash -c "), (r.name, key)
+
+
+def test_root_user_runs_bash_directly() -> None:
+    rec = build(make_config(1, 1))
+    for r in rec.of_type(COMMAND):
+        assert r.inputs["create"].startswith("bash -c "), r.name
+
+
+# --- install, update, delete -------------------------------------------------------------------
+
+
+def test_install_updates_in_place_and_uninstalls_on_delete() -> None:
+    rec = build(make_config(1, 1))
+    for role, uninstaller in (("server", "k3s-uninstall.sh"), ("agent", "k3s-agent-uninstall.sh")):
+        (install,) = commands(rec, role)
+        assert install.inputs["update"] == install.inputs["create"]
+        assert "get.k3s.io" in install.inputs["create"] and "K3S_VERSION=v1.33.3+k3s1" in install.inputs["create"]
+        assert f"ROLE={role}" in install.inputs["delete"]
+        assert uninstaller in install.inputs["delete"]
+        assert "triggers" not in install.inputs  # a trigger change would replace = uninstall
+        assert install.options["delete_before_replace"] is True
+    for name in ("k3s-preflight-server-1", "k3s-kubeconfig-server-1"):
+        assert "delete" not in rec.named(name).inputs
+
+
+def test_install_and_uninstall_name_their_own_resource_as_owner() -> None:
+    rec = build(make_config(2, 2))
+    for install in commands(rec, "server") + commands(rec, "agent"):
+        assert f"OWNER={install.name}\n" in install.inputs["create"], install.name
+        assert f"OWNER={install.name}\n" in install.inputs["delete"], install.name
+        assert f"OWNER_MARKER={k3s.OWNER_MARKER}\n" in install.inputs["delete"]
+
+
+def test_config_yaml_is_the_rendered_node_config() -> None:
+    cfg = make_config(3, 1, k3s={"apiEndpoint": "k8s.example.com"})
+    features = resolve(cfg)
+    rec = build(cfg)
+    for node in cfg.nodes:
+        text = k3s.render_node_config(cfg, features, node, token_configured=True)
+        assert text == yaml.safe_dump(k3s_flags.node_config(cfg, features, node, True), sort_keys=True)
+        assert f"node-name: {node.name}\n" in text  # block style, one key per line: diffs well
+        install = rec.named(f"k3s-{node.role}-{node.name}")
+        assert k3s.install_params(cfg, features, node, True, install.name)["CONFIG_YAML"] == text
+        # The script carries it as one quoted parameter, not as flags.
+        assert "--flannel-backend" not in install.inputs["create"]
+    assert "cluster-init: true" in rec.named("k3s-server-server-1").inputs["create"]
+
+
+def _inputs(rec: Recorded) -> dict[str, dict[str, Any]]:
+    return {r.name: r.inputs for r in rec.resources}
+
+
+def test_server_config_change_updates_servers_and_restarts_agents_in_place() -> None:
+    before = _inputs(build(make_config(1, 2)))
+    after = _inputs(build(make_config(1, 2, k3s={"disable": ["traefik"]})))
+    for name in ("k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"):
+        assert before[name]["update"] != after[name]["update"], name
+        assert before[name]["delete"] == after[name]["delete"], name
+        assert "triggers" not in after[name]
+    # The agents' own config did not change: only the servers' digest did.
+    agent_before = before["k3s-agent-agent-1"]["create"]
+    agent_after = after["k3s-agent-agent-1"]["create"]
+    assert agent_before.replace(_digest_of(agent_before), "") == agent_after.replace(_digest_of(agent_after), "")
+
+
+def _digest_of(command: str) -> str:
+    marker = "SERVERS_CONFIG_SHA256="
+    start = command.index(marker) + len(marker)
+    return command[start:start + 64 + 2]  # quoted hex digest
+
+
+def test_agent_change_touches_only_that_agent() -> None:
+    cfg = make_config(1, 3)
+    relabelled = cfg.model_copy(update={"nodes": [
+        n.model_copy(update={"labels": {"tier": "edge"}}) if n.name == "agent-2" else n for n in cfg.nodes
+    ]})
+    before, after = _inputs(build(cfg)), _inputs(build(relabelled))
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"k3s-agent-agent-2"}
+
+
+def test_version_change_updates_without_replacing() -> None:
+    before = _inputs(build(make_config(1, 1)))
+    after = _inputs(build(make_config(1, 1, k3s={"version": "v1.34.1+k3s1"})))
+    for name in ("k3s-server-server-1", "k3s-agent-agent-1"):
+        assert "K3S_VERSION=v1.34.1+k3s1" in after[name]["update"]
+        assert before[name].get("triggers") == after[name].get("triggers") is None
+
+
+def test_preflight_gets_the_feature_kernel_floors() -> None:
+    cfg = make_config(1, 1, tier="extreme", cilium={"version": "1.19.6"})
+    rec = build(cfg)
+    create = rec.named("k3s-preflight-agent-1").inputs["create"]
+    for line in ("bpfHostRouting=5.10", "bigTcp=6.3", "bandwidthManager=5.1", "bbr=5.18"):
+        assert line in create
+    assert "MIN_KERNEL=6.3" in create and "NODE_NAME=agent-1" in create
+    assert "curl iptables" in create
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+def test_kubeconfig_points_at_the_api_endpoint() -> None:
+    rec = build(make_config(1, 1, k3s={"apiEndpoint": "k8s.example.com"}))
+    doc = yaml.safe_load(rec.outputs["kubeconfig"])
+    assert [c["cluster"]["server"] for c in doc["clusters"]] == ["https://k8s.example.com:6443"]
+    assert doc["users"][0]["user"]["client-key-data"] == "RkFLRS1LRVk="
+
+
+def test_kubeconfig_defaults_to_the_first_server() -> None:
+    rec = build(make_config(2, 1))
+    assert yaml.safe_load(rec.outputs["kubeconfig"])["clusters"][0]["cluster"]["server"] == "https://10.0.1.1:6443"
+
+
+def test_rewrite_kubeconfig_brackets_ipv6_and_rejects_garbage() -> None:
+    text = k3s.rewrite_kubeconfig("clusters:\n- cluster: {server: 'https://127.0.0.1:6443'}\n  name: x\n", "fd00::1")
+    assert yaml.safe_load(text)["clusters"][0]["cluster"]["server"] == "https://[fd00::1]:6443"
+    with pytest.raises(ValueError, match="not a kubeconfig"):
+        k3s.rewrite_kubeconfig("error: no such file", "10.0.0.1")
+
+
+def test_node_info_from_preflight() -> None:
+    rec = build(make_config(1, 2))
+    assert rec.outputs["node_info"] == {
+        node: {"kernel": "6.8.0-45-generic", "os": "ubuntu-24.04", "arch": "x86_64", "k3s": "absent"}
+        for node in ("server-1", "agent-1", "agent-2")
+    }
+
+
+def test_parse_facts_takes_the_last_fact_line() -> None:
+    stdout = "noise here\nstale=line\nkernel=5.15.0 os=debian-12 arch=aarch64 k3s=v1.33.3+k3s1\n"
+    assert k3s.parse_facts(stdout) == {
+        "kernel": "5.15.0", "os": "debian-12", "arch": "aarch64", "k3s": "v1.33.3+k3s1"}
+    assert k3s.parse_facts("") == {}
+
+
+def test_connections_output_per_node() -> None:
+    rec = build(make_config(1, 2))
+    assert rec.outputs["connection_hosts"] == {"server-1": "10.0.1.1", "agent-1": "10.0.2.2", "agent-2": "10.0.2.3"}
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
+def test_same_config_same_inputs(token: str | None) -> None:
+    cfg = make_config(3, 10, tier="performance", k3s={"apiEndpoint": "k8s.example.com"})
+    first, second = build(cfg, token=token), build(cfg, token=token)
+    assert first.snapshot() == second.snapshot()
+    assert first.outputs == second.outputs
+
+
+# --- the shared harness (tests/mocks.py) that other components' tests reuse ------------------
+
+
+def test_harness_config_exports_and_secrets() -> None:
+    import pulumi
+
+    def program() -> dict[str, Any]:
+        config = pulumi.Config("k3s-cilium")
+        pulumi.export("tier", config.get("tier"))
+        pulumi.export("key", config.get_secret("sshPrivateKey"))
+        return {
+            "nodes": config.get_object("nodes"),
+            "secret": pulumi.Output.secret("x"),
+            "plain": pulumi.Output.from_input("y"),
+        }
+
+    rec = run_program(program, config={"k3s-cilium:tier": "extreme", "k3s-cilium:nodes": [{"name": "a"}],
+                                       "k3s-cilium:sshPrivateKey": PRIVATE_KEY},
+                      secret_config=("k3s-cilium:sshPrivateKey",))
+    assert rec.exports == {"tier": "extreme", "key": PRIVATE_KEY}
+    assert rec.secret_exports == {"key"}
+    assert rec.outputs == {"nodes": [{"name": "a"}], "secret": "x", "plain": "y"}
+    assert rec.is_secret_output("secret") and not rec.is_secret_output("plain")
+    # Runs are independent: nothing registered before leaks into the next run.
+    assert run_program(lambda: None).resources == []

@@ -1,0 +1,511 @@
+"""The K3sCluster shell scripts: lint every template and rendering, and run them for real.
+
+Preflight runs unchanged on this machine, through the exact command line
+Pulumi would send, and the test asserts what this host really is. The
+install and uninstall scripts run against a sandbox: their host paths are
+parameters, and stub `curl`/`systemctl`/`ip`/`k3s` on PATH record what the
+scripts asked for, so idempotence and the restart decisions are exercised
+on real bash without touching this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components import k3s, scripts
+from components.remote import script_command
+from stacks.config import StackConfig, parse
+from stacks.features import resolve
+from tests.shell import lint
+
+SCRIPTS = ("preflight", "k3s-install", "k3s-uninstall", "kubeconfig", "k3s-token")
+
+
+def make_config(**extra: Any) -> StackConfig:
+    return parse({
+        "nodes": [
+            {"name": "server-1", "host": "10.0.1.1", "role": "server"},
+            {"name": "server-2", "host": "10.0.1.2", "role": "server"},
+            {"name": "agent-1", "host": "10.0.2.1", "role": "agent", "labels": {"tier": "edge"},
+             "taints": ["dedicated=edge:NoSchedule"]},
+        ],
+        **extra,
+    })
+
+
+def rendered_variants() -> list[tuple[str, str]]:
+    """Every script as the component renders it, for every role and token mode."""
+    cfg = make_config(tier="extreme")
+    features = resolve(cfg)
+    out = []
+    for node in cfg.nodes:
+        out.append((f"preflight-{node.name}", scripts.render("preflight", k3s.preflight_params(cfg, features, node))))
+        owner = k3s.install_resource_name("k3s", node)
+        out.append((f"uninstall-{node.name}", scripts.render("k3s-uninstall", k3s.uninstall_params(node, owner))))
+        for configured in (True, False):
+            params = k3s.install_params(cfg, features, node, configured, owner)
+            out.append((f"install-{node.name}-{configured}", scripts.render("k3s-install", params)))
+    out.append(("kubeconfig", scripts.render("kubeconfig", {"KUBECONFIG_PATH": k3s.KUBECONFIG_PATH})))
+    out.append(("k3s-token", scripts.render("k3s-token", {"SERVER_TOKEN_PATH": k3s.SERVER_TOKEN_PATH})))
+    return out
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_template_passes_lint(name: str, tmp_path: Path) -> None:
+    text = scripts.template(name)
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail\n# @params\n" in text
+    lint(text, tmp_path, f"{name}.sh")
+
+
+@pytest.mark.parametrize(("label", "script"), rendered_variants(), ids=lambda v: v if len(v) < 40 else "")
+def test_rendered_script_passes_lint(label: str, script: str, tmp_path: Path) -> None:
+    lint(script, tmp_path, f"{label}.sh")
+
+
+# --- preflight, for real on this host -------------------------------------------------------
+
+
+def run_command_line(
+    command: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command line the way sshd would: through a shell."""
+    return subprocess.run(["bash", "-c", command], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+def host_kernel() -> tuple[str, tuple[int, int]]:
+    match = re.match(r"(\d+)\.(\d+)(\.\d+)?", os.uname().release)
+    assert match, os.uname().release
+    return match[0], (int(match[1]), int(match[2]))
+
+
+def host_os() -> str:
+    fields: dict[str, str] = {}
+    if os.path.exists("/etc/os-release"):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if "=" in line:
+                key, value = line.split("=", 1)
+                fields[key] = value.strip("\"'")
+    return f"{fields.get('ID') or 'unknown'}-{fields.get('VERSION_ID') or 'unknown'}"
+
+
+def host_k3s() -> str:
+    found = shutil.which("k3s") or ("/usr/local/bin/k3s" if os.access("/usr/local/bin/k3s", os.X_OK) else None)
+    if not found:
+        return "absent"
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout.split()
+    return out[2] if len(out) > 2 else "unknown"
+
+
+def expected_problems(node: str, floors: dict[str, tuple[int, int]], minimum: tuple[int, int], reason: str,
+                      commands: tuple[str, ...]) -> list[str]:
+    """What preflight must report on this very host."""
+    version, kernel = host_kernel()
+    problems = [f"node {node}: kernel {version} is older than {a}.{b} required by {feature}"
+                for feature, (a, b) in floors.items() if kernel < (a, b)]
+    if not problems and kernel < minimum:
+        problems.append(f"node {node}: kernel {version} is older than {minimum[0]}.{minimum[1]} required by {reason}")
+    if os.uname().machine not in ("x86_64", "amd64", "aarch64", "arm64"):
+        problems.append(f"node {node}: architecture {os.uname().machine} is not supported (amd64 or arm64 only)")
+    if not os.path.isdir("/run/systemd/system"):
+        problems.append(f"node {node}: systemd is not running (no /run/systemd/system); "
+                        "K3s is installed as a systemd service")
+    problems += [f"node {node}: required command '{cmd}' is not installed" for cmd in commands if not shutil.which(cmd)]
+    return problems
+
+
+def run_preflight(cfg: StackConfig, node_name: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    features = resolve(cfg)
+    node = next(n for n in cfg.nodes if n.name == node_name)
+    params = {**k3s.preflight_params(cfg, features, node), **overrides}
+    return run_command_line(script_command(cfg, node, "preflight", params))
+
+
+def facts(stdout: str) -> dict[str, str]:
+    return k3s.parse_facts(stdout)
+
+
+@pytest.mark.parametrize("tier", ["baseline", "kpr", "performance", "extreme"])
+def test_preflight_reports_this_host_truthfully(tier: str) -> None:
+    cfg = make_config(tier=tier)
+    features = resolve(cfg)
+    result = run_preflight(cfg, "agent-1")
+    assert facts(result.stdout) == {
+        "kernel": os.uname().release, "os": host_os(), "arch": os.uname().machine, "k3s": host_k3s()}
+    expected = expected_problems("agent-1", features.kernel_needs(), features.min_kernel(), k3s.MIN_KERNEL_REASON,
+                                 k3s.REQUIRED_COMMANDS)
+    assert result.stderr.splitlines() == expected
+    assert result.returncode == (1 if expected else 0)
+
+
+def test_preflight_names_node_feature_and_kernel_when_too_old() -> None:
+    result = run_preflight(make_config(), "agent-1", KERNEL_FLOORS="bpfHostRouting=99.0\nbigTcp=98.7\n")
+    version, _ = host_kernel()
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert f"node agent-1: kernel {version} is older than 99.0 required by bpfHostRouting" in lines
+    assert f"node agent-1: kernel {version} is older than 98.7 required by bigTcp" in lines
+    # The stack-wide floor is not repeated when a feature already failed.
+    assert not any(k3s.MIN_KERNEL_REASON in line for line in lines)
+    # The facts are still printed, so the failure shows what the host runs.
+    assert facts(result.stdout)["kernel"] == os.uname().release
+
+
+def test_preflight_stack_minimum_kernel() -> None:
+    result = run_preflight(make_config(), "server-2", KERNEL_FLOORS="", MIN_KERNEL="99.0")
+    version, _ = host_kernel()
+    assert result.returncode == 1
+    assert f"node server-2: kernel {version} is older than 99.0 required by {k3s.MIN_KERNEL_REASON}" in (
+        result.stderr.splitlines())
+
+
+def test_preflight_kernel_equal_to_floor_passes_the_kernel_check() -> None:
+    _, (major, minor) = host_kernel()
+    result = run_preflight(make_config(), "agent-1", KERNEL_FLOORS=f"netkit={major}.{minor}\n",
+                           MIN_KERNEL=f"{major}.{minor}")
+    assert not any("kernel" in line for line in result.stderr.splitlines())
+
+
+def test_preflight_reports_missing_commands() -> None:
+    result = run_preflight(make_config(), "agent-1", REQUIRED_COMMANDS="bash no-such-command-k3s-test")
+    assert result.returncode == 1
+    assert "node agent-1: required command 'no-such-command-k3s-test' is not installed" in result.stderr.splitlines()
+    assert "'bash'" not in result.stderr
+
+
+# --- install: a sandbox with stub tools ----------------------------------------------------------
+
+STUB_CURL = """#!/bin/sh
+# Stub curl: "download" an installer that records its environment.
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in -o) out=$2; shift ;; esac
+  shift
+done
+[ -f "$SANDBOX/offline" ] && exit 7
+cat >"$out" <<'INSTALLER'
+#!/bin/sh
+set -e
+echo "installer version=$INSTALL_K3S_VERSION exec=$INSTALL_K3S_EXEC force=$INSTALL_K3S_FORCE_RESTART" >>"$SANDBOX/calls"
+unit=k3s; [ "$INSTALL_K3S_EXEC" = agent ] && unit=k3s-agent
+mkdir -p "$(dirname "$FAKE_K3S_BIN")" "$FAKE_SYSTEMD_DIR"
+printf '#!/bin/sh\\nexec "$SANDBOX/fake-k3s" %s "$@"\\n' "$INSTALL_K3S_VERSION" >"$FAKE_K3S_BIN"
+chmod +x "$FAKE_K3S_BIN"
+echo "[Service]" >"$FAKE_SYSTEMD_DIR/$unit.service"
+touch "$SANDBOX/active"
+INSTALLER
+"""
+
+FAKE_K3S = """#!/bin/sh
+version=$1; shift
+case "$1" in
+  --version) echo "k3s version $version (0000000)"; echo "go version go1.24" ;;
+  kubectl)
+    echo "$*" >>"$SANDBOX/calls"
+    if [ -f "$SANDBOX/api-down" ]; then echo "connection refused" >&2; exit 1; fi
+    echo ok ;;
+esac
+"""
+
+STUB_SYSTEMCTL = """#!/bin/sh
+echo "systemctl $*" >>"$SANDBOX/calls"
+case "$1" in
+  is-active) [ -f "$SANDBOX/active" ] ;;
+  restart|start) touch "$SANDBOX/active" ;;
+esac
+"""
+
+
+class Sandbox:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        for name, body in (("curl", STUB_CURL), ("systemctl", STUB_SYSTEMCTL)):
+            self._executable(self.bin / name, body)
+        self._executable(root / "fake-k3s", FAKE_K3S)
+        self.k3s_bin = root / "usr-local-bin" / "k3s"
+        self.systemd = root / "systemd"
+        self.etc = root / "etc-rancher-k3s"
+        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "SANDBOX": str(root),
+                    "FAKE_K3S_BIN": str(self.k3s_bin), "FAKE_SYSTEMD_DIR": str(self.systemd)}
+
+    @staticmethod
+    def _executable(path: Path, body: str) -> None:
+        path.write_text(body)
+        path.chmod(0o755)
+
+    def install_script(self, cfg: StackConfig, node_name: str, token_configured: bool = True,
+                       **overrides: Any) -> str:
+        features = resolve(cfg)
+        node = next(n for n in cfg.nodes if n.name == node_name)
+        params = {
+            **k3s.install_params(cfg, features, node, token_configured, k3s.install_resource_name("k3s", node)),
+            "OWNER_MARKER": str(self.etc / "pulumi-owner"),
+            "CONFIG_PATH": str(self.etc / "config.yaml"),
+            "TOKEN_PATH": str(self.etc / "cluster-token"),
+            "SERVERS_CONFIG_MARKER": str(self.etc / "servers-config.sha256"),
+            "K3S_BIN": str(self.k3s_bin),
+            "SYSTEMD_DIR": str(self.systemd),
+            **overrides,
+        }
+        return scripts.render("k3s-install", params)
+
+    def run(self, script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        (self.root / "calls").unlink(missing_ok=True)
+        return subprocess.run(["bash", "-c", script], input=stdin, capture_output=True, text=True, env=self.env,
+                              timeout=60)
+
+    def calls(self) -> list[str]:
+        path = self.root / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(tmp_path)
+
+
+TOKEN = "K10sandbox-token::server:secret"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_install_then_rerun_changes_nothing(sandbox: Sandbox) -> None:
+    cfg = make_config()
+    script = sandbox.install_script(cfg, "server-1")
+    first = sandbox.run(script, stdin=TOKEN)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "role=server k3s=v1.33.3+k3s1 action=installed\n"
+    assert "installer version=v1.33.3+k3s1 exec=server force=true" in sandbox.calls()
+    assert any(call.startswith("kubectl get --raw /readyz") for call in sandbox.calls())
+    config = sandbox.etc / "config.yaml"
+    assert config.read_text() == k3s.render_node_config(cfg, resolve(cfg), cfg.servers[0], True)
+    assert (sandbox.etc / "cluster-token").read_text() == TOKEN + "\n"
+    assert mode(config) == mode(sandbox.etc / "cluster-token") == 0o600
+    assert not (sandbox.etc / "servers-config.sha256").exists()  # servers keep no digest
+
+    again = sandbox.run(script, stdin=TOKEN)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "role=server k3s=v1.33.3+k3s1 action=unchanged\n"
+    assert not any(c.startswith(("installer", "systemctl restart", "systemctl start")) for c in sandbox.calls())
+
+
+def test_config_change_restarts_without_reinstalling(sandbox: Sandbox) -> None:
+    sandbox.run(sandbox.install_script(make_config(), "server-1"), stdin=TOKEN)
+    changed = sandbox.run(sandbox.install_script(make_config(k3s={"disable": ["traefik"]}), "server-1"), stdin=TOKEN)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.endswith("action=restarted\n")
+    assert "systemctl restart k3s" in sandbox.calls()
+    assert not any(c.startswith("installer") for c in sandbox.calls())
+
+
+def test_token_change_restarts(sandbox: Sandbox) -> None:
+    script = sandbox.install_script(make_config(), "server-2")
+    sandbox.run(script, stdin=TOKEN)
+    rotated = sandbox.run(script, stdin="K10other-token")
+    assert rotated.stdout.endswith("action=restarted\n")
+    assert (sandbox.etc / "cluster-token").read_text() == "K10other-token\n"
+
+
+def test_version_change_upgrades_in_place(sandbox: Sandbox) -> None:
+    sandbox.run(sandbox.install_script(make_config(), "agent-1"), stdin=TOKEN)
+    upgraded = sandbox.run(sandbox.install_script(make_config(k3s={"version": "v1.34.1+k3s1"}), "agent-1"),
+                           stdin=TOKEN)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout == "role=agent k3s=v1.34.1+k3s1 action=installed\n"
+    assert "installer version=v1.34.1+k3s1 exec=agent force=true" in sandbox.calls()
+
+
+def test_agent_restarts_when_the_servers_config_changes(sandbox: Sandbox) -> None:
+    first = sandbox.run(sandbox.install_script(make_config(), "agent-1"), stdin=TOKEN)
+    assert first.returncode == 0, first.stderr
+    assert not any(c.startswith("kubectl") for c in sandbox.calls())  # agents do not wait for an API server
+    # Same agent config, different server config: only the digest differs.
+    changed = sandbox.run(sandbox.install_script(make_config(k3s={"disable": ["traefik"]}), "agent-1"), stdin=TOKEN)
+    assert changed.stdout == "role=agent k3s=v1.33.3+k3s1 action=restarted\n"
+    assert "systemctl restart k3s-agent" in sandbox.calls()
+    assert sandbox.run(sandbox.install_script(make_config(k3s={"disable": ["traefik"]}), "agent-1"),
+                       stdin=TOKEN).stdout.endswith("action=unchanged\n")
+
+
+def test_adopts_an_existing_install_of_the_same_version(sandbox: Sandbox) -> None:
+    script = sandbox.install_script(make_config(), "server-1")
+    sandbox.run(script, stdin=TOKEN)
+    (sandbox.etc / "config.yaml").unlink()  # e.g. installed by hand with flags
+    (sandbox.root / "active").unlink()
+    adopted = sandbox.run(script, stdin=TOKEN)
+    assert adopted.stdout.endswith("action=restarted\n")
+    assert not any(c.startswith("installer") for c in sandbox.calls())
+
+
+def test_stopped_service_is_started(sandbox: Sandbox) -> None:
+    script = sandbox.install_script(make_config(), "server-1")
+    sandbox.run(script, stdin=TOKEN)
+    (sandbox.root / "active").unlink()
+    started = sandbox.run(script, stdin=TOKEN)
+    assert started.stdout.endswith("action=started\n")
+
+
+def test_first_server_without_token_reads_no_stdin(sandbox: Sandbox) -> None:
+    result = sandbox.run(sandbox.install_script(make_config(), "server-1", token_configured=False), stdin="ignored")
+    assert result.returncode == 0, result.stderr
+    assert not (sandbox.etc / "cluster-token").exists()
+    assert "token-file" not in (sandbox.etc / "config.yaml").read_text()
+
+
+def test_missing_token_on_stdin_fails_clearly(sandbox: Sandbox) -> None:
+    result = sandbox.run(sandbox.install_script(make_config(), "agent-1"), stdin="")
+    assert result.returncode == 1
+    assert "expected the cluster token on stdin, got nothing" in result.stderr
+    assert not any(c.startswith("installer") for c in sandbox.calls())
+
+
+def test_api_server_wait_is_bounded(sandbox: Sandbox) -> None:
+    (sandbox.root / "api-down").touch()
+    result = sandbox.run(sandbox.install_script(make_config(), "server-1", API_READY_TIMEOUT=0), stdin=TOKEN)
+    assert result.returncode == 1
+    assert "the API server did not become ready within 0s: connection refused" in result.stderr
+
+
+def test_failed_download_is_reported(sandbox: Sandbox) -> None:
+    (sandbox.root / "offline").touch()
+    result = sandbox.run(sandbox.install_script(make_config(), "server-1"), stdin=TOKEN)
+    assert result.returncode == 1
+    assert "could not download the K3s install script from https://get.k3s.io" in result.stderr
+
+
+def test_token_never_reaches_output_or_command_line(sandbox: Sandbox) -> None:
+    script = sandbox.install_script(make_config(), "agent-1")
+    assert TOKEN not in script
+    result = sandbox.run(script, stdin=TOKEN)
+    assert TOKEN not in result.stdout + result.stderr
+    assert all(TOKEN not in call for call in sandbox.calls())
+
+
+# --- uninstall -----------------------------------------------------------------------------
+
+STUB_IP = """#!/bin/sh
+# Stub ip: a link exists while $SANDBOX/links/<name> does.
+[ "$1" = link ] || exit 2
+dev=$4
+case "$2" in
+  show) [ -e "$SANDBOX/links/$dev" ] ;;
+  delete)
+    [ -e "$SANDBOX/links/$dev" ] || { echo "Cannot find device \\"$dev\\"" >&2; exit 1; }
+    rm -f "$SANDBOX/links/$dev"
+    echo "ip link delete $dev" >>"$SANDBOX/calls"
+    # cilium_host and cilium_net are the two ends of one veth pair.
+    case "$dev" in
+      cilium_host) rm -f "$SANDBOX/links/cilium_net" ;;
+      cilium_net) rm -f "$SANDBOX/links/cilium_host" ;;
+    esac
+    ;;
+esac
+"""
+
+FAKE_UNINSTALLER = """#!/bin/sh
+echo "$(basename "$0")" >>"$SANDBOX/calls"
+rm -f "$0"
+"""
+
+
+def uninstall_sandbox(root: Path, role: str, owner: str = "k3s-owner",
+                      recorded_owner: str | None = None) -> tuple[str, dict[str, str], dict[str, Path]]:
+    (root / "bin").mkdir()
+    Sandbox._executable(root / "bin" / "ip", STUB_IP)
+    paths = {"bin_dir": root / "usr-local-bin", "globals": root / "bpf" / "tc" / "globals",
+             "cilium_dir": root / "bpf" / "cilium", "cni": root / "cni" / "05-cilium.conflist"}
+    paths["bin_dir"].mkdir()
+    for name in ("k3s-uninstall.sh", "k3s-agent-uninstall.sh"):
+        Sandbox._executable(paths["bin_dir"] / name, FAKE_UNINSTALLER)
+    paths["globals"].mkdir(parents=True)
+    for pin in ("cilium_calls_00123", "cilium_lb4_services_v2", "other_program_map"):
+        (paths["globals"] / pin).touch()
+    (paths["cilium_dir"] / "devices").mkdir(parents=True)
+    (paths["cilium_dir"] / "devices" / "map").touch()
+    paths["cni"].parent.mkdir()
+    paths["cni"].write_text("{}")
+    (root / "links").mkdir()
+    for link in ("cilium_host", "cilium_net", "cilium_vxlan", "eth0"):
+        (root / "links" / link).touch()
+    marker = root / "pulumi-owner"
+    if recorded_owner is not None:
+        marker.write_text(recorded_owner + "\n")
+    params = {**k3s.uninstall_params(next(n for n in make_config().nodes if n.role == role), owner),
+              "BIN_DIR": str(paths["bin_dir"]), "BPF_TC_GLOBALS": str(paths["globals"]),
+              "BPF_CILIUM_DIR": str(paths["cilium_dir"]), "CILIUM_CNI_CONFIG": str(paths["cni"]),
+              "OWNER_MARKER": str(marker)}
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "SANDBOX": str(root)}
+    return scripts.render("k3s-uninstall", params), env, paths
+
+
+@pytest.mark.parametrize(("role", "uninstaller"), [("server", "k3s-uninstall.sh"), ("agent", "k3s-agent-uninstall.sh")])
+def test_uninstall_removes_k3s_and_cilium_leftovers_then_is_a_noop(tmp_path: Path, role: str,
+                                                                   uninstaller: str) -> None:
+    script, env, paths = uninstall_sandbox(tmp_path, role, owner="k3s-owner", recorded_owner="k3s-owner")
+    first = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == (f"role={role} k3s=removed links_removed=2 bpf_pins_removed=3 cni_config=removed\n")
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == uninstaller
+    assert sorted(os.listdir(tmp_path / "links")) == ["eth0"]
+    assert sorted(os.listdir(paths["globals"])) == ["other_program_map"]
+    assert not paths["cilium_dir"].exists() and not paths["cni"].exists()
+
+    second = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == f"role={role} k3s=absent links_removed=0 bpf_pins_removed=0 cni_config=absent\n"
+
+
+def test_uninstall_leaves_a_host_another_resource_now_owns(tmp_path: Path) -> None:
+    # A renamed node: the new resource installed first and recorded itself; the old one is deleted last.
+    script, env, paths = uninstall_sandbox(tmp_path, "agent", owner="k3s-agent-old-name",
+                                           recorded_owner="k3s-agent-new-name")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "role=agent k3s=kept owner=k3s-agent-new-name\n"
+    assert not (tmp_path / "calls").exists()
+    assert (paths["bin_dir"] / "k3s-agent-uninstall.sh").exists() and paths["cni"].exists()
+    assert sorted(os.listdir(tmp_path / "links")) == ["cilium_host", "cilium_net", "cilium_vxlan", "eth0"]
+
+
+def test_install_records_its_owner(sandbox: Sandbox) -> None:
+    cfg = make_config()
+    script = sandbox.install_script(cfg, "agent-1")
+    sandbox.run(script, stdin=TOKEN)
+    assert (sandbox.etc / "pulumi-owner").read_text() == "k3s-agent-agent-1\n"
+    assert sandbox.run(script, stdin=TOKEN).stdout.endswith("action=unchanged\n")  # the marker is no change
+
+
+def test_uninstall_on_a_clean_host(tmp_path: Path) -> None:
+    params = {**k3s.uninstall_params(make_config().agents[0], "k3s-agent-agent-1"),
+              "OWNER_MARKER": str(tmp_path / "none-owner"), "BIN_DIR": str(tmp_path / "none"),
+              "BPF_TC_GLOBALS": str(tmp_path / "none"), "BPF_CILIUM_DIR": str(tmp_path / "none" / "cilium"),
+              "CILIUM_CNI_CONFIG": str(tmp_path / "none.conflist"), "CILIUM_LINKS": "k3s_test_absent_link"}
+    result = run_command_line(scripts.render("k3s-uninstall", params))
+    assert result.returncode == 0, result.stderr
+    assert "k3s=absent" in result.stdout and "cni_config=absent" in result.stdout
+
+
+# --- kubeconfig and token readers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "param"), [("kubeconfig", "KUBECONFIG_PATH"), ("k3s-token", "SERVER_TOKEN_PATH")])
+def test_readers_print_the_file_or_fail_clearly(tmp_path: Path, name: str, param: str) -> None:
+    target = tmp_path / "file"
+    target.write_text("content-line\n")
+    ok = run_command_line(scripts.render(name, {param: str(target)}))
+    assert (ok.returncode, ok.stdout) == (0, "content-line\n")
+    missing = run_command_line(scripts.render(name, {param: str(tmp_path / "absent")}))
+    assert missing.returncode == 1 and "is missing or empty" in missing.stderr and missing.stdout == ""
