@@ -1,0 +1,83 @@
+"""Host tuning for the ``extreme`` tier (feature ``hostTuning``), reverted when it is turned off.
+
+One remote command per node runs ``components/scripts/host-tuning.sh``: a tuned
+network profile, the CPU governor ``performance``, irqbalance stopped and the
+IRQs of the node's physical NICs spread round-robin over its CPUs. The script
+saves the host's previous state under ``STATE_DIR`` on the node, once, and the
+command's ``delete`` runs ``host-tuning-revert.sh``, which restores it; both
+are idempotent. So turning the feature off (or leaving ``extreme``) deletes the
+commands and puts each host back as it was.
+
+Changing the profile only updates the command (its ``update`` re-runs the
+tuning, the saved original state stays); a replacement (new SSH connection)
+deletes before it creates, so the old revert runs before the new tuning and
+never after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pulumi
+from pulumi_command import remote
+
+from components.remote import script_command
+from stacks.config import StackConfig
+from stacks.features import Resolved
+
+# network-latency by default: the tiers that turn host tuning on are about
+# per-packet cost (eBPF host routing, XDP, BIG TCP, netkit), network-latency
+# keeps CPUs out of deep C-states and includes latency-performance (the
+# "performance" governor); network-throughput only raises socket buffer sizes,
+# which BIG TCP and BBR address in the datapath already.
+TunedProfile = Literal["network-latency", "network-throughput"]
+DEFAULT_TUNED_PROFILE: TunedProfile = "network-latency"
+STATE_DIR = "/var/lib/k3s-cilium/host-tuning"
+
+
+@dataclass(frozen=True)
+class HostTuningArgs:
+    cfg: StackConfig
+    features: Resolved
+    # SSH connection per node name (K3sCluster.connections).
+    connections: Mapping[str, remote.ConnectionArgs]
+    # What must exist first, e.g. the nodes (K3sCluster.nodes_ready values).
+    depends_on: Sequence[pulumi.Resource] = ()
+    tuned_profile: TunedProfile = DEFAULT_TUNED_PROFILE
+
+
+class HostTuning(pulumi.ComponentResource):
+    """Per-node host tuning when feature ``hostTuning`` is on; no children otherwise."""
+
+    enabled: bool
+    # Node name -> the tuning script's summary line ("tuned=... governor=... irqs=N irqbalance=...").
+    summaries: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: HostTuningArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("k3s-cilium:index:HostTuning", name, None, opts)
+        cfg = args.cfg
+        self.enabled = "hostTuning" in args.features
+
+        commands: dict[str, remote.Command] = {}
+        if self.enabled:
+            for node in cfg.nodes:
+                apply = script_command(
+                    cfg, node, "host-tuning", {"TUNED_PROFILE": args.tuned_profile, "STATE_DIR": STATE_DIR}
+                )
+                commands[node.name] = remote.Command(
+                    f"{name}-{node.name}",
+                    connection=args.connections[node.name],
+                    create=apply,
+                    update=apply,
+                    delete=script_command(cfg, node, "host-tuning-revert", {"STATE_DIR": STATE_DIR}),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=list(args.depends_on), delete_before_replace=True
+                    ),
+                )
+        self.summaries = pulumi.Output.all(*(command.stdout for command in commands.values())).apply(
+            lambda outs: dict(zip(commands, (out.strip() for out in outs), strict=True))
+        )
+
+        self.register_outputs({"summaries": self.summaries})

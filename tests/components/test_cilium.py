@@ -1,0 +1,362 @@
+"""CiliumRelease under the mock engine, and its workload restart script against a fake kubectl."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi_command import remote
+
+from components import cilium
+from components.remote import connection, script_command
+from components.scripts import render
+from stacks import cilium_values
+from stacks.config import StackConfig, parse
+from stacks.features import CATALOGUE, TIER_FEATURES, resolve
+from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program
+from tests.shell import lint
+
+NAME = "cilium"
+RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+PROVIDER_TYPE = "pulumi:providers:kubernetes"
+COMPONENT_TYPE = "k3s-cilium:index:CiliumRelease"
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
+
+LAB: dict[str, Any] = {
+    "tier": "kpr",
+    "nodes": [
+        {"name": "server-1", "host": "192.168.56.10", "role": "server"},
+        {"name": "agent-1", "host": "192.168.56.11", "role": "agent"},
+        {"name": "agent-2", "host": "192.168.56.12", "role": "agent"},
+    ],
+    "cilium": {"version": "1.19.6"},
+}
+
+
+def config(tier: str = "kpr", version: str = "1.19.6", cilium_extra: dict[str, Any] | None = None,
+           **features: bool) -> StackConfig:
+    raw = copy.deepcopy(LAB)
+    raw["tier"] = tier
+    raw["cilium"] = {"version": version, **(cilium_extra or {})}
+    raw["features"] = features
+    return parse(raw)
+
+
+def mocks() -> ProgramMocks:
+    return ProgramMocks(
+        command_stdout=((r"-restart-pods$", "restarted=3 ready=3 not_ready=0 skipped=0\n"),),
+        outputs={RELEASE_TYPE: lambda args: {"status": {"status": "deployed", "revision": 2, "name": "cilium"}}},
+    )
+
+
+def deploy(cfg: StackConfig, kubeconfig: str = FAKE_KUBECONFIG, **extra: Any) -> tuple[Recorded, cilium.CiliumRelease]:
+    """Build a CiliumRelease after two stand-ins for K3sCluster.nodes_ready."""
+    built: dict[str, cilium.CiliumRelease] = {}
+
+    def program() -> dict[str, Any]:
+        connections = {node.name: connection(cfg, node, pulumi.Output.secret(SSH_KEY)) for node in cfg.nodes}
+        ready = [
+            remote.Command(f"k3s-ready-{node.name}", connection=connections[node.name], create="true")
+            for node in cfg.nodes
+        ]
+        release = cilium.CiliumRelease(
+            NAME,
+            cilium.CiliumReleaseArgs(
+                cfg=cfg,
+                features=resolve(cfg),
+                # Deliberately not marked secret here: the component must make it so.
+                kubeconfig=pulumi.Output.from_input(kubeconfig),
+                connections=connections,
+                depends_on=ready,
+                **extra,
+            ),
+        )
+        built["release"] = release
+        return {"status": release.release_status, "revision": release.revision, "values": release.values}
+
+    return run_program(program, mocks()), built["release"]
+
+
+def release_of(rec: Recorded) -> Any:
+    (release,) = rec.of_type(RELEASE_TYPE)
+    return release
+
+
+@pytest.mark.parametrize("tier", sorted(TIER_FEATURES))
+def test_release_values_are_exactly_the_rendered_values(tier: str) -> None:
+    cfg = config(tier)
+    rec, _ = deploy(cfg)
+    assert release_of(rec).inputs["values"] == cilium_values.render(cfg, resolve(cfg))
+    assert rec.outputs["values"] == cilium_values.render(cfg, resolve(cfg))
+
+
+def test_kpr_values_on_1_19_and_1_13() -> None:
+    new = release_of(deploy(config("kpr", "1.19.6"))[0]).inputs["values"]
+    assert new["kubeProxyReplacement"] == "true"
+    assert new["routingMode"] == "native"
+    assert "tunnel" not in new
+    old = release_of(deploy(config("kpr", "1.13.18"))[0]).inputs["values"]
+    assert old["kubeProxyReplacement"] == "strict"
+    assert old["tunnel"] == "disabled"
+    assert "routingMode" not in old
+    base = release_of(deploy(config("baseline", "1.19.6"))[0]).inputs["values"]
+    assert base["kubeProxyReplacement"] == "false"
+    assert base["routingMode"] == "tunnel"
+    assert base["rollOutCiliumPods"] is True
+
+
+def test_release_is_the_official_chart_pinned_waited_for_and_kept_short() -> None:
+    rec, _ = deploy(config(version="1.18.12"))
+    inputs = release_of(rec).inputs
+    assert inputs["chart"] == "cilium"
+    assert inputs["version"] == "1.18.12"
+    assert inputs["repositoryOpts"] == {"repo": "https://helm.cilium.io/"}
+    assert inputs["namespace"] == "kube-system"
+    assert inputs["name"] == "cilium"
+    assert inputs.get("skipAwait") in (None, False)
+    assert inputs["timeout"] == cilium.DEFAULT_TIMEOUT_SECONDS
+    assert inputs["cleanupOnFail"] is True
+    assert inputs["atomic"] is False
+    assert inputs["maxHistory"] == cilium.MAX_HISTORY
+    assert rec.outputs["status"] == "deployed"
+    assert rec.outputs["revision"] == 2
+
+
+def test_release_waits_for_the_cluster_and_uses_the_component_provider() -> None:
+    rec, _ = deploy(config())
+    release = release_of(rec)
+    for node in ("server-1", "agent-1", "agent-2"):
+        assert rec.depends_on(release, rec.named(f"k3s-ready-{node}"))
+    (provider,) = rec.of_type(PROVIDER_TYPE)
+    assert release.options["provider"].startswith(provider.urn + "::")
+    (component,) = rec.of_type(COMPONENT_TYPE)
+    assert release.parent == component.urn
+    assert provider.parent == component.urn
+
+
+def test_provider_kubeconfig_is_secret_and_identity_does_not_follow_it() -> None:
+    rec, _ = deploy(config())
+    (provider,) = rec.of_type(PROVIDER_TYPE)
+    assert provider.is_secret("kubeconfig")
+    assert provider.inputs["kubeconfig"] == FAKE_KUBECONFIG
+    assert not [path for path, text in provider.plain_strings() if "client-key-data" in text]
+
+    rewritten = FAKE_KUBECONFIG.replace("127.0.0.1", "192.168.56.10")
+    (other,) = deploy(config(), kubeconfig=rewritten)[0].of_type(PROVIDER_TYPE)
+    assert other.inputs["kubeconfig"] == rewritten
+    assert provider.inputs["clusterIdentifier"] == other.inputs["clusterIdentifier"] == "k3s-cilium/test/server-1"
+
+
+def test_every_child_is_parented_and_named_after_the_component() -> None:
+    rec, _ = deploy(config("extreme"))
+    (component,) = rec.of_type(COMPONENT_TYPE)
+    children = rec.children_of(component)
+    assert sorted(child.name for child in children) == [f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"]
+
+
+def test_same_program_twice_registers_the_same_inputs() -> None:
+    first, _ = deploy(config("extreme"))
+    second, _ = deploy(config("extreme"))
+    assert first.snapshot() == second.snapshot()
+
+
+# --- the workload restart after a datapath change ------------------------------------------------
+
+
+def restart_of(rec: Recorded) -> Any:
+    return rec.named(f"{NAME}-restart-pods")
+
+
+def test_restart_runs_on_the_first_server_after_the_release() -> None:
+    cfg = config("performance")
+    rec, component = deploy(cfg)
+    restart = restart_of(rec)
+    assert rec.depends_on(restart, release_of(rec))
+    assert restart.inputs["connection"]["host"] == "192.168.56.10"
+    assert restart.inputs["create"] == script_command(
+        cfg,
+        cfg.servers[0],
+        "restart-datapath-pods",
+        {"TIMEOUT_SECONDS": cilium.DEFAULT_RESTART_TIMEOUT_SECONDS, "SKIP_NAMESPACES": ""},
+    )
+    # An edit of the script must not restart every workload: only the trigger replaces it.
+    assert restart.inputs["update"] == "true"
+    assert "triggers[*]" in restart.options["replace_on_changes"]
+    assert restart.inputs["triggers"] == [component.restart_trigger] == [cilium.datapath_fingerprint(cfg, resolve(cfg))]
+
+
+def trigger(cfg: StackConfig) -> str:
+    return restart_of(deploy(cfg)[0]).inputs["triggers"][0]
+
+
+def test_pod_restart_features_are_the_catalogue_s() -> None:
+    assert set(cilium.POD_RESTART_FEATURES) == {
+        "nativeRouting", "bpfHostRouting", "bigTcp", "bandwidthManager", "bbr", "netkit"
+    }
+    assert cilium.NODE_REBOOT_FEATURES == ("jumboMtu",)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (config("kpr"), config("baseline")),  # native routing off: the rollback path
+        (config("performance"), config("performance", bpfHostRouting=False, bypassConntrack=False)),
+        (config("performance"), config("performance", bandwidthManager=True)),
+        (config("extreme"), config("extreme", bigTcp=False)),
+        (config("extreme", "1.19.6"), config("extreme", "1.19.6", netkit=True)),
+        (config("performance"), config("performance", cilium_extra={"mtu": 1450})),
+        (config("performance"), config("performance", jumboMtu=True)),
+    ],
+    ids=["nativeRouting", "bpfHostRouting", "bandwidthManager", "bigTcp", "netkit", "mtu", "jumboMtu"],
+)
+def test_restart_trigger_changes_with_a_pod_datapath_feature(before: StackConfig, after: StackConfig) -> None:
+    assert trigger(before) != trigger(after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (config("kpr"), config("kpr", hubble=True)),
+        (config("performance"), config("performance", maglev=False)),
+        (config("extreme"), config("extreme", xdp=False, mapSizing=False)),
+        (config("performance"), config("performance", cilium_extra={"maglevTableSize": 65521})),
+        (config("kpr", "1.19.6"), config("kpr", "1.18.12")),
+    ],
+    ids=["hubble", "maglev", "xdp+mapSizing", "maglevTableSize", "cilium-version"],
+)
+def test_restart_trigger_ignores_what_only_restarts_agents(before: StackConfig, after: StackConfig) -> None:
+    assert trigger(before) == trigger(after)
+    # ...while the release itself does change (the agents restart through rollOutCiliumPods).
+    assert release_of(deploy(before)[0]).inputs != release_of(deploy(after)[0]).inputs
+
+
+def test_restart_options_reach_the_script() -> None:
+    cfg = config()
+    rec, _ = deploy(cfg, restart_timeout_seconds=120, restart_skip_namespaces=("batch", "ci"))
+    assert restart_of(rec).inputs["create"] == script_command(
+        cfg, cfg.servers[0], "restart-datapath-pods", {"TIMEOUT_SECONDS": 120, "SKIP_NAMESPACES": "batch ci"}
+    )
+
+
+def test_jumbo_mtu_warns_that_nodes_need_a_reboot() -> None:
+    rec, _ = deploy(config("performance", jumboMtu=True))
+    (warning,) = [w for w in rec.warnings if "jumboMtu" in w]
+    assert "reboot" in warning
+    assert "9000" in warning
+    quiet, _ = deploy(config("extreme"))
+    assert not [w for w in quiet.warnings if "jumboMtu" in w or "reboot" in w]
+
+
+def test_catalogue_restart_kinds_are_all_handled() -> None:
+    # A new restart kind would need a decision here (restart pods, warn, or nothing).
+    assert {feature.restart for feature in CATALOGUE.values()} <= {"none", "agents", "pods", "nodes"}
+
+
+# --- restart-datapath-pods.sh against a fake kubectl ---------------------------------------------
+
+FAKE_KUBECTL = r"""#!/usr/bin/env bash
+# Answers like kubectl from files in $FAKE_DIR; logs every call to $FAKE_DIR/calls.
+printf '%s\n' "$*" >>"$FAKE_DIR/calls"
+args=" $* "
+case $args in
+  *" get deployments,daemonsets,statefulsets "*) cat "$FAKE_DIR/listing"; exit 0 ;;
+  *" rollout status daemonset/cilium "*) exit "$(cat "$FAKE_DIR/cilium-status" 2>/dev/null || echo 0)" ;;
+esac
+ref=$(printf '%s\n' "$@" | grep -E '^(deployment|daemonset|statefulset)/' | head -n 1)
+key=${ref//\//_}
+case $args in
+  *" rollout status "*"--watch=false"*)
+    if [[ -e $FAKE_DIR/unready-before-$key ]]; then echo "Waiting for rollout of $ref"
+    else echo "$ref successfully rolled out"; fi ;;
+  *" rollout restart "*) echo "$ref restarted" ;;
+  *" rollout status "*) [[ ! -e $FAKE_DIR/unready-after-$key ]] ;;
+  *) echo "fake kubectl: unexpected: $*" >&2; exit 2 ;;
+esac
+"""
+
+LISTING = "\n".join(
+    [
+        "Deployment|kube-system|coredns|RollingUpdate||",
+        "Deployment|kube-system|cilium-operator|RollingUpdate||true",
+        "DaemonSet|kube-system|cilium|RollingUpdate||true",
+        "Deployment|default|web|RollingUpdate||",
+        "Deployment|default|frozen|RollingUpdate|true|",
+        "DaemonSet|monitoring|node-agent|OnDelete||",
+        "StatefulSet|db|postgres|RollingUpdate||",
+        "Deployment|ci|runner|Recreate||",
+    ]
+) + "\n"
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path: Path) -> Path:
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    kubectl = fake / "kubectl"
+    kubectl.write_text(FAKE_KUBECTL)
+    kubectl.chmod(0o755)
+    (fake / "listing").write_text(LISTING)
+    return fake
+
+
+def run_restart(fake: Path, **params: Any) -> subprocess.CompletedProcess[str]:
+    script = render(
+        "restart-datapath-pods", {"KUBECTL": str(fake / "kubectl"), "TIMEOUT_SECONDS": 5, **params}
+    )
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=60, env={**os.environ, "FAKE_DIR": str(fake)}
+    )
+
+
+def calls(fake: Path) -> list[str]:
+    return (fake / "calls").read_text().splitlines()
+
+
+def test_restart_script_lints(tmp_path: Path) -> None:
+    lint(render("restart-datapath-pods", {"TIMEOUT_SECONDS": 300, "SKIP_NAMESPACES": "a b"}), tmp_path)
+
+
+def test_restart_script_rolls_pod_networked_workloads_kube_system_first(fake_kubectl: Path) -> None:
+    result = run_restart(fake_kubectl, SKIP_NAMESPACES="ci")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "restarted=3 ready=3 not_ready=0 skipped=2\n"
+    restarts = [c for c in calls(fake_kubectl) if " rollout restart " in f" {c} "]
+    assert restarts == [
+        "-n kube-system rollout restart deployment/coredns",
+        "-n default rollout restart deployment/web",
+        "-n db rollout restart statefulset/postgres",
+    ]
+    assert calls(fake_kubectl)[0].startswith("-n kube-system rollout status daemonset/cilium --timeout=5s")
+    assert "default/deployment/frozen skipped (paused)" in result.stderr
+    assert "monitoring/daemonset/node-agent skipped (update strategy OnDelete)" in result.stderr
+    waits = [c for c in calls(fake_kubectl) if "--timeout=5s" in c and "cilium" not in c]
+    assert len(waits) == 3
+
+
+def test_restart_script_fails_when_a_ready_workload_does_not_come_back(fake_kubectl: Path) -> None:
+    (fake_kubectl / "unready-after-deployment_web").touch()
+    result = run_restart(fake_kubectl)
+    assert result.returncode == 1
+    assert result.stdout == "restarted=4 ready=3 not_ready=1 skipped=2\n"
+    assert "default/deployment/web was rolled out before the restart" in result.stderr
+
+
+def test_restart_script_only_warns_about_a_workload_that_was_broken_before(fake_kubectl: Path) -> None:
+    (fake_kubectl / "unready-before-deployment_web").touch()
+    (fake_kubectl / "unready-after-deployment_web").touch()
+    result = run_restart(fake_kubectl)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "restarted=4 ready=3 not_ready=1 skipped=2\n"
+    assert "default/deployment/web was not ready before the restart" in result.stderr
+
+
+def test_restart_script_restarts_nothing_while_cilium_is_not_rolled_out(fake_kubectl: Path) -> None:
+    (fake_kubectl / "cilium-status").write_text("1")
+    result = run_restart(fake_kubectl)
+    assert result.returncode == 1
+    assert not [c for c in calls(fake_kubectl) if "rollout restart" in c]
