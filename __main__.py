@@ -2,20 +2,71 @@
 
 import pulumi
 
-from stacks import plan
-from stacks.config import NAMESPACE, StackConfig, config_keys, parse
-from stacks.features import resolve
+from components.cilium import CiliumRelease, CiliumReleaseArgs
+from components.host_tuning import HostTuning, HostTuningArgs
+from components.k3s import K3sCluster, K3sClusterArgs
+from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
+from stacks.config import NAMESPACE, ConfigError, StackConfig, config_keys, parse
+from stacks.features import Resolved, resolve
 
-config = pulumi.Config(NAMESPACE)
-stack_config: StackConfig = parse(
-    {
-        key: config.get("tier") if key == "tier" else config.get_object(key)
+
+def load_config() -> tuple[StackConfig, Resolved]:
+    """The validated stack config; every problem is reported before any resource exists."""
+    config = pulumi.Config(NAMESPACE)
+    raw = {
+        key: config.get(key) if key == "tier" else config.get_object(key)
         for key in config_keys(StackConfig)
         if config.get(key) is not None
     }
+    try:
+        stack_config = parse(raw)
+        return stack_config, resolve(stack_config)
+    except ConfigError as problem:
+        raise pulumi.RunError(str(problem)) from None
+
+
+stack_config, features = load_config()
+secrets = pulumi.Config(NAMESPACE)
+# Pulumi.yaml defaults k3sToken to "" (optional keys need a default): empty means
+# the first server generates the token. Only its presence is read here.
+token = secrets.get_secret("k3sToken") if secrets.get("k3sToken") else None
+
+cluster = K3sCluster(
+    "k3s",
+    K3sClusterArgs(
+        config=stack_config,
+        features=features,
+        ssh_private_key=secrets.require_secret("sshPrivateKey"),
+        token=token,
+    ),
 )
-features = resolve(stack_config)
+nodes_ready = list(cluster.nodes_ready.values())
+host_tuning = HostTuning(
+    "host-tuning",
+    HostTuningArgs(cfg=stack_config, features=features, connections=cluster.connections, depends_on=nodes_ready),
+)
+cilium = CiliumRelease(
+    "cilium",
+    CiliumReleaseArgs(
+        cfg=stack_config,
+        features=features,
+        kubeconfig=cluster.kubeconfig,
+        connections=cluster.connections,
+        depends_on=nodes_ready,
+    ),
+)
+kube_proxy = KubeProxyRemoval(
+    "kube-proxy",
+    KubeProxyRemovalArgs(
+        cfg=stack_config, features=features, connections=cluster.connections, depends_on=[cilium.restart]
+    ),
+)
 
 pulumi.export("tier", stack_config.tier)
 pulumi.export("features", list(features.enabled))
-pulumi.export("plan", plan.build(pulumi.get_stack(), stack_config))
+pulumi.export("skippedFeatures", features.skipped)
+pulumi.export("nodes", cluster.node_info)
+pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("ciliumRelease", cilium.release_status)
+pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
+pulumi.export("hostTuning", host_tuning.summaries)

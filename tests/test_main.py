@@ -1,0 +1,141 @@
+"""The whole program (`__main__.py`) under Pulumi's mock engine, stack by stack."""
+
+from __future__ import annotations
+
+import copy
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from tests.mocks import FAKE_TOKEN, Recorded, Registration, run_program
+
+ROOT = Path(__file__).resolve().parents[1]
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-key-material-9f3a1c\n-----END OPENSSH PRIVATE KEY-----\n"
+CONFIGURED_TOKEN = "K10configured-token-c0ffee::server:swordfish-77"
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+COMMAND = "command:remote:Command"
+
+
+def stack_config(stack: str = "dev") -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return dict(document["config"])
+
+
+def run_stack(config: dict[str, Any], token: str = "") -> Recorded:
+    config = {**config, "k3s-cilium:sshPrivateKey": SSH_KEY, "k3s-cilium:k3sToken": token}
+    return run_program(
+        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+        config=config,
+        secret_config=("k3s-cilium:sshPrivateKey", "k3s-cilium:k3sToken"),
+    )
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    config = copy.deepcopy(stack_config())
+    for key, value in changes.items():
+        config[f"k3s-cilium:{key}"] = value
+    return config
+
+
+def depends_transitively(rec: Recorded, resource: Registration, target: Registration) -> bool:
+    seen: set[str] = set()
+    todo = list(resource.dependencies)
+    while todo:
+        urn = todo.pop()
+        if urn == target.urn:
+            return True
+        if urn in seen:
+            continue
+        seen.add(urn)
+        todo += [d for r in rec.resources if r.urn == urn for d in r.dependencies]
+    return False
+
+
+@pytest.fixture(scope="module")
+def dev() -> Recorded:
+    return run_stack(stack_config())
+
+
+def test_dev_stack_builds_every_component(dev):
+    components = {r.type for r in dev.resources if not r.custom}
+    assert {
+        "k3s-cilium:index:K3sCluster",
+        "k3s-cilium:index:CiliumRelease",
+        "k3s-cilium:index:KubeProxyRemoval",
+        "k3s-cilium:index:HostTuning",
+    } <= components
+    assert len(dev.of_type(RELEASE)) == 1
+    assert dev.exports["tier"] == "kpr"
+    assert dev.exports["features"] == ["nativeRouting", "kubeProxyReplacement"]
+
+
+def test_order_is_cluster_then_cilium_then_kube_proxy_removal(dev):
+    release = dev.of_type(RELEASE)[0]
+    first_install = dev.named("k3s-server-server-1")
+    assert depends_transitively(dev, release, first_install)
+    for agent in ("agent-1", "agent-2"):
+        assert depends_transitively(dev, release, dev.named(f"k3s-agent-{agent}"))
+    cleanups = dev.matching(r"^kube-proxy-cleanup-")
+    assert {c.name for c in cleanups} == {"kube-proxy-cleanup-server-1", "kube-proxy-cleanup-agent-1", "kube-proxy-cleanup-agent-2"}
+    for cleanup in cleanups:
+        assert depends_transitively(dev, cleanup, release)
+
+
+def test_no_plaintext_secret_reaches_any_input_or_export(dev):
+    needles = ("fake-key-material-9f3a1c", FAKE_TOKEN, "client-key-data")
+    for resource in dev.resources:
+        for path, text in resource.plain_strings():
+            for needle in needles:
+                assert needle not in text, f"{resource.name}.{path} holds a secret in plaintext"
+    assert dev.is_secret_output("kubeconfig") or "kubeconfig" in dev.secret_exports
+
+
+def test_configured_token_travels_only_as_secret_stdin():
+    rec = run_stack(stack_config(), token=CONFIGURED_TOKEN)
+    carriers = [r for r in rec.of_type(COMMAND) if CONFIGURED_TOKEN in str(r.inputs.get("stdin", ""))]
+    assert {r.name for r in carriers} >= {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"}
+    for resource in carriers:
+        assert resource.is_secret("stdin")
+    for resource in rec.resources:
+        for path, text in resource.plain_strings():
+            assert CONFIGURED_TOKEN not in text, f"{resource.name}.{path}"
+    assert not rec.matching(r"^k3s-token-"), "a configured token must not be read back from the server"
+
+
+def test_invalid_config_fails_before_any_resource_is_registered():
+    bad = with_changes(tier="turbo")
+    bad["k3s-cilium:nodes"] = [{"name": "a", "host": "10.0.0.1;reboot", "role": "agent"}]
+    with pytest.raises(pulumi.RunError) as caught:
+        run_stack(bad)
+    message = str(caught.value)
+    assert "k3s-cilium:tier: 'turbo'" in message and "k3s-cilium:nodes[0].host" in message
+    assert "at least one node needs role 'server'" in message
+
+
+def test_invalid_config_registers_nothing():
+    from tests import mocks
+
+    registered: list[str] = []
+    original = mocks.RecordingMonitor.RegisterResource
+
+    def spy(self: Any, request: Any) -> Any:
+        if request.type != "pulumi:pulumi:Stack":
+            registered.append(request.name)
+        return original(self, request)
+
+    mocks.RecordingMonitor.RegisterResource = spy  # type: ignore[method-assign]
+    try:
+        with pytest.raises(pulumi.RunError):
+            run_stack(with_changes(features={"netkit": True}, cilium={"version": "1.15.19"}))
+    finally:
+        mocks.RecordingMonitor.RegisterResource = original  # type: ignore[method-assign]
+    assert registered == []
+
+
+def test_same_config_twice_is_identical():
+    assert run_stack(stack_config()).snapshot() == run_stack(stack_config()).snapshot()
