@@ -81,7 +81,11 @@ def test_order_is_cluster_then_cilium_then_kube_proxy_removal(dev):
     for agent in ("agent-1", "agent-2"):
         assert depends_transitively(dev, release, dev.named(f"k3s-agent-{agent}"))
     cleanups = dev.matching(r"^kube-proxy-cleanup-")
-    assert {c.name for c in cleanups} == {"kube-proxy-cleanup-server-1", "kube-proxy-cleanup-agent-1", "kube-proxy-cleanup-agent-2"}
+    assert {c.name for c in cleanups} == {
+        "kube-proxy-cleanup-server-1",
+        "kube-proxy-cleanup-agent-1",
+        "kube-proxy-cleanup-agent-2",
+    }
     for cleanup in cleanups:
         assert depends_transitively(dev, cleanup, release)
 

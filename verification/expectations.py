@@ -1,0 +1,740 @@
+"""Turn parsed command output plus ``--expect`` JSON into a verdict.
+
+Each check validates its expectation keys (unknown keys and wrong types are
+refused, so a typo cannot silently skip an assertion), parses the raw text
+with :mod:`verification.parsers`, and returns a :class:`Verdict`: the figures
+seen and one :class:`Problem` per unmet expectation. Items the parser could
+not find are reported as "not found in output", never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from verification import parsers
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+Expectations: TypeAlias = Mapping[str, JsonValue]
+Figures: TypeAlias = dict[str, JsonValue]
+
+NOT_FOUND = "nothing (not found in output)"
+
+
+class ExpectationError(ValueError):
+    """The ``--expect`` document does not fit the check."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One unmet expectation; ``seen`` is ``None`` when the item was not found."""
+
+    item: str
+    expected: str
+    seen: str | None
+
+    def message(self, node: str, check: str) -> str:
+        seen = NOT_FOUND if self.seen is None else self.seen
+        return f"node {node}: check {check}: expected {self.item} {self.expected}, saw {seen}"
+
+
+@dataclass
+class Verdict:
+    figures: Figures = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: Problem | None) -> None:
+        if problem is not None:
+            self.problems.append(problem)
+
+
+# --------------------------------------------------------------------------
+# Expectation key validation
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What one ``--expect`` key accepts, for validation and for ``--help``."""
+
+    description: str
+    accepts: Callable[[JsonValue], bool]
+
+
+def _is_bool(value: JsonValue) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_int(value: JsonValue) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_str(value: JsonValue) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_str_list(value: JsonValue) -> bool:
+    return isinstance(value, list) and all(_is_str(item) for item in value)
+
+
+def _one_of(*choices: str) -> Callable[[JsonValue], bool]:
+    return lambda value: isinstance(value, str) and value.lower() in choices
+
+
+def _either(*accepts: Callable[[JsonValue], bool]) -> Callable[[JsonValue], bool]:
+    return lambda value: any(accept(value) for accept in accepts)
+
+
+def _list_of(accept: Callable[[JsonValue], bool]) -> Callable[[JsonValue], bool]:
+    return lambda value: isinstance(value, list) and all(accept(item) for item in value)
+
+
+BOOL = KeySpec("true|false", _is_bool)
+
+
+def validate_expectations(keys: Mapping[str, KeySpec], expect: JsonValue) -> Expectations:
+    """Refuse a non-object document, unknown keys and values of the wrong type."""
+    if not isinstance(expect, dict):
+        raise ExpectationError(f"not a JSON object: {expect!r}")
+    for key, value in expect.items():
+        spec = keys.get(key)
+        if spec is None:
+            known = ", ".join(keys) or "none"
+            raise ExpectationError(f"unknown expectation key {key!r} (known: {known})")
+        if not spec.accepts(value):
+            raise ExpectationError(f"expectation {key} must be {spec.description}, got {value!r}")
+    return expect
+
+
+def _bool(expect: Expectations, key: str) -> bool | None:
+    value = expect.get(key)
+    return value if isinstance(value, bool) else None
+
+
+def _int(expect: Expectations, key: str) -> int | None:
+    value = expect.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(expect: Expectations, key: str) -> str | None:
+    value = expect.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _str_list(expect: Expectations, key: str) -> list[str]:
+    value = expect.get(key)
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+# --------------------------------------------------------------------------
+# agent-status
+# --------------------------------------------------------------------------
+
+DSR_DISPATCH_LABELS = {"opt": "IP Option/Extension", "ipip": "IPIP", "geneve": "Geneve"}
+XDP_LABELS = {"native": "Native", "best-effort": "Best-Effort", "generic": "Generic", "disabled": "Disabled"}
+KPR_ON = ("true", "strict")
+KPR_OFF = ("false", "disabled")
+FIRST_RELEASE_PRINTING_TRUE = (1, 14)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"v1.13.18-abc"`` -> ``(1, 13, 18)``; stops at the first non-numeric part."""
+    parts: list[int] = []
+    for part in version.lstrip("v").split("-")[0].split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def version_matches(expected: str, seen: str) -> bool:
+    """``"1.19"`` matches ``"1.19.6"``; ``"1.1"`` does not match ``"1.13.0"``."""
+    wanted = version_tuple(expected)
+    return bool(wanted) and version_tuple(seen)[: len(wanted)] == wanted
+
+
+def _expect_value(item: str, label: str, seen: str | None, matches: Callable[[str], bool]) -> Problem | None:
+    if seen is None:
+        return Problem(item, label, None)
+    return None if matches(seen) else Problem(item, label, seen)
+
+
+def _is_any(*accepted: str) -> Callable[[str], bool]:
+    return lambda seen: seen.lower() in accepted
+
+
+def _kpr_words(status: parsers.AgentStatus, expect: Expectations) -> tuple[str, str]:
+    """How this release spells KPR on and off: Strict/Disabled before 1.14, True/False after."""
+    version = status.version or _str(expect, "version") or ""
+    parsed = version_tuple(version)
+    if parsed and parsed < FIRST_RELEASE_PRINTING_TRUE:
+        return "Strict", "Disabled"
+    return "True", "False"
+
+
+def _kube_proxy_replacement(status: parsers.AgentStatus, expect: Expectations) -> Problem | None:
+    wanted = _bool(expect, "kubeProxyReplacement")
+    on_word, off_word = _kpr_words(status, expect)
+    label, accepted = (on_word, KPR_ON) if wanted else (off_word, KPR_OFF)
+    return _expect_value("KubeProxyReplacement", label, status.kube_proxy_replacement, _is_any(*accepted))
+
+
+def _on_off(
+    item: str, on: str, off: str, seen_of: Callable[[parsers.AgentStatus], str | None]
+) -> Callable[[parsers.AgentStatus, bool], Problem | None]:
+    def assertion(status: parsers.AgentStatus, wanted: bool) -> Problem | None:
+        label = on if wanted else off
+        return _expect_value(item, label, seen_of(status), _is_any(label.lower()))
+
+    return assertion
+
+
+_socket_lb = _on_off("Socket LB", "Enabled", "Disabled", lambda s: s.socket_lb)
+_dsr = _on_off("Mode", "DSR", "SNAT", lambda s: s.lb_mode)
+_host_routing = _on_off("Host Routing", "BPF", "Legacy", lambda s: s.host_routing)
+_native_routing = _on_off("Routing Network", "Native", "Tunnel", lambda s: s.network_routing)
+
+
+def _dsr_dispatch(status: parsers.AgentStatus, dispatch: str) -> Problem | None:
+    label = DSR_DISPATCH_LABELS[dispatch.lower()]
+    return _expect_value("DSR Dispatch Mode", label, status.dsr_dispatch, _is_any(label.lower()))
+
+
+def _maglev(status: parsers.AgentStatus, wanted: bool | int) -> Problem | None:
+    seen = status.backend_selection
+    if wanted is False:
+        return _expect_value("Backend Selection", "Random", seen, lambda s: s.startswith("Random"))
+    if wanted is True:
+        return _expect_value("Backend Selection", "Maglev", seen, lambda s: s.startswith("Maglev"))
+    label = f"Maglev (Table Size: {wanted})"
+    return _expect_value(
+        "Backend Selection",
+        label,
+        seen,
+        lambda s: s.startswith("Maglev") and status.maglev_table_size == wanted,
+    )
+
+
+def _bpf_masquerade(status: parsers.AgentStatus, wanted: bool) -> Problem | None:
+    if wanted:
+        return _expect_value("Masquerading", "BPF", status.masquerading, _is_any("bpf"))
+    return _expect_value("Masquerading", "IPTables or Disabled", status.masquerading, _is_any("iptables", "disabled"))
+
+
+def _bandwidth_manager(status: parsers.AgentStatus, wanted: bool) -> Problem | None:
+    if wanted:
+        return _expect_value(
+            "BandwidthManager", "EDT with BPF", status.bandwidth_manager, lambda s: s.startswith("EDT")
+        )
+    return _expect_value("BandwidthManager", "Disabled", status.bandwidth_manager, _is_any("disabled"))
+
+
+def _seen_congestion_control(status: parsers.AgentStatus) -> str | None:
+    if status.bandwidth_manager == "Disabled":
+        return "none (BandwidthManager Disabled)"
+    return status.congestion_control
+
+
+def _bbr(status: parsers.AgentStatus, wanted: bool) -> Problem | None:
+    seen = _seen_congestion_control(status)
+    item = "BandwidthManager congestion control"
+    if wanted:
+        return _expect_value(item, "BBR", seen, _is_any("bbr"))
+    return _expect_value(item, "not BBR", seen, lambda s: s.lower() != "bbr")
+
+
+def _big_tcp_lines(status: parsers.AgentStatus) -> dict[str, str]:
+    lines = {"ipv4": status.ipv4_big_tcp, "ipv6": status.ipv6_big_tcp}
+    return {family: state for family, state in lines.items() if state is not None}
+
+
+def _big_tcp(status: parsers.AgentStatus, wanted: bool | list[str]) -> list[Problem]:
+    lines = _big_tcp_lines(status)
+    if isinstance(wanted, list):
+        return [
+            problem
+            for family in wanted
+            if (
+                problem := _expect_value(
+                    f"{family.replace('ipv', 'IPv')} BIG TCP",
+                    "Enabled",
+                    lines.get(family.lower()),
+                    _is_any("enabled"),
+                )
+            )
+        ]
+    seen = ", ".join(f"{family.replace('ipv', 'IPv')} {state}" for family, state in lines.items())
+    any_enabled = any(state.lower() == "enabled" for state in lines.values())
+    label = "Enabled (IPv4 or IPv6)" if wanted else "Disabled"
+    problem = _expect_value("BIG TCP", label, seen or None, lambda _: any_enabled == wanted)
+    return [problem] if problem else []
+
+
+def _xdp(status: parsers.AgentStatus, wanted: bool | str) -> Problem | None:
+    seen = status.xdp_acceleration
+    if isinstance(wanted, str):
+        label = XDP_LABELS[wanted.lower()]
+        return _expect_value("XDP Acceleration", label, seen, _is_any(label.lower()))
+    if wanted:
+        return _expect_value(
+            "XDP Acceleration",
+            "Native, Best-Effort or Generic",
+            seen,
+            lambda s: s.lower() != "disabled",
+        )
+    return _expect_value("XDP Acceleration", "Disabled", seen, _is_any("disabled"))
+
+
+def _netkit(status: parsers.AgentStatus, wanted: bool) -> Problem | None:
+    if wanted:
+        return _expect_value("Device Mode", "netkit", status.device_mode, lambda s: s.startswith("netkit"))
+    return _expect_value("Device Mode", "veth", status.device_mode, _is_any("veth"))
+
+
+def _version(status: parsers.AgentStatus, wanted: str) -> Problem | None:
+    return _expect_value("Cilium version", wanted, status.version, lambda s: version_matches(wanted, s))
+
+
+AGENT_STATUS_KEYS: dict[str, KeySpec] = {
+    "version": KeySpec('a release such as "1.13.18" or "1.19" (prefix match)', _is_str),
+    "healthy": KeySpec("true (Cilium: Ok)", lambda value: value is True),
+    "kubeProxyReplacement": KeySpec("true|false (True/Strict vs False/Disabled)", _is_bool),
+    "socketLB": BOOL,
+    "dsr": KeySpec("true|false (Mode: DSR vs SNAT)", _is_bool),
+    "dsrDispatch": KeySpec('"opt"|"ipip"|"geneve"', _one_of(*DSR_DISPATCH_LABELS)),
+    "maglev": KeySpec("true|false|<table size>", _either(_is_bool, _is_int)),
+    "bpfHostRouting": BOOL,
+    "nativeRouting": KeySpec("true|false (Cilium >= 1.16 prints it)", _is_bool),
+    "bpfMasquerade": BOOL,
+    "bandwidthManager": BOOL,
+    "bbr": BOOL,
+    "bigTcp": KeySpec('true|false|["ipv4","ipv6"]', _either(_is_bool, _list_of(_one_of("ipv4", "ipv6")))),
+    "xdp": KeySpec(
+        'true|false|"native"|"best-effort"|"generic"|"disabled"',
+        _either(_is_bool, _one_of(*XDP_LABELS)),
+    ),
+    "netkit": BOOL,
+}
+
+
+def _agent_status_problems(status: parsers.AgentStatus, expect: Expectations) -> Iterable[Problem | None]:
+    bool_assertions: dict[str, Callable[[parsers.AgentStatus, bool], Problem | None]] = {
+        "socketLB": _socket_lb,
+        "dsr": _dsr,
+        "bpfHostRouting": _host_routing,
+        "nativeRouting": _native_routing,
+        "bpfMasquerade": _bpf_masquerade,
+        "bandwidthManager": _bandwidth_manager,
+        "bbr": _bbr,
+        "netkit": _netkit,
+    }
+    if "version" in expect:
+        yield _version(status, str(expect["version"]))
+    if "healthy" in expect:
+        yield _expect_value("Cilium state", "Ok", status.cilium_state, _is_any("ok"))
+    if "kubeProxyReplacement" in expect:
+        yield _kube_proxy_replacement(status, expect)
+    for key, assertion in bool_assertions.items():
+        wanted = _bool(expect, key)
+        if wanted is not None:
+            yield assertion(status, wanted)
+    if (dispatch := _str(expect, "dsrDispatch")) is not None:
+        yield _dsr_dispatch(status, dispatch)
+    maglev = expect.get("maglev")
+    if isinstance(maglev, (bool, int)):
+        yield _maglev(status, maglev)
+    xdp = expect.get("xdp")
+    if isinstance(xdp, (bool, str)):
+        yield _xdp(status, xdp)
+    big_tcp = expect.get("bigTcp")
+    if isinstance(big_tcp, bool):
+        yield from _big_tcp(status, big_tcp)
+    elif isinstance(big_tcp, list):
+        yield from _big_tcp(status, [str(family) for family in big_tcp])
+
+
+def agent_status_figures(status: parsers.AgentStatus) -> Figures:
+    return {
+        "version": status.version,
+        "ciliumState": status.cilium_state,
+        "kubeProxyReplacement": status.kube_proxy_replacement,
+        "socketLB": status.socket_lb,
+        "loadBalancerMode": status.lb_mode,
+        "dsrDispatch": status.dsr_dispatch,
+        "backendSelection": status.backend_selection,
+        "maglevTableSize": status.maglev_table_size,
+        "hostRouting": status.host_routing,
+        "networkRouting": status.network_routing,
+        "tunnelProtocol": status.tunnel_protocol,
+        "masquerading": status.masquerading,
+        "bandwidthManager": status.bandwidth_manager,
+        "congestionControl": status.congestion_control,
+        "ipv4BigTcp": status.ipv4_big_tcp,
+        "ipv6BigTcp": status.ipv6_big_tcp,
+        "xdpAcceleration": status.xdp_acceleration,
+        "deviceMode": status.device_mode,
+    }
+
+
+def evaluate_agent_status(text: str, expect: Expectations) -> Verdict:
+    status = parsers.parse_agent_status(text)
+    verdict = Verdict(figures=agent_status_figures(status))
+    if status.cilium_state is None:
+        verdict.add(Problem("cilium-dbg status output", "with a 'Cilium:' line", None))
+    for problem in _agent_status_problems(status, expect):
+        verdict.add(problem)
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# no-kube-proxy-rules
+# --------------------------------------------------------------------------
+
+NO_KUBE_PROXY_RULES_KEYS: dict[str, KeySpec] = {
+    "families": KeySpec('section labels that must be present, e.g. ["ipv4","ipv6"]', _is_str_list),
+}
+
+
+def _section_counts(section: parsers.IptablesSection) -> str:
+    parts = ", ".join(f"{marker} {count}" for marker, count in section.per_marker.items())
+    example = f"; first: {section.examples[0]}" if section.examples else ""
+    return f"{section.matching_lines} ({parts}{example})"
+
+
+def evaluate_no_kube_proxy_rules(text: str, expect: Expectations) -> Verdict:
+    sections = parsers.parse_iptables_save(text)
+    relevant = {label: s for label, s in sections.items() if s.has_tables or s.matching_lines}
+    verdict = Verdict(figures={label: {"entries": s.matching_lines, **s.per_marker} for label, s in relevant.items()})
+    if not any(section.has_tables for section in sections.values()):
+        verdict.add(Problem("iptables-save output", "with at least one *table", None))
+    for family in _str_list(expect, "families"):
+        section = sections.get(family.lower())
+        if section is None or not section.has_tables:
+            verdict.add(Problem(f"{family} iptables-save output", "present", None))
+    for label, section in relevant.items():
+        if section.matching_lines:
+            verdict.add(
+                Problem(
+                    f"{label} KUBE-SVC/KUBE-SEP/KUBE-NODEPORTS entries",
+                    "0",
+                    _section_counts(section),
+                )
+            )
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# service-list
+# --------------------------------------------------------------------------
+
+SERVICE_LIST_KEYS: dict[str, KeySpec] = {
+    "nodePort": KeySpec("a port number", _is_int),
+    "nodeIPs": KeySpec("node IPs that must be NodePort frontends on nodePort", _is_str_list),
+    "clusterIP": KeySpec("an IP that must be a ClusterIP frontend", _is_str),
+    "clusterPort": KeySpec("the ClusterIP frontend port (any port when omitted)", _is_int),
+    "frontends": KeySpec('further "ip:port" / "[ipv6]:port" frontends of any type', _is_str_list),
+    "protocol": KeySpec('"TCP"|"UDP" (frontends printed without a protocol still match)', _one_of("tcp", "udp")),
+    "minBackends": KeySpec("usable backends each frontend needs (default 1)", _is_int),
+}
+
+
+@dataclass(frozen=True)
+class WantedFrontend:
+    address: str
+    port: int | None
+    service_type: str | None
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        where = f"{host}:{self.port}" if self.port is not None else f"{host}:*"
+        return f"{where} ({self.service_type})" if self.service_type else where
+
+
+def _wanted_frontends(expect: Expectations) -> list[WantedFrontend]:
+    node_port = _int(expect, "nodePort")
+    node_ips = _str_list(expect, "nodeIPs")
+    if node_ips and node_port is None:
+        raise ExpectationError("expectation nodeIPs needs nodePort")
+    wanted = [WantedFrontend(parsers.normalise_ip(ip), node_port, "NodePort") for ip in node_ips]
+    cluster_ip = _str(expect, "clusterIP")
+    if "clusterPort" in expect and not cluster_ip:
+        raise ExpectationError("expectation clusterPort needs clusterIP")
+    if cluster_ip:
+        wanted.append(WantedFrontend(parsers.normalise_ip(cluster_ip), _int(expect, "clusterPort"), "ClusterIP"))
+    for text in _str_list(expect, "frontends"):
+        frontend = parsers.parse_address_port(text)
+        if frontend is None:
+            raise ExpectationError(f'expectation frontends: {text!r} is not "ip:port" or "[ipv6]:port"')
+        wanted.append(WantedFrontend(frontend.address, frontend.port, None))
+    return wanted
+
+
+def _matches(service: parsers.ServiceEntry, wanted: WantedFrontend, protocol: str | None) -> bool:
+    frontend = service.frontend
+    return (
+        frontend.address == wanted.address
+        and (wanted.port is None or frontend.port == wanted.port)
+        and (protocol is None or frontend.protocol is None or frontend.protocol.lower() == protocol.lower())
+    )
+
+
+def _node_port_anywhere(services: list[parsers.ServiceEntry], port: int) -> list[parsers.ServiceEntry]:
+    return [s for s in services if s.service_type == "NodePort" and s.frontend.port == port]
+
+
+def _backend_summary(services: list[parsers.ServiceEntry]) -> str:
+    states = [backend.state or "no state" for service in services for backend in service.backends]
+    return ", ".join(states) if states else "no backends"
+
+
+def _frontend_problems(
+    wanted: WantedFrontend, candidates: list[parsers.ServiceEntry], min_backends: int
+) -> list[Problem]:
+    if not candidates:
+        return [Problem(f"frontend {wanted.label}", "in service list", None)]
+    typed = [s for s in candidates if wanted.service_type in (None, s.service_type)]
+    if not typed:
+        seen_types = ", ".join(sorted({s.service_type for s in candidates}))
+        return [Problem(f"frontend {wanted.label} service type", str(wanted.service_type), seen_types)]
+    best = max(service.usable_backends for service in typed)
+    if best < min_backends:
+        return [
+            Problem(
+                f"frontend {wanted.label} usable backends",
+                f">= {min_backends}",
+                f"{best} ({_backend_summary(typed)})",
+            )
+        ]
+    return []
+
+
+def _frontend_figure(candidates: list[parsers.ServiceEntry]) -> JsonValue:
+    return [
+        {
+            "id": s.service_id,
+            "frontend": s.frontend.raw,
+            "type": s.service_type,
+            "backends": len(s.backends),
+            "usableBackends": s.usable_backends,
+        }
+        for s in candidates
+    ]
+
+
+def evaluate_service_list(text: str, expect: Expectations) -> Verdict:
+    listing = parsers.parse_service_list(text)
+    wanted_frontends = _wanted_frontends(expect)
+    protocol = _str(expect, "protocol")
+    min_backends = _int(expect, "minBackends")
+    min_backends = 1 if min_backends is None else min_backends
+    frontends: dict[str, JsonValue] = {}
+    verdict = Verdict(figures={"services": len(listing.services), "frontends": frontends})
+    if not listing.services:
+        verdict.add(Problem("service list", "with at least one service", None))
+    node_port = _int(expect, "nodePort")
+    if node_port is not None and not _str_list(expect, "nodeIPs") and listing.services:
+        anywhere = _node_port_anywhere(listing.services, node_port)
+        frontends[f"*:{node_port} (NodePort)"] = _frontend_figure(anywhere)
+        verdict.problems.extend(_frontend_problems(WantedFrontend("*", node_port, "NodePort"), anywhere, min_backends))
+    for wanted in wanted_frontends:
+        candidates = [s for s in listing.services if _matches(s, wanted, protocol)]
+        frontends[wanted.label] = _frontend_figure(candidates)
+        if listing.services:
+            verdict.problems.extend(_frontend_problems(wanted, candidates, min_backends))
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# probes
+# --------------------------------------------------------------------------
+
+PROBES_KEYS: dict[str, KeySpec] = {
+    "probes": KeySpec("probe names that must be reported", _is_str_list),
+    "minProbes": KeySpec("fewest probe lines accepted (default 1)", _is_int),
+}
+
+
+def _probe_detail(probe: parsers.ProbeLine) -> str:
+    extra = " ".join(f"{key}={value}" for key, value in probe.fields.items() if key not in ("probe", "result"))
+    return f"{probe.fields.get('result', '')} ({extra})" if extra else probe.fields.get("result", "")
+
+
+def _probe_problems(probe: parsers.ProbeLine) -> list[Problem]:
+    label = f"probe {probe.name or probe.raw}"
+    missing = probe.missing_fields()
+    if missing:
+        return [Problem(f"{label} field {key}", "present", None) for key in missing]
+    if probe.fields["result"] != "ok":
+        return [Problem(f"{label} result", "ok", _probe_detail(probe))]
+    return []
+
+
+def evaluate_probes(text: str, expect: Expectations) -> Verdict:
+    report = parsers.parse_probe_lines(text)
+    latest = {probe.name or probe.raw: probe for probe in report.probes}
+    passed = [name for name, probe in latest.items() if not _probe_problems(probe)]
+    verdict = Verdict(
+        figures={
+            "probes": len(latest),
+            "passed": len(passed),
+            "failed": [name for name in latest if name not in passed],
+            "results": {name: dict(probe.fields) for name, probe in latest.items()},
+            "ignoredLines": report.ignored_lines,
+        }
+    )
+    for raw in report.malformed:
+        verdict.add(Problem("probe line", "of key=value fields", repr(raw)))
+    for probe in latest.values():
+        verdict.problems.extend(_probe_problems(probe))
+    for name in _str_list(expect, "probes"):
+        if name not in latest:
+            verdict.add(Problem(f"probe {name}", "reported", None))
+    min_probes = _int(expect, "minProbes")
+    min_probes = 1 if min_probes is None else min_probes
+    if len(latest) < min_probes:
+        verdict.add(Problem("probe lines", f">= {min_probes}", str(len(latest)) if latest else None))
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# connectivity-test
+# --------------------------------------------------------------------------
+
+CONNECTIVITY_TEST_KEYS: dict[str, KeySpec] = {
+    "minTests": KeySpec("fewest tests that must have run (guards against an empty run)", _is_int),
+}
+
+
+def _failed_tests_seen(summary: parsers.ConnectivitySummary) -> str:
+    names = ", ".join(summary.failed_test_names) or "names not listed"
+    return f"{summary.failed_tests}/{summary.tests} ({names})"
+
+
+def connectivity_figures(summary: parsers.ConnectivitySummary) -> Figures:
+    return {
+        "summaries": summary.summaries,
+        "tests": summary.tests,
+        "actions": summary.actions,
+        "failedTests": summary.failed_tests,
+        "failedActions": summary.failed_actions,
+        "warnings": summary.warnings,
+        "skippedTests": summary.skipped_tests,
+        "skippedScenarios": summary.skipped_scenarios,
+        "failedTestNames": list(summary.failed_test_names),
+        "failedActionNames": list(summary.failed_action_names),
+        "errors": list(summary.error_lines),
+    }
+
+
+def evaluate_connectivity_test(text: str, expect: Expectations) -> Verdict:
+    summary = parsers.parse_connectivity_test(text)
+    verdict = Verdict(figures=connectivity_figures(summary))
+    if summary.failed_tests:
+        verdict.add(Problem("failed tests", "0", _failed_tests_seen(summary)))
+    elif summary.final_error_failures:
+        verdict.add(Problem("failed tests", "0", f"{summary.final_error_failures} (from the final error line)"))
+    if not summary.summaries:
+        last_error = summary.error_lines[-1] if summary.error_lines else None
+        seen = f"only the error {last_error!r}" if last_error else None
+        verdict.add(Problem("test summary", "('All N tests ... successful' or 'N/M tests failed')", seen))
+        return verdict
+    min_tests = _int(expect, "minTests")
+    if min_tests is not None and summary.tests < min_tests:
+        verdict.add(Problem("tests run", f">= {min_tests}", str(summary.tests)))
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# benchmark
+# --------------------------------------------------------------------------
+
+BENCHMARK_FIGURES = (
+    "minLatencyUs",
+    "meanLatencyUs",
+    "maxLatencyUs",
+    "p50LatencyUs",
+    "p90LatencyUs",
+    "p99LatencyUs",
+    "stddevLatencyUs",
+    "roundTripLatencyUs",
+    "transactionsPerSec",
+    "throughputMbps",
+)
+BENCHMARK_TESTS = ("tcp_rr", "tcp_stream", "tcp_maerts", "tcp_crr", "udp_rr", "udp_stream")
+
+BENCHMARK_KEYS: dict[str, KeySpec] = {
+    "test": KeySpec('"TCP_RR"|"TCP_STREAM" (a run of that test must be found)', _one_of(*BENCHMARK_TESTS)),
+    "figures": KeySpec(
+        f"figure names that must be found, from {', '.join(BENCHMARK_FIGURES)}",
+        _list_of(lambda value: value in BENCHMARK_FIGURES),
+    ),
+}
+
+
+def evaluate_benchmark(text: str, expect: Expectations) -> Verdict:
+    """Fail only when the output cannot be read; slow figures never fail."""
+    result = parsers.parse_netperf(text)
+    figures: Figures = {"tests": list(result.tests), "errors": list(result.errors)}
+    figures.update(result.figures)
+    verdict = Verdict(figures=figures)
+    if not result.figures:
+        seen = f"netperf error: {result.errors[0]}" if result.errors else None
+        verdict.add(Problem("netperf results", "with parsable figures", seen))
+        return verdict
+    test = _str(expect, "test")
+    if test and test.upper() not in result.tests:
+        verdict.add(Problem("netperf test", test.upper(), ", ".join(result.tests) or None))
+    for name in _str_list(expect, "figures"):
+        if name not in result.figures:
+            verdict.add(Problem(f"figure {name}", "present", None))
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    summary: str
+    keys: Mapping[str, KeySpec]
+    evaluate: Callable[[str, Expectations], Verdict]
+
+    def run(self, text: str, expect: JsonValue) -> Verdict:
+        return self.evaluate(text, validate_expectations(self.keys, expect))
+
+
+CHECKS: dict[str, Check] = {
+    check.name: check
+    for check in (
+        Check(
+            "agent-status",
+            "cilium-dbg status --verbose (cilium status --verbose on <= 1.14)",
+            AGENT_STATUS_KEYS,
+            evaluate_agent_status,
+        ),
+        Check(
+            "no-kube-proxy-rules",
+            "iptables-save output, sections marked '### <label>' (e.g. ### ipv4, ### ipv6)",
+            NO_KUBE_PROXY_RULES_KEYS,
+            evaluate_no_kube_proxy_rules,
+        ),
+        Check("service-list", "cilium-dbg service list", SERVICE_LIST_KEYS, evaluate_service_list),
+        Check("probes", "probe=<name> target=<ip:port> result=ok|fail ... lines", PROBES_KEYS, evaluate_probes),
+        Check(
+            "connectivity-test",
+            "cilium connectivity test output",
+            CONNECTIVITY_TEST_KEYS,
+            evaluate_connectivity_test,
+        ),
+        Check("benchmark", "netperf TCP_RR / TCP_STREAM output", BENCHMARK_KEYS, evaluate_benchmark),
+    )
+}
