@@ -11,6 +11,10 @@ What it creates, per node, as children of the component:
   K3s and Cilium's leftovers.
 - on the first server: ``<name>-token-<node>`` (only when no ``k3sToken`` is
   configured) and ``<name>-kubeconfig-<node>``, both secret and unlogged.
+- on the first server, for every other node: ``<name>-deregister-<node>``,
+  whose delete removes the node's Node object and node-password secret after
+  the node was uninstalled (a node removed from the stack, or moved to a new
+  host under the same name, would otherwise be stale or rejected).
 
 Ordering: every install waits for every preflight (through the first
 server); further servers join one after another (etcd membership changes
@@ -64,6 +68,7 @@ API_READY_TIMEOUT_SECONDS = 300
 ROLE_PREFLIGHT = "preflight"
 ROLE_TOKEN = "token"
 ROLE_KUBECONFIG = "kubeconfig"
+ROLE_DEREGISTER = "deregister"
 
 
 @dataclass
@@ -250,12 +255,24 @@ class K3sCluster(pulumi.ComponentResource):
         for server in cfg.servers[1:]:
             # etcd membership changes one at a time: each server joins after the previous one.
             previous = self._install(
-                name, cfg, features, server, token_configured, stdin=self.token, depends_on=[previous]
+                name,
+                cfg,
+                features,
+                server,
+                token_configured,
+                stdin=self.token,
+                depends_on=[previous, self._deregistration(name, cfg, first, server, first_install)],
             )
             self.nodes_ready[server.name] = previous
         for agent in cfg.agents:
             self.nodes_ready[agent.name] = self._install(
-                name, cfg, features, agent, token_configured, stdin=self.token, depends_on=[first_install]
+                name,
+                cfg,
+                features,
+                agent,
+                token_configured,
+                stdin=self.token,
+                depends_on=[self._deregistration(name, cfg, first, agent, first_install)],
             )
 
         self.kubeconfig = self._fetch_kubeconfig(name, cfg, first, first_install)
@@ -336,6 +353,28 @@ class K3sCluster(pulumi.ComponentResource):
             delete=ssh.script_command(cfg, node, "k3s-uninstall", uninstall_params(node, owner)),
             stdin=stdin,
             depends_on=depends_on,
+        )
+
+    def _deregistration(
+        self, name: str, cfg: StackConfig, first: Node, node: Node, first_install: remote.Command
+    ) -> remote.Command:
+        """Removes ``node`` from the cluster when it goes away; runs on the first server.
+
+        The node's install depends on it, so Pulumi deletes it only after the node
+        was uninstalled. Its trigger is the node's SSH address: a node moved to
+        another host replaces it too (old registration removed before the new
+        host joins, hence delete-before-replace). It depends on the first
+        server, which is still there when it runs.
+        """
+        return self._command(
+            resource_name(name, ROLE_DEREGISTER, node),
+            first,
+            create="true",
+            delete=ssh.script_command(
+                cfg, first, "k3s-node-deregister", {"NODE_NAME": node.name, "K3S_BIN": f"{K3S_BIN_DIR}/k3s"}
+            ),
+            triggers=[node.host, cfg.ssh_port(node)],
+            depends_on=[first_install],
         )
 
     def _read_token(self, name: str, cfg: StackConfig, first: Node, install: remote.Command) -> pulumi.Output[str]:

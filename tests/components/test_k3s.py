@@ -74,7 +74,8 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "agent")) == agents
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
-    assert len(rec.resources) == 1 + nodes * 2 + 1 + (0 if token else 1)
+    assert len(commands(rec, "deregister")) == nodes - 1
+    assert len(rec.resources) == 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1)
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -99,7 +100,9 @@ def test_agents_depend_on_the_first_server_only() -> None:
     first = rec.named("k3s-server-server-1")
     token = rec.named("k3s-token-server-1")
     for agent in commands(rec, "agent"):
-        assert set(agent.dependencies) == {first.urn, token.urn}, agent.name
+        deregistration = rec.named(agent.name.replace("-agent-", "-deregister-", 1))
+        assert set(agent.dependencies) == {deregistration.urn, token.urn}, agent.name
+        assert set(deregistration.dependencies) == {first.urn}
         assert agent.property_dependencies.get("stdin") == (token.urn,)
 
 
@@ -131,12 +134,11 @@ def _agent_chain(rec: Recorded) -> int:
 @pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
 def test_sequential_steps_do_not_grow_with_agents(token: str | None) -> None:
     few, many = build(make_config(3, 2), token=token), build(make_config(3, 50), token=token)
-    # preflight -> first server [-> token read] -> agent
-    expected = 3 if token else 4
-    assert _agent_chain(few) == _agent_chain(many) == expected
-    # preflight -> server-1 [-> token read] -> server-2 -> server-3
+    # preflight -> first server -> deregistration (or token read) -> agent
+    assert _agent_chain(few) == _agent_chain(many) == 4
+    # preflight -> server-1 -> deregistration of server-2 (or token read) -> server-2 -> server-3
     last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
-    assert last_server == (4 if token else 5)
+    assert last_server == 5
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -274,14 +276,15 @@ def test_non_root_user_gets_sudo() -> None:
     for r in rec.of_type(COMMAND):
         assert r.inputs["connection"]["user"] == "ubuntu" and r.inputs["connection"]["port"] == 2200
         for key in ("create", "update", "delete"):
-            if key in r.inputs:
+            if key in r.inputs and r.inputs[key] != "true":  # a deregistration's create does nothing
                 assert r.inputs[key].startswith("sudo -n bash -c "), (r.name, key)
 
 
 def test_root_user_runs_bash_directly() -> None:
     rec = build(make_config(1, 1))
     for r in rec.of_type(COMMAND):
-        assert r.inputs["create"].startswith("bash -c "), r.name
+        script = r.inputs["delete"] if "-deregister-" in r.name else r.inputs["create"]
+        assert script.startswith("bash -c "), r.name
 
 
 # --- install, update, delete -------------------------------------------------------------------
@@ -453,3 +456,33 @@ def test_harness_config_exports_and_secrets() -> None:
     assert rec.is_secret_output("secret") and not rec.is_secret_output("plain")
     # Runs are independent: nothing registered before leaks into the next run.
     assert run_program(lambda: None).resources == []
+
+
+# --- leaving the cluster -------------------------------------------------------------------------
+
+
+def test_every_other_node_is_deregistered_from_the_first_server_after_its_uninstall() -> None:
+    rec = build(make_config(2, 2))
+    first_connection = rec.named("k3s-server-server-1").inputs["connection"]
+    deregistrations = commands(rec, "deregister")
+    assert {r.name for r in deregistrations} == {
+        "k3s-deregister-server-2",
+        "k3s-deregister-agent-1",
+        "k3s-deregister-agent-2",
+    }
+    for deregistration in deregistrations:
+        node = deregistration.name.removeprefix("k3s-deregister-")
+        install = rec.named(f"k3s-{node.split('-')[0]}-{node}")
+        assert deregistration.inputs["connection"] == first_connection
+        assert f"NODE_NAME={node}" in deregistration.inputs["delete"]
+        # The install depends on it, so Pulumi uninstalls the node before deregistering it.
+        assert rec.depends_on(install, deregistration)
+        assert deregistration.options["delete_before_replace"] is True
+
+
+def test_moving_a_node_to_another_host_replaces_its_deregistration() -> None:
+    before = build(make_config(1, 2)).named("k3s-deregister-agent-2").inputs["triggers"]
+    moved = make_config(1, 2)
+    nodes = [n.model_copy(update={"host": "10.9.9.9"}) if n.name == "agent-2" else n for n in moved.nodes]
+    after = build(moved.model_copy(update={"nodes": nodes})).named("k3s-deregister-agent-2").inputs["triggers"]
+    assert before != after and after[0] == "10.9.9.9"

@@ -509,3 +509,42 @@ def test_readers_print_the_file_or_fail_clearly(tmp_path: Path, name: str, param
     assert (ok.returncode, ok.stdout) == (0, "content-line\n")
     missing = run_command_line(scripts.render(name, {param: str(tmp_path / "absent")}))
     assert missing.returncode == 1 and "is missing or empty" in missing.stderr and missing.stdout == ""
+
+
+# --- k3s-node-deregister -------------------------------------------------------------------------
+
+
+def _stub_k3s(tmp_path: Path) -> tuple[Path, Path]:
+    calls = tmp_path / "calls.log"
+    stub = tmp_path / "k3s"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> {calls}\n')
+    stub.chmod(0o755)
+    return stub, calls
+
+
+def test_deregister_removes_node_and_its_password_secret(tmp_path: Path) -> None:
+    stub, calls = _stub_k3s(tmp_path)
+    script = scripts.render("k3s-node-deregister", {"NODE_NAME": "agent-2", "K3S_BIN": str(stub)})
+    lint(script, tmp_path, "k3s-node-deregister.sh")
+    for _ in range(2):  # idempotent: the deletes ignore what is already gone
+        assert subprocess.run(["bash", "-c", script], capture_output=True, text=True).returncode == 0
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "kubectl delete node agent-2 --ignore-not-found --wait=true --timeout=120s"
+    assert lines[1] == "kubectl --namespace kube-system delete secret agent-2.node-password.k3s --ignore-not-found"
+    assert len(lines) == 4
+
+
+def test_deregister_without_k3s_is_a_no_op(tmp_path: Path) -> None:
+    script = scripts.render("k3s-node-deregister", {"NODE_NAME": "agent-2", "K3S_BIN": str(tmp_path / "absent")})
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "nothing to remove for node agent-2" in result.stderr
+
+
+def test_deregister_reports_a_failing_delete(tmp_path: Path) -> None:
+    stub = tmp_path / "k3s"
+    stub.write_text('#!/usr/bin/env bash\necho "Unable to connect to the server" >&2\nexit 1\n')
+    stub.chmod(0o755)
+    script = scripts.render("k3s-node-deregister", {"NODE_NAME": "agent-2", "K3S_BIN": str(stub)})
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and "Unable to connect" in result.stderr
