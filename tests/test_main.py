@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import runpy
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
-import yaml
 
-from tests.mocks import FAKE_TOKEN, Recorded, Registration, run_program
-
-ROOT = Path(__file__).resolve().parents[1]
-SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-key-material-9f3a1c\n-----END OPENSSH PRIVATE KEY-----\n"
-CONFIGURED_TOKEN = "K10configured-token-c0ffee::server:swordfish-77"
-
-RELEASE = "kubernetes:helm.sh/v3:Release"
-COMMAND = "command:remote:Command"
-
-
-def stack_config(stack: str = "dev") -> dict[str, Any]:
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    return dict(document["config"])
-
-
-def run_stack(config: dict[str, Any], token: str = "") -> Recorded:
-    config = {**config, "k3s-cilium:sshPrivateKey": SSH_KEY, "k3s-cilium:k3sToken": token}
-    return run_program(
-        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
-        config=config,
-        secret_config=("k3s-cilium:sshPrivateKey", "k3s-cilium:k3sToken"),
-    )
-
-
-def with_changes(**changes: Any) -> dict[str, Any]:
-    config = copy.deepcopy(stack_config())
-    for key, value in changes.items():
-        config[f"k3s-cilium:{key}"] = value
-    return config
+from tests.main_program import COMMAND, RELEASE, run_stack, stack_config, with_changes
+from tests.mocks import FAKE_TOKEN, Recorded, Registration
 
 
 def depends_transitively(rec: Recorded, resource: Registration, target: Registration) -> bool:
@@ -97,6 +66,9 @@ def test_no_plaintext_secret_reaches_any_input_or_export(dev):
             for needle in needles:
                 assert needle not in text, f"{resource.name}.{path} holds a secret in plaintext"
     assert dev.is_secret_output("kubeconfig") or "kubeconfig" in dev.secret_exports
+
+
+CONFIGURED_TOKEN = "K10configured-token-c0ffee::server:swordfish-77"
 
 
 def test_configured_token_travels_only_as_secret_stdin():

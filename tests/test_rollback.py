@@ -1,0 +1,108 @@
+"""The four rollback procedures of README.md, as config changes under the mock engine.
+
+Each test runs the whole program before and after the change and checks what
+Pulumi would change, and what it must leave alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.main_program import run_stack, stack_config
+from tests.mocks import Recorded, Registration
+
+RELEASE = "cilium-release"
+
+
+def with_tier(tier: str) -> dict[str, Any]:
+    return {**stack_config(), "k3s-cilium:tier": tier}
+
+
+def by_name(rec: Recorded) -> dict[str, Registration]:
+    return {r.name: r for r in rec.resources}
+
+
+def changes(before: Recorded, after: Recorded) -> tuple[set[str], set[str], set[str]]:
+    """(added, removed, changed inputs) by resource name."""
+    old, new = by_name(before), by_name(after)
+    changed = {name for name in old.keys() & new.keys() if old[name].inputs != new[name].inputs}
+    return set(new) - set(old), set(old) - set(new), changed
+
+
+def installs(rec: Recorded) -> dict[str, Registration]:
+    return {r.name: r for r in rec.resources if r.name.startswith(("k3s-server-", "k3s-agent-"))}
+
+
+def test_performance_to_kpr_switches_datapath_features_off_and_keeps_kube_proxy_away():
+    performance, kpr = run_stack(with_tier("performance")), run_stack(with_tier("kpr"))
+    added, removed, changed = changes(performance, kpr)
+    assert not added and not removed
+    assert RELEASE in changed and "cilium-restart-pods" in changed  # host routing off: pods restart
+    values = kpr.named(RELEASE).inputs["values"]
+    assert values["loadBalancer"]["mode"] == "snat" and values["loadBalancer"]["algorithm"] == "random"
+    assert values["bpf"]["masquerade"] is False and values["bpf"]["hostLegacyRouting"] is True
+    assert values["kubeProxyReplacement"] == "true"
+    # K3s keeps kube-proxy disabled: no install changes at all.
+    assert installs(performance).keys() == installs(kpr).keys()
+    assert not changed & set(installs(kpr))
+
+
+def test_kpr_to_baseline_brings_kube_proxy_back_in_place():
+    kpr, baseline = run_stack(with_tier("kpr")), run_stack(with_tier("baseline"))
+    added, removed, changed = changes(kpr, baseline)
+    assert not added
+    assert {r for r in removed if r.startswith("kube-proxy-")} == {
+        "kube-proxy-kubernetes",
+        "kube-proxy-cleanup-server-1",
+        "kube-proxy-cleanup-agent-1",
+        "kube-proxy-cleanup-agent-2",
+    }
+    server = baseline.named("k3s-server-server-1")
+    assert "disable-kube-proxy: false" in server.inputs["update"]
+    assert "disable-kube-proxy: true" in kpr.named("k3s-server-server-1").inputs["update"]
+    # Agents read disable-kube-proxy from the servers at start: their update restarts them.
+    assert {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"} <= changed
+    # In place: same resources, no trigger that would replace (= uninstall) them.
+    for install in installs(baseline).values():
+        assert "triggers" not in install.inputs
+    assert baseline.named(RELEASE).inputs["values"]["kubeProxyReplacement"] == "false"
+
+
+def test_baseline_to_kpr_is_the_same_path_forward():
+    baseline, kpr = run_stack(with_tier("baseline")), run_stack(with_tier("kpr"))
+    added, removed, _ = changes(baseline, kpr)
+    assert {"kube-proxy-kubernetes", "kube-proxy-cleanup-agent-1"} <= added
+    assert not {r for r in removed if r.startswith(("k3s-", "cilium-"))}
+
+
+def test_cilium_version_rollback_touches_only_the_release():
+    newer = stack_config()
+    older = copy.deepcopy(newer)
+    older["k3s-cilium:cilium"] = {**older["k3s-cilium:cilium"], "version": "1.18.12"}
+    before, after = run_stack(newer), run_stack(older)
+    added, removed, changed = changes(before, after)
+    assert not added and not removed
+    assert RELEASE in changed
+    assert after.named(RELEASE).inputs["version"] == "1.18.12"
+    assert not changed & set(installs(after)), "a Cilium rollback must not touch K3s"
+
+
+def test_destroy_and_recreate_rebuilds_the_same_stack_and_every_install_uninstalls():
+    first, second = run_stack(stack_config()), run_stack(stack_config())
+    assert first.snapshot() == second.snapshot()
+    for install in installs(first).values():
+        assert "uninstall" in install.inputs["delete"], install.name
+
+
+def test_replacing_one_node_leaves_the_others_alone():
+    moved = copy.deepcopy(stack_config())
+    moved["k3s-cilium:nodes"][2]["host"] = "192.168.56.22"
+    before, after = run_stack(stack_config()), run_stack(moved)
+    added, removed, changed = changes(before, after)
+    assert not added and not removed
+    assert {"k3s-agent-agent-2", "k3s-preflight-agent-2", "k3s-deregister-agent-2"} <= changed
+    assert not {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-preflight-agent-1", RELEASE} & changed
+    # A new host under the same name: the old registration goes first (its trigger is the address).
+    assert after.named("k3s-deregister-agent-2").inputs["triggers"][0] == "192.168.56.22"
+    assert after.named("k3s-agent-agent-2").inputs["connection"]["host"] == "192.168.56.22"
