@@ -377,30 +377,40 @@ class K3sCluster(pulumi.ComponentResource):
             depends_on=[first_install],
         )
 
-    def _read_token(self, name: str, cfg: StackConfig, first: Node, install: remote.Command) -> pulumi.Output[str]:
+    def _read_secret(
+        self,
+        name: str,
+        role: str,
+        cfg: StackConfig,
+        first: Node,
+        install: remote.Command,
+        script: str,
+        params: dict[str, scripts.ScriptValue],
+    ) -> pulumi.Output[str]:
+        """The stdout of ``script`` on the first server, as an unlogged secret."""
         command = self._command(
-            resource_name(name, ROLE_TOKEN, first),
+            resource_name(name, role, first),
             first,
-            create=ssh.script_command(cfg, first, "k3s-token", {"SERVER_TOKEN_PATH": SERVER_TOKEN_PATH}),
-            # A reinstalled first server has a new token: read it again.
+            create=ssh.script_command(cfg, first, script, params),
+            # A reinstalled first server has a new token, CA and admin credentials: read them again.
             triggers=[install.id],
             secret_stdout=True,
             depends_on=[install],
         )
-        return pulumi.Output.secret(command.stdout.apply(lambda text: text.strip()))
+        return pulumi.Output.secret(command.stdout)
+
+    def _read_token(self, name: str, cfg: StackConfig, first: Node, install: remote.Command) -> pulumi.Output[str]:
+        token = self._read_secret(
+            name, ROLE_TOKEN, cfg, first, install, "k3s-token", {"SERVER_TOKEN_PATH": SERVER_TOKEN_PATH}
+        )
+        return token.apply(lambda text: text.strip())
 
     def _fetch_kubeconfig(
         self, name: str, cfg: StackConfig, first: Node, install: remote.Command
     ) -> pulumi.Output[str]:
-        command = self._command(
-            resource_name(name, ROLE_KUBECONFIG, first),
-            first,
-            create=ssh.script_command(cfg, first, "kubeconfig", {"KUBECONFIG_PATH": KUBECONFIG_PATH}),
-            # A reinstalled first server has a new CA and admin credentials.
-            triggers=[install.id],
-            secret_stdout=True,
-            depends_on=[install],
+        kubeconfig = self._read_secret(
+            name, ROLE_KUBECONFIG, cfg, first, install, "kubeconfig", {"KUBECONFIG_PATH": KUBECONFIG_PATH}
         )
         endpoint = cfg.api_endpoint
-        return pulumi.Output.secret(command.stdout.apply(lambda text: rewrite_kubeconfig(text, endpoint)))
+        return kubeconfig.apply(lambda text: rewrite_kubeconfig(text, endpoint))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from importlib import resources
 
 ScriptValue = str | int | bool
@@ -37,7 +38,7 @@ def _shell_value(value: ScriptValue) -> str:
     return str(value)
 
 
-def render(name: str, params: dict[str, ScriptValue] | None = None) -> str:
+def render(name: str, params: Mapping[str, ScriptValue] | None = None) -> str:
     """Render a script with its parameters assigned at the ``# @params`` line."""
     body = template(name)
     if _PARAMS_MARKER not in body:
