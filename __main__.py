@@ -6,6 +6,7 @@ from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
+from components.verify import Verification, VerificationArgs
 from stacks.config import NAMESPACE, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
 
@@ -61,6 +62,16 @@ kube_proxy = KubeProxyRemoval(
         cfg=stack_config, features=features, connections=cluster.connections, depends_on=[cilium.restart]
     ),
 )
+verification = Verification(
+    "verify",
+    VerificationArgs(
+        cfg=stack_config,
+        features=features,
+        connections=cluster.connections,
+        provider=cilium.provider,
+        depends_on=[cilium.restart, kube_proxy],
+    ),
+)
 
 pulumi.export("tier", stack_config.tier)
 pulumi.export("features", list(features.enabled))
@@ -70,3 +81,4 @@ pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
 pulumi.export("hostTuning", host_tuning.summaries)
+pulumi.export("verification", verification.verification)

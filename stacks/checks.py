@@ -1,32 +1,55 @@
-"""The verification checks a stack will run after deploying, and what each expects."""
+"""The verification checks a stack runs after deploying, and the exact ``--expect`` each gets.
+
+Every :class:`PlannedCheck` is one ``python3 -m verification <check> --node
+<node> --expect '<json>'`` call (``verification/__main__.py`` documents the
+keys): ``expect`` is that JSON document, computed here offline, so the plan
+(``python -m stacks plan``) shows exactly what ``pulumi up`` will assert and a
+pull request that changes the tier shows which assertions change.
+
+Expectations follow what the pinned Cilium release prints: lines a release
+does not print are not asserted (``Routing: Network:`` and ``Device Mode``
+from 1.16, ``DSR Dispatch Mode`` from 1.15, IPv4 BIG TCP from 1.14), nor are
+the lines that exist only with kube-proxy replacement (Mode, Backend
+Selection, XDP, Socket LB) on a tier without it. KPR on 1.13 prints
+``Strict``; the CLI reads ``kubeProxyReplacement: true`` accordingly.
+
+The smoke and benchmark workloads have fixed addresses so that the
+expectations are known before anything exists: a NodePort and ClusterIPs from
+the *static* sub-ranges that Kubernetes keeps for explicitly requested values
+(KEP-3070 for Service IPs, KEP-3668 for NodePorts), where dynamic
+allocation does not hand them out first.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacks.config import StackConfig
+from packaging.version import Version
+
+from stacks.config import ConfigError, Node, StackConfig
 from stacks.features import Resolved
 
-# Features the Cilium agent reports in `cilium-dbg status --verbose`.
-AGENT_REPORTED = (
-    "kubeProxyReplacement",
-    "nativeRouting",
-    "bpfMasquerade",
-    "dsr",
-    "maglev",
-    "bpfHostRouting",
-    "bandwidthManager",
-    "bbr",
-    "bigTcp",
-    "xdp",
-    "netkit",
-)
+# Namespace of the smoke and benchmark workloads.
+VERIFY_NAMESPACE = "k3s-cilium-verify"
+SMOKE_PORT = 80
+# Taint effects that keep the smoke and benchmark pods (which tolerate nothing) off a node.
+BLOCKING_TAINT_EFFECTS = ("NoSchedule", "NoExecute")
+# The probes the probes check runs from every node, in this order.
+PROBES = ("localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod")
+BENCHMARK_CONTROL_PORT = 12865
+BENCHMARK_DATA_PORT = 12866
+# Figures the benchmark must yield (TCP_RR latencies and rate, TCP_STREAM throughput); never thresholds.
+BENCHMARK_FIGURES = ("meanLatencyUs", "p99LatencyUs", "transactionsPerSec", "throughputMbps")
+
+V1_14, V1_15, V1_16 = Version("1.14"), Version("1.15"), Version("1.16")
 
 
 @dataclass(frozen=True)
 class PlannedCheck:
     check: str
+    # The node the check is about; None for a check of the whole cluster.
     node: str | None
     expect: dict[str, Any] = field(default_factory=dict)
 
@@ -35,37 +58,159 @@ class PlannedCheck:
         return f"{self.check}/{self.node}" if self.node else self.check
 
 
-def agent_expectations(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Workloads:
+    """Fixed facts about the smoke and benchmark workloads, known offline."""
+
+    node_port: int
+    smoke_cluster_ip: str
+    benchmark_cluster_ip: str
+    # Nodes the workloads can land on (no NoSchedule/NoExecute taint), in stack order.
+    schedulable: tuple[str, ...]
+
+    @property
+    def replicas(self) -> int:
+        """Smoke replicas: two on two different nodes where possible."""
+        return min(2, len(self.schedulable))
+
+    @property
+    def spread(self) -> bool:
+        """Whether the smoke pods (and the benchmark client and server) must be on different nodes."""
+        return len(self.schedulable) >= 2
+
+
+def schedulable_nodes(cfg: StackConfig) -> tuple[str, ...]:
+    return tuple(
+        node.name
+        for node in cfg.nodes
+        if not any(taint.rsplit(":", 1)[-1] in BLOCKING_TAINT_EFFECTS for taint in node.taints)
+    )
+
+
+def static_node_port(cfg: StackConfig) -> int:
+    """The last port of the NodePort range's static band: ``min(max(16, size/32), 128)`` ports from the bottom."""
+    low, high = (int(part) for part in cfg.cilium.node_port_range.split("-"))
+    size = high - low + 1
+    band = min(max(16, size // 32), 128, size)
+    return low + band - 1
+
+
+def static_service_ips(cfg: StackConfig) -> tuple[str, str]:
+    """Two ClusterIPs at the top of the service CIDR's static band (``min(max(16, size/16), 256)`` addresses).
+
+    The band's bottom holds the ``kubernetes`` Service (first address) and K3s's
+    cluster DNS (tenth address); these are the band's third- and second-last.
+    """
+    network = ipaddress.ip_network(cfg.k3s.service_cidr)
+    band = min(max(16, network.num_addresses // 16), 256)
+    first, second = band - 3, band - 2
+    if second >= network.num_addresses - 1:
+        raise ConfigError(
+            [
+                f"k3s-cilium:k3s.serviceCidr: {cfg.k3s.service_cidr} is too small for the verification services; "
+                "use a /28 or larger"
+            ]
+        )
+    return str(network[first]), str(network[second])
+
+
+def workloads(cfg: StackConfig) -> Workloads:
+    smoke_ip, benchmark_ip = static_service_ips(cfg)
+    return Workloads(
+        node_port=static_node_port(cfg),
+        smoke_cluster_ip=smoke_ip,
+        benchmark_cluster_ip=benchmark_ip,
+        schedulable=schedulable_nodes(cfg),
+    )
+
+
+def agent_status_expect(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
+    """What every agent's ``cilium-dbg status --verbose`` must report, for this release and tier."""
+    version = cfg.cilium.parsed_version
+    kpr = "kubeProxyReplacement" in features
     expect: dict[str, Any] = {
-        "ciliumVersion": cfg.cilium.version,
-        "features": {name: name in features for name in AGENT_REPORTED},
+        "version": cfg.cilium.version,
+        "healthy": True,
+        "kubeProxyReplacement": kpr,
+        "bpfHostRouting": "bpfHostRouting" in features,
+        "bpfMasquerade": "bpfMasquerade" in features,
+        "bandwidthManager": "bandwidthManager" in features,
     }
-    if "maglev" in features:
-        expect["maglevTableSize"] = cfg.cilium.maglev_table_size
-    if features.dsr_dispatch:
-        expect["dsrDispatch"] = features.dsr_dispatch
-    if features.xdp_mode:
-        expect["xdpMode"] = features.xdp_mode
+    if "bandwidthManager" in features:
+        expect["bbr"] = "bbr" in features
+    if version >= V1_14:
+        expect["bigTcp"] = ["ipv4"] if "bigTcp" in features else False
+    if version >= V1_16:
+        expect["nativeRouting"] = "nativeRouting" in features
+        expect["netkit"] = "netkit" in features
+    if kpr:
+        expect["socketLB"] = True
+        expect["dsr"] = "dsr" in features
+        if features.dsr_dispatch and version >= V1_15:
+            expect["dsrDispatch"] = features.dsr_dispatch
+        expect["maglev"] = cfg.cilium.maglev_table_size if "maglev" in features else False
+        expect["xdp"] = features.xdp_mode or "disabled"
     return expect
 
 
+def service_list_expect(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, Any]:
+    """The smoke Service in the node's agent service table: ClusterIP always, NodePort frontends with KPR.
+
+    Without kube-proxy replacement kube-proxy serves NodePorts and Cilium lists
+    only the ClusterIP. The node's own IP is asserted when the stack knows it.
+    """
+    placed = workloads(cfg)
+    expect: dict[str, Any] = {
+        "clusterIP": placed.smoke_cluster_ip,
+        "clusterPort": SMOKE_PORT,
+        "protocol": "TCP",
+        "minBackends": placed.replicas,
+    }
+    if "kubeProxyReplacement" in features:
+        expect["nodePort"] = placed.node_port
+        if node.internal_ip:
+            expect["nodeIPs"] = [node.internal_ip]
+    return expect
+
+
+def probe_names(cfg: StackConfig, node: Node) -> list[str]:
+    """The probes run from ``node``; ``remote-pod`` only when a smoke pod is sure to run on another node."""
+    placed = workloads(cfg)
+    remote = placed.spread or any(name != node.name for name in placed.schedulable)
+    return [name for name in PROBES if name != "remote-pod" or remote]
+
+
+def probes_expect(cfg: StackConfig, node: Node) -> dict[str, Any]:
+    names = probe_names(cfg, node)
+    return {"probes": names, "minProbes": len(names)}
+
+
+def _require_schedulable(cfg: StackConfig) -> None:
+    if (cfg.verify.smoke or cfg.verify.benchmark) and not schedulable_nodes(cfg):
+        switched_on = [key for key, on in (("smoke", cfg.verify.smoke), ("benchmark", cfg.verify.benchmark)) if on]
+        raise ConfigError(
+            [
+                f"k3s-cilium:verify.{key}: every node has a NoSchedule or NoExecute taint, so its pods (which "
+                f"tolerate nothing) cannot run; leave one node untainted or set verify.{key}: false"
+                for key in switched_on
+            ]
+        )
+
+
 def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
-    agent = agent_expectations(cfg, features)
+    """Every check ``pulumi up`` runs, in order: per node, then the cluster-wide ones."""
+    _require_schedulable(cfg)
+    agent = agent_status_expect(cfg, features)
     checks: list[PlannedCheck] = []
     for node in cfg.nodes:
         checks.append(PlannedCheck("agent-status", node.name, agent))
         if "kubeProxyReplacement" in features:
-            checks.append(PlannedCheck("no-kube-proxy-rules", node.name, {"maxRules": 0}))
+            checks.append(PlannedCheck("no-kube-proxy-rules", node.name, {}))
         if cfg.verify.smoke:
-            checks.append(
-                PlannedCheck(
-                    "smoke",
-                    node.name,
-                    {"targets": ["localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod"]},
-                )
-            )
+            checks.append(PlannedCheck("service-list", node.name, service_list_expect(cfg, features, node)))
+            checks.append(PlannedCheck("probes", node.name, probes_expect(cfg, node)))
     if cfg.verify.connectivity_test:
-        checks.append(PlannedCheck("connectivity-test", cfg.servers[0].name, {"failures": 0}))
+        checks.append(PlannedCheck("connectivity-test", cfg.servers[0].name, {"minTests": 1}))
     if cfg.verify.benchmark:
-        checks.append(PlannedCheck("benchmark", None, {"tests": ["TCP_RR", "TCP_STREAM"]}))
+        checks.append(PlannedCheck("benchmark", None, {"figures": list(BENCHMARK_FIGURES)}))
     return checks

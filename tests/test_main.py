@@ -115,3 +115,24 @@ def test_invalid_config_registers_nothing():
 
 def test_same_config_twice_is_identical():
     assert run_stack(stack_config()).snapshot() == run_stack(stack_config()).snapshot()
+
+
+def test_every_check_runs_after_cilium_and_the_kube_proxy_cleanup(dev):
+    release = dev.of_type(RELEASE)[0]
+    cleanups = dev.matching(r"^kube-proxy-cleanup-")
+    assertions = [r for r in dev.resources if r.type == "command:local:Command" and "-assert-" in r.name]
+    assert {a.name for a in assertions} >= {
+        f"verify-{check}-assert-{node}"
+        for check in ("agent-status", "no-kube-proxy-rules", "service-list", "probes")
+        for node in ("server-1", "agent-1", "agent-2")
+    }
+    for assertion in assertions:
+        assert depends_transitively(dev, assertion, release), assertion.name
+        for cleanup in cleanups:
+            assert depends_transitively(dev, assertion, cleanup), (assertion.name, cleanup.name)
+
+
+def test_verification_is_exported_per_node_and_check(dev):
+    verification = dev.exports["verification"]
+    assert set(verification["nodes"]) == {"server-1", "agent-1", "agent-2"}
+    assert {"agent-status", "no-kube-proxy-rules"} <= set(verification["nodes"]["agent-1"])

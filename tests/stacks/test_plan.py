@@ -36,7 +36,7 @@ def test_json_plan_is_deterministic_and_complete():
     document = json.loads(first.stdout)
     assert [n["role"] for n in document["nodes"]] == ["server", "agent", "agent"]
     assert document["ciliumValues"]["routingMode"] == "native"
-    assert {c["check"] for c in document["checks"]} == {"agent-status", "no-kube-proxy-rules", "smoke"}
+    assert {c["check"] for c in document["checks"]} == {"agent-status", "no-kube-proxy-rules", "service-list", "probes"}
     kernel_rows = {row["name"]: row.get("minKernel") for row in document["features"]}
     assert kernel_rows["bpfHostRouting"] == "5.10" and kernel_rows["bigTcp"] == "6.3"
 
@@ -81,5 +81,5 @@ def test_plan_checks_follow_verify_switches(raw):
     document = plan.build("t", parse(dict(raw, tier="baseline")))
     checks = [(c["check"], c["node"]) for c in document["checks"]]
     assert ("no-kube-proxy-rules", "agent-1") not in checks  # baseline keeps kube-proxy
-    assert ("smoke", "agent-1") not in checks
+    assert ("service-list", "agent-1") not in checks and ("probes", "agent-1") not in checks
     assert ("connectivity-test", "server-1") in checks and ("benchmark", None) in checks

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Probe the smoke nginx Service from this node and print one line per probe
+# for `python3 -m verification probes`:
+#   probe=<name> target=<ip:port> result=ok|fail code=<http code> attempts=<n> [detail=<text>]
+# A probe is ok when an HTTP GET answers 2xx. Each attempt is bounded by
+# curl's --connect-timeout/--max-time; a failed attempt is retried up to
+# ATTEMPTS times, RETRY_DELAY_SECONDS apart (a NodePort or a route can take
+# a moment after a datapath restart), so the whole run is bounded too.
+# A failed probe is a result, not an error: the script exits 0 after printing.
+#
+# Parameters:
+#   PROBES         probe names, separated by blanks, from:
+#                  localhost-nodeport  127.0.0.1:NODE_PORT
+#                  nodeip-nodeport     NODE_IP:NODE_PORT
+#                  clusterip           CLUSTER_IP:SERVICE_PORT
+#                  remote-pod          REMOTE_POD_IP:SERVICE_PORT (a smoke pod on another node)
+#   NODE_PORT, NODE_IP, CLUSTER_IP, SERVICE_PORT, REMOTE_POD_IP (empty: none was found)
+#   ATTEMPTS, RETRY_DELAY_SECONDS, CONNECT_TIMEOUT_SECONDS, MAX_TIME_SECONDS
+set -euo pipefail
+# @params
+
+: "${NODE_IP:=}"
+: "${REMOTE_POD_IP:=}"
+: "${SERVICE_PORT:=80}"
+: "${ATTEMPTS:=10}"
+: "${RETRY_DELAY_SECONDS:=1}"
+: "${CONNECT_TIMEOUT_SECONDS:=2}"
+: "${MAX_TIME_SECONDS:=3}"
+work_dir=$(mktemp -d)
+trap 'rm -rf "$work_dir"' EXIT
+
+# One value of the line format: shell-quoted (it may hold blanks and quotes),
+# control characters replaced, so that the line stays one line.
+field() {
+  local text=${1//[[:cntrl:]]/ }
+  printf '%q' "${text:-none}"
+}
+
+report_missing() {
+  local name=$1 why=$2
+  printf 'probe=%s target=none result=fail code=000 attempts=0 detail=%s\n' "$name" "$(field "$why")"
+}
+
+probe() {
+  local name=$1 target=$2 attempt code detail=""
+  for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+    if code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT_SECONDS" \
+      --max-time "$MAX_TIME_SECONDS" "http://$target/" 2>"$work_dir/stderr"); then
+      if [[ $code == 2?? ]]; then
+        printf 'probe=%s target=%s result=ok code=%s attempts=%d\n' "$name" "$target" "$code" "$attempt"
+        return 0
+      fi
+      detail="HTTP status $code"
+    else
+      detail=$(head -n 1 "$work_dir/stderr")
+    fi
+    if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
+  done
+  printf 'probe=%s target=%s result=fail code=%s attempts=%d detail=%s\n' \
+    "$name" "$target" "$(field "${code:-000}")" "$ATTEMPTS" "$(field "$detail")"
+}
+
+for name in $PROBES; do
+  case $name in
+    localhost-nodeport) probe "$name" "127.0.0.1:$NODE_PORT" ;;
+    nodeip-nodeport)
+      if [[ -n $NODE_IP ]]; then probe "$name" "$NODE_IP:$NODE_PORT"; else report_missing "$name" "node IP unknown"; fi
+      ;;
+    clusterip) probe "$name" "$CLUSTER_IP:$SERVICE_PORT" ;;
+    remote-pod)
+      if [[ -n $REMOTE_POD_IP ]]; then
+        probe "$name" "$REMOTE_POD_IP:$SERVICE_PORT"
+      else
+        report_missing "$name" "no ready smoke pod on another node"
+      fi
+      ;;
+    *)
+      printf 'verify-probes: unknown probe %q\n' "$name" >&2
+      exit 2
+      ;;
+  esac
+done

@@ -1,0 +1,569 @@
+"""Verification: the checks that prove a deploy, as resources that fail ``pulumi up`` when they do not hold.
+
+Each check of :func:`stacks.checks.planned_checks` becomes a pair of commands:
+
+1. a collector, ``<name>-<check>-<node>`` (``remote.Command``), that prints raw
+   output: on the node itself (``verify-iptables.sh``, ``verify-probes.sh``)
+   or on the first server, which asks the node's Cilium agent pod through
+   ``k3s kubectl exec`` (``verify-agent-exec.sh``), runs the connectivity test
+   or the benchmark. It fails only when it cannot collect anything;
+2. an assertion, ``<name>-<check>-assert-<node>`` (``local.Command``), that
+   runs ``python3 -m verification <check> --node <node> --expect '<json>'``
+   where Pulumi runs, with the collector's stdout on stdin. Its exit status 1
+   fails ``pulumi up`` with one line per unmet expectation naming node,
+   check, expected and seen; its stdout (one JSON document) feeds the
+   ``verification`` output.
+
+Cluster-wide checks use ``cluster`` for ``<node>`` when they are not about a
+node (the benchmark). The smoke workload (nginx, two replicas on two nodes,
+and a NodePort Service with a fixed nodePort and ClusterIP) and the
+benchmark's netperf client and server live in namespace
+``k3s-cilium-verify``, made through the Cilium component's Kubernetes provider.
+
+Re-running: a collector's ``triggers`` hold a hash of the node list, every
+node's K3s config and the K3s version, the Cilium version and rendered
+values, and the check's expectations. A change of any of them replaces the
+collector (pulumi-command >= 1.0 replaces on a trigger change), so it runs
+again, and its assertion, triggered by the collector's id, runs again too. A
+no-op ``pulumi up`` runs nothing. A failed assertion is not stored, so the
+next ``pulumi up`` runs it again, but on the output collected before: after
+fixing the cause, re-run the check by replacing its collector, ``pulumi up
+--replace <urn>`` (README "Verification" has the commands).
+
+The assertion runs in the provider's working directory, which Pulumi sets to
+the project directory (the one with ``Pulumi.yaml``), so ``python3 -m
+verification`` finds the package there; ``dir`` is the relative ``"."`` and
+the command holds no absolute path, so state is the same on every machine.
+The package is stdlib-only and needs ``python3`` >= 3.10 on the PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from packaging.version import Version
+from pulumi_command import local, remote
+
+from components.remote import script_command
+from components.scripts import ScriptValue
+from stacks import checks, cilium_values, k3s_flags
+from stacks.checks import PlannedCheck, Workloads
+from stacks.config import ConfigError, Node, StackConfig
+from stacks.features import Resolved
+
+COMPONENT_TYPE = "k3s-cilium:index:Verification"
+# The ``--node`` of checks about the whole cluster, and their key in the output.
+CLUSTER = "cluster"
+# Where the assertion runs: relative, so the provider's working directory (the project directory).
+ASSERT_DIR = "."
+ASSERT_PROGRAM = "python3 -m verification"
+
+SMOKE_NAME = "smoke"
+SMOKE_LABELS = {"app.kubernetes.io/name": "k3s-cilium-smoke"}
+# Pinned nginx (stable line); any 2xx on GET / will do.
+SMOKE_IMAGE = "docker.io/library/nginx:1.28.0-alpine"
+NETPERF_SERVER_LABELS = {"app.kubernetes.io/name": "k3s-cilium-netperf-server"}
+NETPERF_CLIENT_LABELS = {"app.kubernetes.io/name": "k3s-cilium-netperf-client"}
+# The image `cilium connectivity perf` uses (netperf 2.7 with netserver), pinned by digest.
+NETPERF_IMAGE = (
+    "quay.io/cilium/network-perf:a816f935930cb2b40ba43230643da4d5751a5711"
+    "@sha256:679d3a370c696f63884da4557a4466f3b5569b4719bb4f86e8aac02fbe390eea"
+)
+BENCHMARK_DURATION_SECONDS = 10
+CONNECTIVITY_TEST_TIMEOUT_SECONDS = 1800
+# `cilium-dbg` is the agent's debug CLI from 1.15; before, it was `cilium`.
+CILIUM_DBG_SINCE = Version("1.15")
+
+HOSTNAME_KEY = "kubernetes.io/hostname"
+# Checks collected on the node itself; the others run on the first server
+# (kubectl reaches every node's agent pod from there).
+ON_THE_NODE = ("no-kube-proxy-rules", "probes")
+
+
+@dataclass(frozen=True)
+class VerificationArgs:
+    cfg: StackConfig
+    features: Resolved
+    # SSH connection per node name (K3sCluster.connections).
+    connections: Mapping[str, remote.ConnectionArgs]
+    # The Cilium component's Kubernetes provider (CiliumRelease.provider).
+    provider: k8s.Provider
+    # What must be done first: the Cilium step (CiliumRelease.restart) and, with
+    # kube-proxy replacement, the kube-proxy removal (the KubeProxyRemoval component:
+    # depending on a component waits for all its children).
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def agent_cli(cfg: StackConfig) -> str:
+    return "cilium-dbg" if cfg.cilium.parsed_version >= CILIUM_DBG_SINCE else "cilium"
+
+
+def node_label(check: PlannedCheck) -> str:
+    return check.node or CLUSTER
+
+
+def expect_json(check: PlannedCheck) -> str:
+    return json.dumps(check.expect, sort_keys=True, separators=(",", ":"))
+
+
+def assert_command(check: PlannedCheck) -> str:
+    """``python3 -m verification <check> --node <node> --expect '<json>'``: no path, the same everywhere."""
+    return (
+        f"{ASSERT_PROGRAM} {check.check} --node {shlex.quote(node_label(check))} "
+        f"--expect {shlex.quote(expect_json(check))}"
+    )
+
+
+def check_trigger(cfg: StackConfig, features: Resolved, check: PlannedCheck) -> str:
+    """A hash of what the check's result depends on; its change re-runs the check."""
+    state = {
+        "nodes": [node.model_dump(mode="json", by_alias=True) for node in cfg.nodes],
+        "k3s": {
+            "version": cfg.k3s.version,
+            "configs": {node.name: k3s_flags.node_config(cfg, features, node) for node in cfg.nodes},
+        },
+        "cilium": {"version": cfg.cilium.version, "values": cilium_values.render(cfg, features)},
+        "check": {"check": check.check, "node": check.node, "expect": check.expect},
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def _fields(line: str) -> dict[str, str]:
+    return dict(word.split("=", 1) for word in line.split() if "=" in word)
+
+
+def parse_smoke_pods(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """``verify-smoke-pods.sh`` output: InternalIP per node, and the smoke pods."""
+    node_ips: dict[str, str] = {}
+    pods: list[dict[str, str]] = []
+    for line in text.splitlines():
+        fields = _fields(line)
+        if "pod" in fields:
+            pods.append(fields)
+        elif "node" in fields and fields.get("ip"):
+            node_ips[fields["node"]] = fields["ip"]
+    return node_ips, pods
+
+
+def remote_pod_ip(text: str, node: str) -> str:
+    """The IP of a ready smoke pod on a node other than ``node`` ("" when there is none); stable order."""
+    _, pods = parse_smoke_pods(text)
+    candidates = sorted(
+        (pod.get("node", ""), pod.get("pod", ""), pod["ip"])
+        for pod in pods
+        if pod.get("ready") == "True" and pod.get("ip") and pod.get("node") not in (None, "", node)
+    )
+    return candidates[0][2] if candidates else ""
+
+
+def _figure_total(figures: Mapping[str, Any]) -> int:
+    return sum(int(section.get("entries", 0)) for section in figures.values() if isinstance(section, dict))
+
+
+def headline(check: str, figures: Mapping[str, Any]) -> Any:
+    """The one figure worth seeing first for each check."""
+    if check == "agent-status":
+        return figures.get("kubeProxyReplacement")
+    if check == "no-kube-proxy-rules":
+        return _figure_total(figures)
+    if check == "service-list":
+        frontends = figures.get("frontends") or {}
+        return {
+            label: max((entry.get("usableBackends", 0) for entry in entries), default=0)
+            for label, entries in frontends.items()
+        }
+    if check == "probes":
+        return f"{figures.get('passed', 0)}/{figures.get('probes', 0)} ok"
+    if check == "connectivity-test":
+        return {"tests": figures.get("tests"), "failedTests": figures.get("failedTests")}
+    if check == "benchmark":
+        return {name: figures[name] for name in checks.BENCHMARK_FIGURES if name in figures}
+    return None
+
+
+def summarize(check: str, stdout: str) -> dict[str, Any]:
+    """An assertion's JSON document as an entry of the ``verification`` output."""
+    try:
+        document = json.loads(stdout)
+    except (TypeError, ValueError):
+        document = None
+    if not isinstance(document, dict):
+        return {"status": "unknown", "seen": None, "figures": {}}
+    raw = document.get("figures")
+    figures: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return {"status": document.get("status", "unknown"), "seen": headline(check, figures), "figures": figures}
+
+
+def collect(checks_run: Sequence[PlannedCheck], outputs: Sequence[str]) -> dict[str, Any]:
+    """``{"nodes": {node: {check: entry}}, "cluster": {check: entry}}``."""
+    result: dict[str, Any] = {"nodes": {}, "cluster": {}}
+    for check, stdout in zip(checks_run, outputs, strict=True):
+        entry = summarize(check.check, stdout)
+        if check.node is None:
+            result["cluster"][check.check] = entry
+        else:
+            result["nodes"].setdefault(check.node, {})[check.check] = entry
+    return result
+
+
+def _ere_escape(text: str) -> str:
+    return re.sub(r"([.\[\]()*+?{}|^$\\])", r"\\\1", text)
+
+
+def collector_script(cfg: StackConfig, check: PlannedCheck, discovered: str = "") -> tuple[str, dict[str, ScriptValue]]:
+    """The script template and parameters that collect ``check``'s raw output.
+
+    ``discovered`` is what ``verify-smoke-pods.sh`` printed (for the probes: a
+    pod on another node, and the node's InternalIP when the stack does not know it).
+    """
+    cli = agent_cli(cfg)
+    if check.check == "agent-status":
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} status --verbose",
+            "WAIT_FOR": r"^Cilium:[[:space:]]+Ok",
+        }
+    if check.check == "no-kube-proxy-rules":
+        return "verify-iptables", {}
+    if check.check == "connectivity-test":
+        return "verify-connectivity-test", {"TIMEOUT_SECONDS": CONNECTIVITY_TEST_TIMEOUT_SECONDS}
+    placed = checks.workloads(cfg)
+    if check.check == "service-list":
+        wait_for = f"{_ere_escape(placed.smoke_cluster_ip)}:{checks.SMOKE_PORT}"
+        if "nodePort" in check.expect:
+            wait_for = f":{placed.node_port}(/TCP)?[[:space:]]+NodePort"
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} service list",
+            "WAIT_FOR": wait_for,
+        }
+    if check.check == "probes":
+        node = next(n for n in cfg.nodes if n.name == check.node)
+        node_ips, _ = parse_smoke_pods(discovered)
+        probes = list(check.expect["probes"])
+        return "verify-probes", {
+            "PROBES": " ".join(probes),
+            "NODE_PORT": placed.node_port,
+            "NODE_IP": node.internal_ip or node_ips.get(node.name, ""),
+            "CLUSTER_IP": placed.smoke_cluster_ip,
+            "SERVICE_PORT": checks.SMOKE_PORT,
+            "REMOTE_POD_IP": remote_pod_ip(discovered, node.name) if "remote-pod" in probes else "",
+        }
+    if check.check == "benchmark":
+        return "verify-benchmark", {
+            "NAMESPACE": checks.VERIFY_NAMESPACE,
+            "CLIENT_SELECTOR": _selector(NETPERF_CLIENT_LABELS),
+            "SERVER_HOST": placed.benchmark_cluster_ip,
+            "CONTROL_PORT": checks.BENCHMARK_CONTROL_PORT,
+            "DATA_PORT": checks.BENCHMARK_DATA_PORT,
+            "DURATION_SECONDS": BENCHMARK_DURATION_SECONDS,
+        }
+    raise ValueError(f"no collector for check {check.check!r}")
+
+
+def smoke_pods_params() -> dict[str, ScriptValue]:
+    return {"NAMESPACE": checks.VERIFY_NAMESPACE, "DEPLOYMENT": SMOKE_NAME, "SELECTOR": _selector(SMOKE_LABELS)}
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+# --- the component -----------------------------------------------------------------------------
+
+
+class Verification(pulumi.ComponentResource):
+    """The planned checks as collector/assertion pairs, and the workloads they probe."""
+
+    # {"nodes": {node: {check: {status, seen, figures}}}, "cluster": {check: {...}}}
+    verification: pulumi.Output[dict[str, Any]]
+    # The planned checks, in the order they were built.
+    checks: list[PlannedCheck]
+    # Per check key ("agent-status/agent-1", "benchmark"): the collector and the assertion.
+    collectors: dict[str, remote.Command]
+    assertions: dict[str, local.Command]
+
+    def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        self._name = name
+        self._args = args
+        cfg, features = args.cfg, args.features
+        self._workloads: Workloads | None = None
+        try:
+            self.checks = checks.planned_checks(cfg, features)
+            if cfg.verify.smoke or cfg.verify.benchmark:
+                self._workloads = checks.workloads(cfg)
+        except ConfigError as problem:
+            raise pulumi.RunError(str(problem)) from None
+        self._first = cfg.servers[0]
+        self.collectors = {}
+        self.assertions = {}
+
+        namespace = self._namespace() if self._workloads else None
+        smoke = self._smoke(namespace) if cfg.verify.smoke and namespace else []
+        benchmark = self._benchmark_workload(namespace) if cfg.verify.benchmark and namespace else []
+        smoke_pods = self._smoke_pods(smoke) if smoke else None
+
+        per_node: list[pulumi.Resource] = []
+        for check in self.checks:
+            if check.node is None or check.check == "connectivity-test":
+                continue
+            after: list[pulumi.Resource] = list(smoke) if check.check in ("service-list", "probes") else []
+            collector = self._collector(check, self._collect_command(check, smoke_pods), after)
+            per_node.append(self._assertion(check, collector))
+        cluster_wide: list[pulumi.Resource] = []
+        for check in self.checks:
+            if check.check == "connectivity-test":
+                collector = self._collector(check, self._collect_command(check, None), per_node)
+                cluster_wide.append(self._assertion(check, collector))
+            elif check.check == "benchmark":
+                after = [*per_node, *cluster_wide, *benchmark]
+                collector = self._collector(check, self._collect_command(check, None), after)
+                self._assertion(check, collector)
+
+        ordered = [self.assertions[check.key] for check in self.checks]
+        self.verification = pulumi.Output.all(*(pulumi.Output.unsecret(a.stdout) for a in ordered)).apply(
+            lambda outs: collect(self.checks, [str(out or "") for out in outs])
+        )
+        self.register_outputs({"verification": self.verification})
+
+    # --- resources ------------------------------------------------------------------------------
+
+    def _opts(self, depends_on: Sequence[pulumi.Resource] = (), **extra: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=[*self._args.depends_on, *depends_on], **extra)
+
+    def _k8s_opts(self, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
+        return self._opts(depends_on, provider=self._args.provider)
+
+    def _collector(
+        self, check: PlannedCheck, command: pulumi.Input[str], after: Sequence[pulumi.Resource]
+    ) -> remote.Command:
+        node = self._node(check) if check.check in ON_THE_NODE else self._first
+        collector = remote.Command(
+            f"{self._name}-{check.check}-{node_label(check)}",
+            connection=self._args.connections[node.name],
+            create=command,
+            triggers=[check_trigger(self._args.cfg, self._args.features, check)],
+            add_previous_output_in_env=False,
+            # The raw output goes to the assertion (and stays in the state); only problems are shown.
+            logging=remote.Logging.STDERR,
+            opts=self._opts(after),
+        )
+        self.collectors[check.key] = collector
+        return collector
+
+    def _assertion(self, check: PlannedCheck, collector: remote.Command) -> local.Command:
+        assertion = local.Command(
+            f"{self._name}-{check.check}-assert-{node_label(check)}",
+            create=assert_command(check),
+            stdin=collector.stdout,
+            dir=ASSERT_DIR,
+            # Replaced, and so run again, whenever its collector is (a new id).
+            triggers=[collector.id],
+            add_previous_output_in_env=False,
+            opts=self._opts([collector]),
+        )
+        self.assertions[check.key] = assertion
+        return assertion
+
+    def _node(self, check: PlannedCheck) -> Node:
+        return next(node for node in self._args.cfg.nodes if node.name == check.node)
+
+    def _namespace(self) -> k8s.core.v1.Namespace:
+        return k8s.core.v1.Namespace(
+            f"{self._name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=checks.VERIFY_NAMESPACE, labels={"app.kubernetes.io/part-of": "k3s-cilium"}
+            ),
+            opts=self._k8s_opts(),
+        )
+
+    def _smoke(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
+        placed = self._workloads
+        assert placed is not None
+        spread = (
+            [
+                k8s.core.v1.TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key=HOSTNAME_KEY,
+                    when_unsatisfiable="DoNotSchedule",
+                    # Tainted nodes are not domains the pods could spread to.
+                    node_taints_policy="Honor",
+                    label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=SMOKE_LABELS),
+                )
+            ]
+            if placed.spread
+            else None
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{self._name}-smoke",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SMOKE_NAME, namespace=namespace.metadata.name),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=placed.replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=SMOKE_LABELS),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=SMOKE_LABELS),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        automount_service_account_token=False,
+                        topology_spread_constraints=spread,
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="nginx",
+                                image=SMOKE_IMAGE,
+                                ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=checks.SMOKE_PORT)],
+                                readiness_probe=k8s.core.v1.ProbeArgs(
+                                    http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
+                                    period_seconds=2,
+                                ),
+                                resources=k8s.core.v1.ResourceRequirementsArgs(
+                                    requests={"cpu": "10m", "memory": "16Mi"}
+                                ),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            opts=self._k8s_opts(),
+        )
+        service = k8s.core.v1.Service(
+            f"{self._name}-smoke-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SMOKE_NAME, namespace=namespace.metadata.name),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="NodePort",
+                cluster_ip=placed.smoke_cluster_ip,
+                selector=SMOKE_LABELS,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="http",
+                        protocol="TCP",
+                        port=checks.SMOKE_PORT,
+                        target_port="http",
+                        node_port=placed.node_port,
+                    )
+                ],
+            ),
+            opts=self._k8s_opts(),
+        )
+        return [deployment, service]
+
+    def _benchmark_workload(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
+        placed = self._workloads
+        assert placed is not None
+        ports = [
+            k8s.core.v1.ContainerPortArgs(name="control", container_port=checks.BENCHMARK_CONTROL_PORT),
+            k8s.core.v1.ContainerPortArgs(name="data", container_port=checks.BENCHMARK_DATA_PORT),
+        ]
+
+        def deployment(role: str, labels: dict[str, str], affinity: k8s.core.v1.AffinityArgs | None) -> Any:
+            return k8s.apps.v1.Deployment(
+                f"{self._name}-netperf-{role}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"netperf-{role}", namespace=namespace.metadata.name),
+                spec=k8s.apps.v1.DeploymentSpecArgs(
+                    replicas=1,
+                    selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                    template=k8s.core.v1.PodTemplateSpecArgs(
+                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        spec=k8s.core.v1.PodSpecArgs(
+                            automount_service_account_token=False,
+                            affinity=affinity,
+                            containers=[
+                                k8s.core.v1.ContainerArgs(
+                                    name="netperf",
+                                    image=NETPERF_IMAGE,
+                                    # The client runs netserver only to stay up; netperf is exec'd in it.
+                                    command=["netserver", "-D", "-p", str(checks.BENCHMARK_CONTROL_PORT)],
+                                    ports=ports,
+                                    readiness_probe=k8s.core.v1.ProbeArgs(
+                                        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="control"),
+                                        period_seconds=2,
+                                    ),
+                                )
+                            ],
+                        ),
+                    ),
+                ),
+                opts=self._k8s_opts(),
+            )
+
+        server = deployment("server", NETPERF_SERVER_LABELS, None)
+        # Across nodes when two can take pods: the benchmark measures the node-to-node datapath.
+        away = (
+            k8s.core.v1.AffinityArgs(
+                pod_anti_affinity=k8s.core.v1.PodAntiAffinityArgs(
+                    required_during_scheduling_ignored_during_execution=[
+                        k8s.core.v1.PodAffinityTermArgs(
+                            topology_key=HOSTNAME_KEY,
+                            namespaces=[checks.VERIFY_NAMESPACE],
+                            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=NETPERF_SERVER_LABELS),
+                        )
+                    ]
+                )
+            )
+            if placed.spread
+            else None
+        )
+        client = deployment("client", NETPERF_CLIENT_LABELS, away)
+        service = k8s.core.v1.Service(
+            f"{self._name}-netperf-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="netperf", namespace=namespace.metadata.name),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                cluster_ip=placed.benchmark_cluster_ip,
+                selector=NETPERF_SERVER_LABELS,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="control", protocol="TCP", port=checks.BENCHMARK_CONTROL_PORT, target_port="control"
+                    ),
+                    k8s.core.v1.ServicePortArgs(
+                        name="data", protocol="TCP", port=checks.BENCHMARK_DATA_PORT, target_port="data"
+                    ),
+                ],
+            ),
+            opts=self._k8s_opts([server]),
+        )
+        return [server, client, service]
+
+    def _smoke_pods(self, smoke: Sequence[pulumi.Resource]) -> remote.Command:
+        cfg = self._args.cfg
+        params = smoke_pods_params()
+        # Runs when the probes do: its trigger is the hash of every probes check.
+        probes = [check for check in self.checks if check.check == "probes"]
+        trigger = hashlib.sha256(
+            "".join(check_trigger(cfg, self._args.features, check) for check in probes).encode()
+        ).hexdigest()
+        return remote.Command(
+            f"{self._name}-smoke-pods",
+            connection=self._args.connections[self._first.name],
+            create=script_command(cfg, self._first, "verify-smoke-pods", params),
+            triggers=[trigger],
+            add_previous_output_in_env=False,
+            opts=self._opts(smoke),
+        )
+
+    # --- collector commands -----------------------------------------------------------------------
+
+    def _collect_command(self, check: PlannedCheck, smoke_pods: remote.Command | None) -> pulumi.Input[str]:
+        cfg = self._args.cfg
+        node = self._node(check) if check.check in ON_THE_NODE else self._first
+        if check.check != "probes":
+            script, params = collector_script(cfg, check)
+            return script_command(cfg, node, script, params)
+        assert smoke_pods is not None
+
+        def probes_command(discovered: str) -> str:
+            script, params = collector_script(cfg, check, discovered)
+            return script_command(cfg, node, script, params)
+
+        # Pod and node addresses are not secret (the collector's outputs may be marked so).
+        return pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: probes_command(str(out or "")))
