@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 from pathlib import Path
@@ -10,42 +9,19 @@ from typing import Any
 
 import pulumi
 import pytest
-from pulumi_command import remote
 
 from components import cilium
-from components.remote import connection, script_command
+from components.remote import script_command
 from components.scripts import render
 from stacks import cilium_values
-from stacks.config import StackConfig, parse
+from stacks.config import StackConfig
 from stacks.features import CATALOGUE, TIER_FEATURES, resolve
+from tests.lab import PROVIDER_TYPE, RELEASE_TYPE, config, stand_in_cluster
 from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program
 from tests.shell import lint
 
 NAME = "cilium"
-RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
-PROVIDER_TYPE = "pulumi:providers:kubernetes"
 COMPONENT_TYPE = "k3s-cilium:index:CiliumRelease"
-SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
-
-LAB: dict[str, Any] = {
-    "tier": "kpr",
-    "nodes": [
-        {"name": "server-1", "host": "192.168.56.10", "role": "server"},
-        {"name": "agent-1", "host": "192.168.56.11", "role": "agent"},
-        {"name": "agent-2", "host": "192.168.56.12", "role": "agent"},
-    ],
-    "cilium": {"version": "1.19.6"},
-}
-
-
-def config(tier: str = "kpr", version: str = "1.19.6", cilium_extra: dict[str, Any] | None = None,
-           **features: bool) -> StackConfig:
-    raw = copy.deepcopy(LAB)
-    raw["tier"] = tier
-    raw["cilium"] = {"version": version, **(cilium_extra or {})}
-    raw["features"] = features
-    return parse(raw)
-
 
 def mocks() -> ProgramMocks:
     return ProgramMocks(
@@ -59,11 +35,7 @@ def deploy(cfg: StackConfig, kubeconfig: str = FAKE_KUBECONFIG, **extra: Any) ->
     built: dict[str, cilium.CiliumRelease] = {}
 
     def program() -> dict[str, Any]:
-        connections = {node.name: connection(cfg, node, pulumi.Output.secret(SSH_KEY)) for node in cfg.nodes}
-        ready = [
-            remote.Command(f"k3s-ready-{node.name}", connection=connections[node.name], create="true")
-            for node in cfg.nodes
-        ]
+        connections, ready = stand_in_cluster(cfg)
         release = cilium.CiliumRelease(
             NAME,
             cilium.CiliumReleaseArgs(

@@ -14,16 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
-from pulumi_command import remote
 
 from components import host_tuning
-from components.remote import connection, script_command
+from components.remote import script_command
 from components.scripts import render
 from stacks.config import StackConfig
 from stacks.features import resolve
-from tests.components.test_cilium import SSH_KEY, config
+from tests.lab import config, stand_in_cluster
 from tests.mocks import ProgramMocks, Recorded, run_program
 from tests.shell import lint
 
@@ -36,11 +34,7 @@ SUMMARY = "tuned=applied governor=performance irqs=4 irqbalance=stopped"
 
 def deploy(cfg: StackConfig, **extra: Any) -> Recorded:
     def program() -> dict[str, Any]:
-        connections = {node.name: connection(cfg, node, pulumi.Output.secret(SSH_KEY)) for node in cfg.nodes}
-        ready = [
-            remote.Command(f"k3s-ready-{node.name}", connection=connections[node.name], create="true")
-            for node in cfg.nodes
-        ]
+        connections, ready = stand_in_cluster(cfg)
         tuning = host_tuning.HostTuning(
             NAME,
             host_tuning.HostTuningArgs(

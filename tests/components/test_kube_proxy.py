@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pulumi
 import pytest
-from pulumi_command import remote
 
-from components import cilium, kube_proxy
-from components.remote import as_root, connection, script_command
+from components import kube_proxy
+from components.remote import as_root, script_command
 from stacks.config import StackConfig
 from stacks.features import resolve
-from tests.components.test_cilium import LAB, RELEASE_TYPE, SSH_KEY, config
-from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program
+from tests.lab import LAB, RELEASE_TYPE, cilium_then_removal, config, stand_in_cluster
+from tests.mocks import ProgramMocks, Recorded, run_program
 
 NAME = "kube-proxy"
 COMPONENT_TYPE = "k3s-cilium:index:KubeProxyRemoval"
@@ -29,23 +27,8 @@ def deploy(cfg: StackConfig) -> Recorded:
     features = resolve(cfg)
 
     def program() -> dict[str, Any]:
-        connections = {node.name: connection(cfg, node, pulumi.Output.secret(SSH_KEY)) for node in cfg.nodes}
-        ready = [
-            remote.Command(f"k3s-ready-{node.name}", connection=connections[node.name], create="true")
-            for node in cfg.nodes
-        ]
-        release = cilium.CiliumRelease(
-            "cilium",
-            cilium.CiliumReleaseArgs(
-                cfg=cfg, features=features, kubeconfig=FAKE_KUBECONFIG, connections=connections, depends_on=ready
-            ),
-        )
-        removal = kube_proxy.KubeProxyRemoval(
-            NAME,
-            kube_proxy.KubeProxyRemovalArgs(
-                cfg=cfg, features=features, connections=connections, depends_on=[release.release]
-            ),
-        )
+        connections, ready = stand_in_cluster(cfg)
+        _, removal = cilium_then_removal(cfg, features, connections, ready, removal_name=NAME)
         return {"summaries": removal.summaries, "kubernetes": removal.kubernetes_cleanup, "enabled": removal.enabled}
 
     mocks = ProgramMocks(
@@ -79,12 +62,15 @@ def test_every_node_is_cleaned_after_the_cilium_release(tier: str) -> None:
     cfg = config(tier)
     rec = deploy(cfg)
     (release,) = rec.of_type(RELEASE_TYPE)
+    # Wired as in __main__.py: after the release and the pod restarts that follow it.
+    cilium_done = rec.named("cilium-restart-pods")
+    assert rec.depends_on(cilium_done, release)
     objects = rec.named(f"{NAME}-kubernetes")
-    assert rec.depends_on(objects, release)
+    assert rec.depends_on(objects, cilium_done)
     for node in cfg.nodes:
         cleanup = rec.named(f"{NAME}-cleanup-{node.name}")
         assert cleanup.parent == component(rec).urn
-        assert rec.depends_on(cleanup, release)
+        assert rec.depends_on(cleanup, cilium_done)
         # kube-proxy pods of a kubeadm-style DaemonSet are gone before their rules are removed.
         assert rec.depends_on(cleanup, objects)
         assert cleanup.inputs["create"] == script_command(cfg, node, "kube-proxy-cleanup")

@@ -12,16 +12,15 @@ from typing import Any
 import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
-from pulumi_command import remote
 
-from components import cilium, kube_proxy, verify
-from components.remote import connection, script_command
+from components import verify
+from components.remote import script_command
 from components.scripts import render
 from stacks import checks
 from stacks.config import StackConfig
 from stacks.features import resolve
-from tests.components.test_cilium import LAB, PROVIDER_TYPE, RELEASE_TYPE, SSH_KEY, config
-from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, Registration, run_program
+from tests.lab import LAB, PROVIDER_TYPE, RELEASE_TYPE, cilium_then_removal, config, stand_in_cluster
+from tests.mocks import ProgramMocks, Recorded, Registration, run_program
 
 NAME = "verify"
 COMPONENT_TYPE = "k3s-cilium:index:Verification"
@@ -63,23 +62,8 @@ def deploy(cfg: StackConfig) -> Recorded:
     features = resolve(cfg)
 
     def program() -> dict[str, Any]:
-        connections = {node.name: connection(cfg, node, pulumi.Output.secret(SSH_KEY)) for node in cfg.nodes}
-        ready = [
-            remote.Command(f"k3s-ready-{node.name}", connection=connections[node.name], create="true")
-            for node in cfg.nodes
-        ]
-        release = cilium.CiliumRelease(
-            "cilium",
-            cilium.CiliumReleaseArgs(
-                cfg=cfg, features=features, kubeconfig=FAKE_KUBECONFIG, connections=connections, depends_on=ready
-            ),
-        )
-        removal = kube_proxy.KubeProxyRemoval(
-            "kube-proxy",
-            kube_proxy.KubeProxyRemovalArgs(
-                cfg=cfg, features=features, connections=connections, depends_on=[release.restart]
-            ),
-        )
+        connections, ready = stand_in_cluster(cfg)
+        release, removal = cilium_then_removal(cfg, features, connections, ready)
         checked = verify.Verification(
             NAME,
             verify.VerificationArgs(
