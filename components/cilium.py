@@ -16,8 +16,6 @@ only announced with a warning.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +27,7 @@ from pulumi_command import remote
 from components.remote import script_command
 from stacks import cilium_values
 from stacks.config import StackConfig
+from stacks.digest import digest
 from stacks.features import CATALOGUE, Resolved
 
 CHART = "cilium"
@@ -80,7 +79,7 @@ def datapath_fingerprint(cfg: StackConfig, features: Resolved) -> str:
         "features": {name: name in features for name in POD_RESTART_FEATURES},
         "mtu": cilium_values.render(cfg, features).get("MTU"),
     }
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    return digest(state)
 
 
 def default_cluster_identifier(cfg: StackConfig) -> str:

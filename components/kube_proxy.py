@@ -23,8 +23,6 @@ comes back because the servers drop ``disable-kube-proxy`` and K3s restarts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,8 +30,8 @@ import pulumi
 from pulumi_command import remote
 
 from components.remote import as_root, script_command
-from stacks import cilium_values, k3s_flags
 from stacks.config import StackConfig
+from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
 
 # kubectl's own wait for the kube-proxy pods to go, bounded.
@@ -57,12 +55,8 @@ class KubeProxyRemovalArgs:
 
 
 def cleanup_trigger(cfg: StackConfig, features: Resolved) -> str:
-    """A hash of the Cilium values and every node's K3s configuration."""
-    state = {
-        "cilium": cilium_values.render(cfg, features),
-        "k3s": {node.name: k3s_flags.node_config(cfg, features, node) for node in cfg.nodes},
-    }
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    """A hash of the nodes, their K3s configuration and the Cilium release."""
+    return digest(deployed_state(cfg, features))
 
 
 class KubeProxyRemoval(pulumi.ComponentResource):

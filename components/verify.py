@@ -39,7 +39,6 @@ The package is stdlib-only and needs ``python3`` >= 3.10 on the PATH.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -54,9 +53,10 @@ from pulumi_command import local, remote
 
 from components.remote import script_command
 from components.scripts import ScriptValue
-from stacks import checks, cilium_values, k3s_flags
+from stacks import checks
 from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
+from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
 
 COMPONENT_TYPE = "k3s-cilium:index:Verification"
@@ -127,16 +127,8 @@ def assert_command(check: PlannedCheck) -> str:
 
 def check_trigger(cfg: StackConfig, features: Resolved, check: PlannedCheck) -> str:
     """A hash of what the check's result depends on; its change re-runs the check."""
-    state = {
-        "nodes": [node.model_dump(mode="json", by_alias=True) for node in cfg.nodes],
-        "k3s": {
-            "version": cfg.k3s.version,
-            "configs": {node.name: k3s_flags.node_config(cfg, features, node) for node in cfg.nodes},
-        },
-        "cilium": {"version": cfg.cilium.version, "values": cilium_values.render(cfg, features)},
-        "check": {"check": check.check, "node": check.node, "expect": check.expect},
-    }
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    check_state = {"check": check.check, "node": check.node, "expect": check.expect}
+    return digest({**deployed_state(cfg, features), "check": check_state})
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -539,9 +531,7 @@ class Verification(pulumi.ComponentResource):
         params = smoke_pods_params()
         # Runs when the probes do: its trigger is the hash of every probes check.
         probes = [check for check in self.checks if check.check == "probes"]
-        trigger = hashlib.sha256(
-            "".join(check_trigger(cfg, self._args.features, check) for check in probes).encode()
-        ).hexdigest()
+        trigger = digest([check_trigger(cfg, self._args.features, check) for check in probes])
         return remote.Command(
             f"{self._name}-smoke-pods",
             connection=self._args.connections[self._first.name],
