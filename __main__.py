@@ -7,6 +7,7 @@ from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
 from components.verify import Verification, VerificationArgs
+from stacks.checks import planned_checks
 from stacks.config import NAMESPACE, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
 
@@ -21,7 +22,10 @@ def load_config() -> tuple[StackConfig, Resolved]:
     }
     try:
         stack_config = parse(raw)
-        return stack_config, resolve(stack_config)
+        features = resolve(stack_config)
+        # The checks' fixed addresses and placement must fit the config too.
+        planned_checks(stack_config, features)
+        return stack_config, features
     except ConfigError as problem:
         raise pulumi.RunError(str(problem)) from None
 

@@ -106,11 +106,15 @@ def test_invalid_config_registers_nothing():
 
     mocks.RecordingMonitor.RegisterResource = spy  # type: ignore[method-assign]
     try:
-        with pytest.raises(pulumi.RunError):
+        with pytest.raises(pulumi.RunError) as unavailable:
             run_stack(with_changes(features={"netkit": True}, cilium={"version": "1.15.19"}))
+        with pytest.raises(pulumi.RunError) as too_small:
+            run_stack(with_changes(k3s={"serviceCidr": "10.43.0.0/29"}))
     finally:
         mocks.RecordingMonitor.RegisterResource = original  # type: ignore[method-assign]
     assert registered == []
+    assert "features.netkit: needs Cilium >= 1.16" in str(unavailable.value)
+    assert "k3s-cilium:k3s.serviceCidr: 10.43.0.0/29 is too small" in str(too_small.value)
 
 
 def test_same_config_twice_is_identical():
