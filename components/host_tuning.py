@@ -23,7 +23,7 @@ from typing import Literal
 import pulumi
 from pulumi_command import remote
 
-from components.remote import script_command
+from components.remote import script_command, stdout_by_node
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -76,8 +76,6 @@ class HostTuning(pulumi.ComponentResource):
                         parent=self, depends_on=list(args.depends_on), delete_before_replace=True
                     ),
                 )
-        self.summaries = pulumi.Output.all(*(command.stdout for command in commands.values())).apply(
-            lambda outs: dict(zip(commands, (out.strip() for out in outs), strict=True))
-        )
+        self.summaries = stdout_by_node(commands)
 
         self.register_outputs({"summaries": self.summaries})

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.remote import as_root, script_command
+from components.remote import as_root, script_command, stdout_by_node
 from stacks.config import StackConfig
 from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
@@ -97,8 +97,6 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                 for node in cfg.nodes
             }
             self.kubernetes_cleanup = objects.stdout
-            self.summaries = pulumi.Output.all(*(command.stdout for command in commands.values())).apply(
-                lambda outs: dict(zip(commands, (out.strip() for out in outs), strict=True))
-            )
+            self.summaries = stdout_by_node(commands)
 
         self.register_outputs({"summaries": self.summaries, "kubernetes_cleanup": self.kubernetes_cleanup})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 
 import pulumi
 from pulumi_command import remote
@@ -50,3 +51,11 @@ def script_command(
 ) -> str:
     """The command line that runs script template ``name`` on ``node`` as root."""
     return as_root(cfg.ssh_user(node), scripts.render(name, params))
+
+
+def stdout_by_node(commands: Mapping[str, remote.Command]) -> pulumi.Output[dict[str, str]]:
+    """Each command's stdout, stripped, under its node name."""
+    names = list(commands)
+    return pulumi.Output.all(*(commands[name].stdout for name in names)).apply(
+        lambda outputs: {name: out.strip() for name, out in zip(names, outputs, strict=True)}
+    )
