@@ -381,6 +381,28 @@ class Verification(pulumi.ComponentResource):
             opts=self._k8s_opts(),
         )
 
+    def _deployment(
+        self,
+        role: str,
+        name: str,
+        namespace: k8s.core.v1.Namespace,
+        labels: dict[str, str],
+        *,
+        replicas: int,
+        pod: k8s.core.v1.PodSpecArgs,
+    ) -> k8s.apps.v1.Deployment:
+        """A Deployment ``name`` of ``replicas`` pods labelled ``labels`` in the verification namespace."""
+        return k8s.apps.v1.Deployment(
+            f"{self._name}-{role}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace.metadata.name),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                template=k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod),
+            ),
+            opts=self._k8s_opts(),
+        )
+
     def _smoke(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
         placed = self._workloads
         assert placed is not None
@@ -398,35 +420,28 @@ class Verification(pulumi.ComponentResource):
             if placed.spread
             else None
         )
-        deployment = k8s.apps.v1.Deployment(
-            f"{self._name}-smoke",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=SMOKE_NAME, namespace=namespace.metadata.name),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=placed.replicas,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=SMOKE_LABELS),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=SMOKE_LABELS),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        automount_service_account_token=False,
-                        topology_spread_constraints=spread,
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="nginx",
-                                image=SMOKE_IMAGE,
-                                ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=checks.SMOKE_PORT)],
-                                readiness_probe=k8s.core.v1.ProbeArgs(
-                                    http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
-                                    period_seconds=2,
-                                ),
-                                resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests={"cpu": "10m", "memory": "16Mi"}
-                                ),
-                            )
-                        ],
-                    ),
-                ),
+        deployment = self._deployment(
+            "smoke",
+            SMOKE_NAME,
+            namespace,
+            SMOKE_LABELS,
+            replicas=placed.replicas,
+            pod=k8s.core.v1.PodSpecArgs(
+                automount_service_account_token=False,
+                topology_spread_constraints=spread,
+                containers=[
+                    k8s.core.v1.ContainerArgs(
+                        name="nginx",
+                        image=SMOKE_IMAGE,
+                        ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=checks.SMOKE_PORT)],
+                        readiness_probe=k8s.core.v1.ProbeArgs(
+                            http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port="http"),
+                            period_seconds=2,
+                        ),
+                        resources=k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": "10m", "memory": "16Mi"}),
+                    )
+                ],
             ),
-            opts=self._k8s_opts(),
         )
         service = k8s.core.v1.Service(
             f"{self._name}-smoke-service",
@@ -458,34 +473,29 @@ class Verification(pulumi.ComponentResource):
         ]
 
         def deployment(role: str, labels: dict[str, str], affinity: k8s.core.v1.AffinityArgs | None) -> Any:
-            return k8s.apps.v1.Deployment(
-                f"{self._name}-netperf-{role}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"netperf-{role}", namespace=namespace.metadata.name),
-                spec=k8s.apps.v1.DeploymentSpecArgs(
-                    replicas=1,
-                    selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
-                    template=k8s.core.v1.PodTemplateSpecArgs(
-                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                        spec=k8s.core.v1.PodSpecArgs(
-                            automount_service_account_token=False,
-                            affinity=affinity,
-                            containers=[
-                                k8s.core.v1.ContainerArgs(
-                                    name="netperf",
-                                    image=NETPERF_IMAGE,
-                                    # The client runs netserver only to stay up; netperf is exec'd in it.
-                                    command=["netserver", "-D", "-p", str(checks.BENCHMARK_CONTROL_PORT)],
-                                    ports=ports,
-                                    readiness_probe=k8s.core.v1.ProbeArgs(
-                                        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="control"),
-                                        period_seconds=2,
-                                    ),
-                                )
-                            ],
-                        ),
-                    ),
+            return self._deployment(
+                f"netperf-{role}",
+                f"netperf-{role}",
+                namespace,
+                labels,
+                replicas=1,
+                pod=k8s.core.v1.PodSpecArgs(
+                    automount_service_account_token=False,
+                    affinity=affinity,
+                    containers=[
+                        k8s.core.v1.ContainerArgs(
+                            name="netperf",
+                            image=NETPERF_IMAGE,
+                            # The client runs netserver only to stay up; netperf is exec'd in it.
+                            command=["netserver", "-D", "-p", str(checks.BENCHMARK_CONTROL_PORT)],
+                            ports=ports,
+                            readiness_probe=k8s.core.v1.ProbeArgs(
+                                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="control"),
+                                period_seconds=2,
+                            ),
+                        )
+                    ],
                 ),
-                opts=self._k8s_opts(),
             )
 
         server = deployment("server", NETPERF_SERVER_LABELS, None)
