@@ -1,6 +1,7 @@
 """k3s-cilium: load and validate the stack config, build the components, export outputs."""
 
 import pulumi
+from pulumi.runtime.config import is_config_secret
 
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.host_tuning import HostTuning, HostTuningArgs
@@ -8,7 +9,7 @@ from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
 from components.verify import Verification, VerificationArgs
 from stacks.checks import planned_checks
-from stacks.config import NAMESPACE, ConfigError, StackConfig, config_keys, parse
+from stacks.config import NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
 
 
@@ -31,7 +32,20 @@ def load_config() -> tuple[StackConfig, Resolved]:
 
 
 stack_config, features = load_config()
+
+
+def require_encrypted(config: pulumi.Config) -> None:
+    """A secret stored in plaintext in Pulumi.<stack>.yaml is an error, not a warning."""
+    for key in SECRET_KEYS:
+        if config.get(key) and not is_config_secret(config.full_key(key)):
+            raise pulumi.RunError(
+                f"{NAMESPACE}:{key} is stored in plaintext in the stack file: remove it and set it with "
+                f"`pulumi config set --secret {key} ...`"
+            )
+
+
 secrets = pulumi.Config(NAMESPACE)
+require_encrypted(secrets)
 # Pulumi.yaml defaults k3sToken to "" (optional keys need a default): empty means
 # the first server generates the token. Only its presence is read here.
 token = secrets.get_secret("k3sToken") if secrets.get("k3sToken") else None

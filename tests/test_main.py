@@ -140,3 +140,20 @@ def test_verification_is_exported_per_node_and_check(dev):
     verification = dev.exports["verification"]
     assert set(verification["nodes"]) == {"server-1", "agent-1", "agent-2"}
     assert {"agent-status", "no-kube-proxy-rules"} <= set(verification["nodes"]["agent-1"])
+
+
+@pytest.mark.parametrize("key", ["sshPrivateKey", "k3sToken"])
+def test_a_secret_stored_in_plaintext_is_refused(key):
+    from tests.main_program import ROOT, SSH_KEY
+    from tests.mocks import run_program
+
+    config = {**stack_config(), "k3s-cilium:sshPrivateKey": SSH_KEY, "k3s-cilium:k3sToken": CONFIGURED_TOKEN}
+    encrypted = tuple(f"k3s-cilium:{k}" for k in ("sshPrivateKey", "k3sToken") if k != key)
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program(
+            lambda: __import__("runpy").run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+            config=config,
+            secret_config=encrypted,
+        )
+    assert f"k3s-cilium:{key} is stored in plaintext" in str(caught.value)
+    assert f"pulumi config set --secret {key}" in str(caught.value)

@@ -101,8 +101,16 @@ def test_reference_rows_say_type_default_and_kernel():
 
 def test_pulumi_yaml_declares_exactly_the_model_keys_and_the_secrets():
     assert list(PROJECT["config"]) == [*config_keys(StackConfig), *SECRET_KEYS]
-    for key in SECRET_KEYS:
-        assert PROJECT["config"][key].get("secret") is True
+    # The required key is declared secret; the optional one cannot be (a secret with a default
+    # fails validation when unset, pulumi/pulumi#21865) and the program checks it is encrypted.
+    assert PROJECT["config"]["sshPrivateKey"].get("secret") is True
+    assert "default" not in PROJECT["config"]["sshPrivateKey"]
+    assert PROJECT["config"]["k3sToken"] == {
+        "type": "string",
+        "description": PROJECT["config"]["k3sToken"]["description"],
+        "default": "",
+    }
+    assert "--secret" in PROJECT["config"]["k3sToken"]["description"]
 
 
 def test_pulumi_yaml_tier_default_is_the_model_default():
