@@ -13,9 +13,8 @@ from stacks.config import NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, conf
 from stacks.features import Resolved, resolve
 
 
-def load_config() -> tuple[StackConfig, Resolved]:
+def load_config(config: pulumi.Config) -> tuple[StackConfig, Resolved]:
     """The validated stack config; every problem is reported before any resource exists."""
-    config = pulumi.Config(NAMESPACE)
     raw = {
         key: config.get(key) if key == "tier" else config.get_object(key)
         for key in config_keys(StackConfig)
@@ -31,9 +30,6 @@ def load_config() -> tuple[StackConfig, Resolved]:
         raise pulumi.RunError(str(problem)) from None
 
 
-stack_config, features = load_config()
-
-
 def require_encrypted(config: pulumi.Config) -> None:
     """A secret stored in plaintext in Pulumi.<stack>.yaml is an error, not a warning."""
     for key in SECRET_KEYS:
@@ -44,18 +40,19 @@ def require_encrypted(config: pulumi.Config) -> None:
             )
 
 
-secrets = pulumi.Config(NAMESPACE)
-require_encrypted(secrets)
+config = pulumi.Config(NAMESPACE)
+stack_config, features = load_config(config)
+require_encrypted(config)
 # Pulumi.yaml defaults k3sToken to "" (optional keys need a default): empty means
 # the first server generates the token. Only its presence is read here.
-token = secrets.get_secret("k3sToken") if secrets.get("k3sToken") else None
+token = config.get_secret("k3sToken") if config.get("k3sToken") else None
 
 cluster = K3sCluster(
     "k3s",
     K3sClusterArgs(
         config=stack_config,
         features=features,
-        ssh_private_key=secrets.require_secret("sshPrivateKey"),
+        ssh_private_key=config.require_secret("sshPrivateKey"),
         token=token,
     ),
 )

@@ -30,10 +30,6 @@ DEFAULT_MAP_RATIO = 0.0025
 V1_14, V1_16, V1_17 = (Version(v) for v in ("1.14", "1.16", "1.17"))
 
 
-def minor(version: Version) -> str:
-    return f"{version.major}.{version.minor}"
-
-
 def _kpr_value(on: bool, version: Version) -> str:
     # The 1.14-1.17 chart templates compare this value as a string, so it is
     # rendered as "true"/"false" rather than a YAML boolean.
