@@ -43,9 +43,10 @@ def require_encrypted(config: pulumi.Config) -> None:
 config = pulumi.Config(NAMESPACE)
 stack_config, features = load_config(config)
 require_encrypted(config)
-# Pulumi.yaml defaults k3sToken to "" (optional keys need a default): empty means
-# the first server generates the token. Only its presence is read here.
+# Pulumi.yaml defaults k3sToken and sshPrivateKeyPassword to "" (optional keys need
+# a default): empty means no token (the first server generates it) and no passphrase.
 token = config.get_secret("k3sToken") if config.get("k3sToken") else None
+key_password = config.get_secret("sshPrivateKeyPassword") if config.get("sshPrivateKeyPassword") else None
 
 cluster = K3sCluster(
     "k3s",
@@ -54,6 +55,7 @@ cluster = K3sCluster(
         features=features,
         ssh_private_key=config.require_secret("sshPrivateKey"),
         token=token,
+        ssh_private_key_password=key_password,
     ),
 )
 nodes_ready = list(cluster.nodes_ready.values())
@@ -93,6 +95,7 @@ pulumi.export("features", list(features.enabled))
 pulumi.export("skippedFeatures", features.skipped)
 pulumi.export("nodes", cluster.node_info)
 pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("kubeconfigExpires", cluster.kubeconfig_expires)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
 pulumi.export("hostTuning", host_tuning.summaries)

@@ -9,9 +9,9 @@ are idempotent. So turning the feature off (or leaving ``extreme``) deletes the
 commands and puts each host back as it was.
 
 Changing the profile only updates the command (its ``update`` re-runs the
-tuning, the saved original state stays); a replacement (new SSH connection)
-deletes before it creates, so the old revert runs before the new tuning and
-never after it.
+tuning, the saved original state stays); a node moved to another host (its
+address is the trigger) is a replacement that deletes before it creates, so
+the old host is reverted before the new one is tuned, never after.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 import pulumi
 from pulumi_command import remote
 
-from components.remote import script_command, stdout_by_node
+from components.remote import host_identity, script_command, stdout_by_node
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -72,6 +72,9 @@ class HostTuning(pulumi.ComponentResource):
                     create=apply,
                     update=apply,
                     delete=script_command(cfg, node, "host-tuning-revert", {"STATE_DIR": STATE_DIR}),
+                    # A node moved to another host: revert the old host before tuning the new one.
+                    triggers=host_identity(cfg, node),
+                    add_previous_output_in_env=False,
                     opts=pulumi.ResourceOptions(
                         parent=self, depends_on=list(args.depends_on), delete_before_replace=True
                     ),

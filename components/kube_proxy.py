@@ -84,6 +84,7 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                 connection=args.connections[first.name],
                 create=as_root(cfg.ssh_user(first), K8S_CLEANUP),
                 triggers=[trigger],
+                add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
             commands = {
@@ -92,6 +93,7 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                     connection=args.connections[node.name],
                     create=script_command(cfg, node, "kube-proxy-cleanup"),
                     triggers=[trigger],
+                    add_previous_output_in_env=False,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, objects]),
                 )
                 for node in cfg.nodes

@@ -16,7 +16,12 @@ DIAL_ERROR_LIMIT = 6
 PER_DIAL_TIMEOUT = 10
 
 
-def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+def connection(
+    cfg: StackConfig,
+    node: Node,
+    private_key: pulumi.Input[str],
+    private_key_password: pulumi.Input[str] | None = None,
+) -> remote.ConnectionArgs:
     """How Pulumi reaches ``node``: its own port/user or the stack's, through the bastion if any."""
     bastion = cfg.ssh.bastion
     proxy: remote.ProxyConnectionArgs | None = None
@@ -26,6 +31,7 @@ def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> 
             port=bastion.port,
             user=bastion.user,
             private_key=private_key,
+            private_key_password=private_key_password,
             host_key=bastion.host_key,
         )
     return remote.ConnectionArgs(
@@ -33,11 +39,19 @@ def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> 
         port=cfg.ssh_port(node),
         user=cfg.ssh_user(node),
         private_key=private_key,
+        private_key_password=private_key_password,
         host_key=node.host_key,
         proxy=proxy,
         dial_error_limit=DIAL_ERROR_LIMIT,
         per_dial_timeout=PER_DIAL_TIMEOUT,
     )
+
+
+def host_identity(cfg: StackConfig, node: Node) -> list[str | int]:
+    """Triggers of a node's own commands: pulumi-command treats a new host in ``connection`` as an
+    update (run on the new host), so only a trigger makes a move a replacement, whose delete runs
+    on the old host first."""
+    return [node.host, cfg.ssh_port(node)]
 
 
 def as_root(user: str, script: str) -> str:

@@ -8,7 +8,7 @@ Each check of :func:`stacks.checks.planned_checks` becomes a pair of commands:
    ``k3s kubectl exec`` (``verify-agent-exec.sh``), runs the connectivity test
    or the benchmark. It fails only when it cannot collect anything;
 2. an assertion, ``<name>-<check>-assert-<node>`` (``local.Command``), that
-   runs ``python3 -m verification <check> --node <node> --expect '<json>'``
+   runs ``.venv/bin/python -m verification <check> --node <node> --expect '<json>'``
    where Pulumi runs, with the collector's stdout on stdin. Its exit status 1
    fails ``pulumi up`` with one line per unmet expectation naming node,
    check, expected and seen; its stdout (one JSON document) feeds the
@@ -31,10 +31,12 @@ fixing the cause, re-run the check by replacing its collector, ``pulumi up
 --replace <urn>`` (README "Verification" has the commands).
 
 The assertion runs in the provider's working directory, which Pulumi sets to
-the project directory (the one with ``Pulumi.yaml``), so ``python3 -m
-verification`` finds the package there; ``dir`` is the relative ``"."`` and
-the command holds no absolute path, so state is the same on every machine.
-The package is stdlib-only and needs ``python3`` >= 3.10 on the PATH.
+the project directory (the one with ``Pulumi.yaml``), so the package is found
+there; ``dir`` is the relative ``"."`` and the command holds no absolute path,
+so state is the same on every machine. It runs with the project's virtualenv
+(``runtime.options.virtualenv`` in Pulumi.yaml), the interpreter that runs
+this program, never whatever ``python3`` is first on the PATH (3.9 on RHEL 9
+and Debian 11, too old for the package).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ COMPONENT_TYPE = "k3s-cilium:index:Verification"
 CLUSTER = "cluster"
 # Where the assertion runs: relative, so the provider's working directory (the project directory).
 ASSERT_DIR = "."
-ASSERT_PROGRAM = "python3 -m verification"
+# The project's virtualenv (Pulumi.yaml runtime.options.virtualenv), relative to ASSERT_DIR.
+PROJECT_PYTHON = ".venv/bin/python"
+ASSERT_PROGRAM = f"{PROJECT_PYTHON} -m verification"
 
 SMOKE_NAME = "smoke"
 SMOKE_LABELS = {"app.kubernetes.io/name": "k3s-cilium-smoke"}
@@ -118,7 +122,7 @@ def expect_json(check: PlannedCheck) -> str:
 
 
 def assert_command(check: PlannedCheck) -> str:
-    """``python3 -m verification <check> --node <node> --expect '<json>'``: no path, the same everywhere."""
+    """``.venv/bin/python -m verification <check> --node <node> --expect '<json>'``: the same everywhere."""
     return (
         f"{ASSERT_PROGRAM} {check.check} --node {shlex.quote(node_label(check))} "
         f"--expect {shlex.quote(expect_json(check))}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.mocks import Recorded, run_program
+from tests.mocks import ProgramMocks, Recorded, run_program
 
 ROOT = Path(__file__).resolve().parents[1]
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-key-material-9f3a1c\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -24,13 +24,24 @@ def stack_config(stack: str = "dev") -> dict[str, Any]:
     return dict(document["config"])
 
 
-def run_stack(config: dict[str, Any], token: str = "") -> Recorded:
-    """The program's registrations for ``config`` plus the two secrets."""
-    config = {**config, "k3s-cilium:sshPrivateKey": SSH_KEY, "k3s-cilium:k3sToken": token}
+SECRETS = ("k3s-cilium:sshPrivateKey", "k3s-cilium:sshPrivateKeyPassword", "k3s-cilium:k3sToken")
+
+
+def run_stack(
+    config: dict[str, Any], token: str = "", key_password: str = "", mocks: ProgramMocks | None = None
+) -> Recorded:
+    """The program's registrations for ``config`` plus the secrets, stored encrypted."""
+    config = {
+        **config,
+        "k3s-cilium:sshPrivateKey": SSH_KEY,
+        "k3s-cilium:sshPrivateKeyPassword": key_password,
+        "k3s-cilium:k3sToken": token,
+    }
     return run_program(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+        mocks,
         config=config,
-        secret_config=("k3s-cilium:sshPrivateKey", "k3s-cilium:k3sToken"),
+        secret_config=SECRETS,
     )
 
 

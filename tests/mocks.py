@@ -28,6 +28,8 @@ the stack's ``pulumi.export``-ed values are resolved, with their secretness.
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import json
 import logging
 import re
@@ -42,6 +44,8 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tests.certs import fake_certificate
+
 SECRET_SIG = rpc._special_secret_sig
 SIG_KEY = rpc._special_sig_key
 
@@ -50,7 +54,10 @@ DEFAULT_STACK = "test"
 
 # Fake values that are easy to search for in recorded inputs.
 FAKE_TOKEN = "K10fake-cluster-token::server:fake-password-3b7c"
-FAKE_KUBECONFIG = """\
+# K3s's admin kubeconfig with a client certificate that expires long after any test runs.
+FAKE_CERTIFICATE_EXPIRY = dt.datetime(2036, 1, 1, tzinfo=dt.UTC)
+FAKE_CLIENT_CERTIFICATE = base64.b64encode(fake_certificate(FAKE_CERTIFICATE_EXPIRY).encode()).decode()
+FAKE_KUBECONFIG = f"""\
 apiVersion: v1
 clusters:
 - cluster:
@@ -64,11 +71,11 @@ contexts:
   name: default
 current-context: default
 kind: Config
-preferences: {}
+preferences: {{}}
 users:
 - name: default
   user:
-    client-certificate-data: RkFLRS1DRVJU
+    client-certificate-data: {FAKE_CLIENT_CERTIFICATE}
     client-key-data: RkFLRS1LRVk=
 """
 FAKE_PREFLIGHT = "kernel=6.8.0-45-generic os=ubuntu-24.04 arch=x86_64 k3s=absent"

@@ -69,6 +69,7 @@ def test_no_plaintext_secret_reaches_any_input_or_export(dev):
 
 
 CONFIGURED_TOKEN = "K10configured-token-c0ffee::server:swordfish-77"
+KEY_PASSWORD = "key-passphrase-7d1e"
 
 
 def test_configured_token_travels_only_as_secret_stdin():
@@ -142,13 +143,18 @@ def test_verification_is_exported_per_node_and_check(dev):
     assert {"agent-status", "no-kube-proxy-rules"} <= set(verification["nodes"]["agent-1"])
 
 
-@pytest.mark.parametrize("key", ["sshPrivateKey", "k3sToken"])
+@pytest.mark.parametrize("key", ["sshPrivateKey", "sshPrivateKeyPassword", "k3sToken"])
 def test_a_secret_stored_in_plaintext_is_refused(key):
-    from tests.main_program import ROOT, SSH_KEY
+    from tests.main_program import ROOT, SECRETS, SSH_KEY
     from tests.mocks import run_program
 
-    config = {**stack_config(), "k3s-cilium:sshPrivateKey": SSH_KEY, "k3s-cilium:k3sToken": CONFIGURED_TOKEN}
-    encrypted = tuple(f"k3s-cilium:{k}" for k in ("sshPrivateKey", "k3sToken") if k != key)
+    config = {
+        **stack_config(),
+        "k3s-cilium:sshPrivateKey": SSH_KEY,
+        "k3s-cilium:sshPrivateKeyPassword": KEY_PASSWORD,
+        "k3s-cilium:k3sToken": CONFIGURED_TOKEN,
+    }
+    encrypted = tuple(k for k in SECRETS if k != f"k3s-cilium:{key}")
     with pytest.raises(pulumi.RunError) as caught:
         run_program(
             lambda: __import__("runpy").run_path(str(ROOT / "__main__.py"), run_name="__main__"),
@@ -157,3 +163,108 @@ def test_a_secret_stored_in_plaintext_is_refused(key):
         )
     assert f"k3s-cilium:{key} is stored in plaintext" in str(caught.value)
     assert f"pulumi config set --secret {key}" in str(caught.value)
+
+
+# --- issue 10: what the real engine, sshd and a year-old cluster would have shown -----------------
+
+
+def registered_names(run: Any) -> list[str]:
+    """Names of the resources registered while ``run()`` raised a RunError, and its message."""
+    from tests import mocks
+
+    registered: list[str] = []
+    original = mocks.RecordingMonitor.RegisterResource
+
+    def spy(self: Any, request: Any) -> Any:
+        if request.type != "pulumi:pulumi:Stack":
+            registered.append(request.name)
+        return original(self, request)
+
+    mocks.RecordingMonitor.RegisterResource = spy  # type: ignore[method-assign]
+    try:
+        run()
+    finally:
+        mocks.RecordingMonitor.RegisterResource = original  # type: ignore[method-assign]
+    return registered
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"nodes": []}, "k3s-cilium:nodes: at least one node needs role 'server'"),
+        (
+            {"ssh": {"bastion": {"host": "bastion.example.com", "hostKey": "ssh-rsa AAAAB3NzaC1yc2E"}}},
+            "k3s-cilium:ssh.bastion.hostKey: 'ssh-rsa AAAAB3NzaC1yc2E' is an ssh-rsa key, which cannot be pinned",
+        ),
+    ],
+    ids=["empty-node-list", "rsa-host-key"],
+)
+def test_refused_with_the_key_before_any_resource(changes, expected):
+    caught: list[str] = []
+
+    def run() -> None:
+        with pytest.raises(pulumi.RunError) as error:
+            run_stack(with_changes(**changes))
+        caught.append(str(error.value))
+
+    assert registered_names(run) == []
+    assert expected in caught[0]
+
+
+def test_key_passphrase_reaches_every_connection_only_as_secret():
+    bastion = {"bastion": {"host": "bastion.example.com"}}
+    rec = run_stack(with_changes(ssh=bastion), key_password=KEY_PASSWORD)
+    commands = rec.of_type(COMMAND)
+    assert commands
+    for command in commands:
+        assert command.inputs["connection"]["privateKeyPassword"] == KEY_PASSWORD, command.name
+        assert command.inputs["connection"]["proxy"]["privateKeyPassword"] == KEY_PASSWORD, command.name
+        assert command.is_secret("connection.privateKeyPassword") and command.is_secret(
+            "connection.proxy.privateKeyPassword"
+        )
+        for path, text in command.plain_strings():
+            assert KEY_PASSWORD not in text, f"{command.name}.{path}"
+
+
+def test_no_passphrase_configured_sends_none(dev):
+    for command in dev.of_type(COMMAND):
+        assert "privateKeyPassword" not in command.inputs["connection"], command.name
+
+
+def test_no_command_asks_sshd_to_accept_its_previous_output():
+    """sshd's default AcceptEnv refuses PULUMI_COMMAND_STDOUT with a warning on every update and delete."""
+    everything = with_changes(
+        tier="extreme", verify={"smoke": True, "connectivityTest": True, "benchmark": True}
+    )
+    everything["k3s-cilium:cilium"] = {"version": "1.19.6", "nativeRoutingCidr": "10.42.0.0/16"}
+    rec = run_stack(everything)
+    commands = [r for r in rec.resources if r.type.startswith("command:")]
+    assert {c.name.split("-")[0] for c in commands} >= {"k3s", "cilium", "kube", "host", "verify"}
+    for command in commands:
+        assert command.inputs.get("addPreviousOutputInEnv") is False, command.name
+
+
+def test_kubeconfig_expiry_is_exported(dev):
+    from tests.mocks import FAKE_CERTIFICATE_EXPIRY
+
+    assert dev.exports["kubeconfigExpires"] == FAKE_CERTIFICATE_EXPIRY.isoformat()
+    assert "kubeconfigExpires" not in dev.secret_exports
+    assert not [w for w in dev.warnings if "client certificate" in w]
+
+
+def test_kubeconfig_near_expiry_warns_with_the_renewal_command():
+    import datetime as dt
+
+    from tests.certs import kubeconfig_with
+    from tests.mocks import DEFAULT_COMMAND_STDOUT, ProgramMocks
+
+    expiring = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=12, hours=1)
+    mocks = ProgramMocks(command_stdout=((r"-kubeconfig-", kubeconfig_with(expiring)), *DEFAULT_COMMAND_STDOUT))
+    rec = run_stack(stack_config(), mocks=mocks)
+    assert rec.exports["kubeconfigExpires"] == expiring.isoformat()
+    [warning] = [w for w in rec.warnings if "client certificate" in w]
+    assert "expires in 12 days" in warning
+    assert (
+        "pulumi up --replace 'urn:pulumi:test::k3s-cilium::k3s-cilium:index:K3sCluster$command:remote:Command"
+        "::k3s-kubeconfig-server-1'" in warning
+    )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from tests.main_program import run_stack, stack_config
 from tests.mocks import Recorded, Registration
 
@@ -63,9 +65,9 @@ def test_kpr_to_baseline_brings_kube_proxy_back_in_place():
     assert "disable-kube-proxy: true" in kpr.named("k3s-server-server-1").inputs["update"]
     # Agents read disable-kube-proxy from the servers at start: their update restarts them.
     assert {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"} <= changed
-    # In place: same resources, no trigger that would replace (= uninstall) them.
-    for install in installs(baseline).values():
-        assert "triggers" not in install.inputs
+    # In place: same resources, no trigger change that would replace (= uninstall) them.
+    for name, install in installs(baseline).items():
+        assert install.inputs["triggers"] == installs(kpr)[name].inputs["triggers"], name
     assert baseline.named(RELEASE).inputs["values"]["kubeProxyReplacement"] == "false"
 
 
@@ -95,14 +97,33 @@ def test_destroy_and_recreate_rebuilds_the_same_stack_and_every_install_uninstal
         assert "uninstall" in install.inputs["delete"], install.name
 
 
-def test_replacing_one_node_leaves_the_others_alone():
-    moved = copy.deepcopy(stack_config())
-    moved["k3s-cilium:nodes"][2]["host"] = "192.168.56.22"
-    before, after = run_stack(stack_config()), run_stack(moved)
-    added, removed, changed = changes(before, after)
-    assert not added and not removed
-    assert {"k3s-agent-agent-2", "k3s-preflight-agent-2", "k3s-deregister-agent-2"} <= changed
-    assert not {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-preflight-agent-1", RELEASE} & changed
-    # A new host under the same name: the old registration goes first (its trigger is the address).
-    assert after.named("k3s-deregister-agent-2").inputs["triggers"][0] == "192.168.56.22"
-    assert after.named("k3s-agent-agent-2").inputs["connection"]["host"] == "192.168.56.22"
+def replaced(before: Registration, after: Registration) -> bool:
+    """pulumi-command replaces a Command only when its triggers change; any other change is an update."""
+    return before.inputs.get("triggers") != after.inputs.get("triggers")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("host", "192.168.56.22"), ("port", 2222)], ids=["new-host", "new-ssh-port"]
+)
+def test_moving_a_node_replaces_its_resources_uninstalling_the_old_host_first(field, value):
+    """A new address is a replacement (delete on the old host, then create), never an update on the new host."""
+    extreme = {**stack_config(), "k3s-cilium:tier": "extreme"}
+    moved = copy.deepcopy(extreme)
+    moved["k3s-cilium:nodes"][2][field] = value
+    before, after = by_name(run_stack(extreme)), by_name(run_stack(moved))
+    assert before.keys() == after.keys()
+    node_resources = {
+        "k3s-preflight-agent-2",
+        "k3s-agent-agent-2",
+        "k3s-deregister-agent-2",
+        "host-tuning-agent-2",
+        "kube-proxy-cleanup-agent-2",
+    }
+    assert {name for name in before if replaced(before[name], after[name])} >= node_resources
+    # What undoes something on the old host runs first: uninstall, revert, deregistration.
+    for name in ("k3s-agent-agent-2", "host-tuning-agent-2", "k3s-deregister-agent-2"):
+        assert after[name].options["delete_before_replace"], name
+        assert before[name].inputs["delete"], name
+    # The other nodes' K3s, tuning and the release stay as they are.
+    for name in ("k3s-server-server-1", "k3s-agent-agent-1", "k3s-preflight-agent-1", "host-tuning-agent-1", RELEASE):
+        assert before[name].inputs == after[name].inputs, name

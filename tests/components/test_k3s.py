@@ -298,7 +298,8 @@ def test_install_updates_in_place_and_uninstalls_on_delete() -> None:
         assert "get.k3s.io" in install.inputs["create"] and "K3S_VERSION=v1.33.3+k3s1" in install.inputs["create"]
         assert f"ROLE={role}" in install.inputs["delete"]
         assert uninstaller in install.inputs["delete"]
-        assert "triggers" not in install.inputs  # a trigger change would replace = uninstall
+        # A trigger change replaces = uninstalls: the only trigger is the node's SSH address.
+        assert install.inputs["triggers"] == [install.inputs["connection"]["host"], 22]
         assert install.options["delete_before_replace"] is True
     for name in ("k3s-preflight-server-1", "k3s-kubeconfig-server-1"):
         assert "delete" not in rec.named(name).inputs
@@ -337,7 +338,7 @@ def test_server_config_change_updates_servers_and_restarts_agents_in_place() -> 
     for name in ("k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"):
         assert before[name]["update"] != after[name]["update"], name
         assert before[name]["delete"] == after[name]["delete"], name
-        assert "triggers" not in after[name]
+        assert before[name]["triggers"] == after[name]["triggers"], name
     # The agents' own config did not change: only the servers' digest did.
     agent_before = before["k3s-agent-agent-1"]["create"]
     agent_after = after["k3s-agent-agent-1"]["create"]
@@ -365,7 +366,7 @@ def test_version_change_updates_without_replacing() -> None:
     after = _inputs(build(make_config(1, 1, k3s={"version": "v1.34.1+k3s1"})))
     for name in ("k3s-server-server-1", "k3s-agent-agent-1"):
         assert "K3S_VERSION=v1.34.1+k3s1" in after[name]["update"]
-        assert before[name].get("triggers") == after[name].get("triggers") is None
+        assert before[name]["triggers"] == after[name]["triggers"], name
 
 
 def test_preflight_gets_the_feature_kernel_floors() -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -133,7 +134,7 @@ def test_connectivity_test_and_benchmark_only_when_switched_on() -> None:
     assert (
         rec.named(f"{NAME}-benchmark-assert-cluster")
         .inputs["create"]
-        .startswith("python3 -m verification benchmark --node cluster --expect ")
+        .startswith(".venv/bin/python -m verification benchmark --node cluster --expect ")
     )
     # The long checks run after the per-node ones, the benchmark alone at the very end.
     for node in NODES:
@@ -254,7 +255,7 @@ def test_assertion_commands_hold_no_machine_specific_path(kpr: Recorded) -> None
     here = os.getcwd()
     for assertion in kpr.of_type(LOCAL):
         create = assertion.inputs["create"]
-        match = re.fullmatch(r"python3 -m verification (\S+) --node (\S+) --expect '(\{.*\})'", create)
+        match = re.fullmatch(r"\.venv/bin/python -m verification (\S+) --node (\S+) --expect '(\{.*\})'", create)
         assert match, create
         check = planned[f"{match[1]}/{match[2]}"]
         assert json.loads(match[3]) == check.expect
@@ -421,3 +422,12 @@ def test_the_discovery_script_is_the_one_the_tests_run(kpr: Recorded) -> None:
         cfg, cfg.servers[0], "verify-smoke-pods", verify.smoke_pods_params()
     )
     assert "rollout status" in render("verify-smoke-pods", verify.smoke_pods_params())
+
+
+def test_assertions_run_with_the_interpreter_that_runs_the_program() -> None:
+    """Never `python3` from PATH (3.9 on RHEL 9 and Debian 11): the virtualenv Pulumi.yaml names."""
+    import yaml
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "Pulumi.yaml").read_text())
+    assert f"{project['runtime']['options']['virtualenv']}/bin/python" == verify.PROJECT_PYTHON
+    assert verify.ASSERT_PROGRAM.startswith(f"{verify.PROJECT_PYTHON} -m verification")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +88,7 @@ def run_script(
 def assert_cli(check: PlannedCheck, stdin: str) -> subprocess.CompletedProcess[str]:
     """What the assertion resource runs: the command line the component builds, in the project directory."""
     return subprocess.run(
-        ["/bin/sh", "-c", verify.assert_command(check).replace("python3 ", f"{sys.executable} ", 1)],
+        ["/bin/sh", "-c", verify.assert_command(check)],
         input=stdin,
         capture_output=True,
         text=True,

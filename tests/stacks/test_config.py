@@ -60,7 +60,51 @@ def test_duplicate_node_names(raw):
 def test_no_server(raw):
     for node in raw["nodes"]:
         node["role"] = "agent"
-    assert "at least one node needs role 'server'" in only_problem(raw)
+    assert only_problem(raw) == "k3s-cilium:nodes: at least one node needs role 'server'"
+
+
+def test_empty_node_list_names_its_key(raw):
+    raw["nodes"] = []
+    assert only_problem(raw) == "k3s-cilium:nodes: at least one node needs role 'server'"
+
+
+def test_every_whole_config_problem_names_its_key(raw):
+    raw["nodes"][1]["host"] = raw["nodes"][0]["host"]
+    raw["cilium"]["nativeRoutingCidr"] = "10.42.0.0/24"
+    problems = problems_for(raw)
+    assert problems == [
+        "k3s-cilium:nodes: two nodes share the same SSH address: 192.168.56.10:22",
+        "k3s-cilium:cilium.nativeRoutingCidr: 10.42.0.0/24 must contain k3s.clusterCidr 10.42.0.0/16, "
+        "or pod traffic gets masqueraded",
+    ]
+
+
+RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+
+
+def test_rsa_host_key_is_refused_with_the_fix(raw):
+    raw["nodes"][0]["hostKey"] = RSA_KEY
+    message = only_problem(raw)
+    assert message.startswith("k3s-cilium:nodes[0].hostKey: ")
+    assert "ssh-rsa" in message and "SHA-1" in message and "ssh-keyscan -t ed25519" in message
+
+
+def test_rsa_bastion_host_key_is_refused(raw):
+    raw["ssh"] = {"bastion": {"host": "bastion.example.com", "hostKey": RSA_KEY}}
+    assert only_problem(raw).startswith("k3s-cilium:ssh.bastion.hostKey: ")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9"
+        "nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=",
+    ],
+)
+def test_ed25519_and_ecdsa_host_keys_are_accepted(raw, key):
+    raw["nodes"][0]["hostKey"] = key
+    assert parse(raw).nodes[0].host_key == key
 
 
 def test_bad_role_lists_allowed_roles(raw):
@@ -105,7 +149,9 @@ def test_overlapping_cidrs(raw):
 def test_native_routing_cidr_must_contain_cluster_cidr(raw):
     raw["cilium"]["nativeRoutingCidr"] = "10.42.0.0/24"
     message = only_problem(raw)
-    assert "nativeRoutingCidr 10.42.0.0/24 must contain k3s.clusterCidr 10.42.0.0/16" in message
+    assert message.startswith(
+        "k3s-cilium:cilium.nativeRoutingCidr: 10.42.0.0/24 must contain k3s.clusterCidr 10.42.0.0/16"
+    )
 
 
 @pytest.mark.parametrize("value", ["30000:32767", "32767-30000", "0-100", "30000-70000", "abc"])
