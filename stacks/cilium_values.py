@@ -78,7 +78,7 @@ def _bpf(features: Resolved, version: Version) -> dict[str, Any]:
     if version >= V1_16:
         bpf["datapathMode"] = "netkit" if "netkit" in features else "veth"
     if version >= V1_17:
-        bpf["distributedLRU"] = {"enabled": "mapSizing" in features}
+        bpf["distributedLRU"] = {"enabled": features.distributed_lru}
     return bpf
 
 

@@ -20,7 +20,15 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from stacks.config import NAMESPACE, SECRET_KEYS, TIERS, Features, Node, StackConfig, config_keys
-from stacks.features import CATALOGUE, TIER_FEATURES, TIER_SUMMARY, Feature, kernel_text, resolve
+from stacks.features import (
+    CATALOGUE,
+    CILIUM_KERNEL_FLOORS,
+    TIER_FEATURES,
+    TIER_SUMMARY,
+    Feature,
+    kernel_text,
+    resolve,
+)
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
@@ -185,8 +193,18 @@ def _first_tier(feature: str) -> str:
 def _tier_kernel(tier: str) -> str:
     resolved = resolve(StackConfig.model_validate({"tier": tier, "nodes": [_PROBE_NODE]}))
     floor = resolved.min_kernel()
-    because = [name for name, kernel in resolved.kernel_needs().items() if kernel == floor]
-    return kernel_text(floor) + (f" ({', '.join(_code(b) for b in because)})" if because else "")
+    because = [_code(name) for name, kernel in resolved.kernel_needs().items() if kernel == floor]
+    if not because:
+        because = [f"Cilium {resolved.cilium.major}.{resolved.cilium.minor}"]
+    return kernel_text(floor) + f" ({', '.join(because)})"
+
+
+def cilium_kernel_table() -> str:
+    """The kernel floor of every supported Cilium minor, from its system requirements."""
+    lines = ["| Cilium | Kernel >= | or RHEL (4.18 kernel) >= |", "| --- | --- | --- |"]
+    for (major, minor), floor in CILIUM_KERNEL_FLOORS.items():
+        lines.append(f"| {major}.{minor} | {kernel_text(floor.kernel)} | {floor.rhel[0]}.{floor.rhel[1]} |")
+    return "\n".join(lines)
 
 
 def tiers_table() -> str:
@@ -247,9 +265,15 @@ def config_reference() -> str:
         "",
         "Each tier keeps the features of the one before it and adds its own. The kernel column is the floor",
         "the plan computes for the tier's features and the preflight step checks on every node",
-        "(features switched on with `features.<name>` can raise it).",
+        "(features switched on with `features.<name>` can raise it), here with the default Cilium version.",
         "",
         tiers_table(),
+        "",
+        "Every Cilium minor has its own floor too (its `Documentation/operations/system_requirements.rst`);",
+        "the plan and the preflight step use the higher of it and the features' floors. RHEL and its",
+        "rebuilds run 4.18 with backports, accepted from the RHEL release in the last column:",
+        "",
+        cilium_kernel_table(),
         "",
         "### Features",
         "",

@@ -17,7 +17,8 @@ from packaging.version import Version
 
 from stacks.config import FEATURE_NAMES, ConfigError, StackConfig
 
-Kernel = tuple[int, int]
+# (major, minor) or (major, minor, patch); tuples compare the way kernel versions do.
+Kernel = tuple[int, ...]
 Restart = Literal["none", "agents", "pods", "nodes"]
 
 
@@ -157,7 +158,86 @@ assert tuple(CATALOGUE) == FEATURE_NAMES, "catalogue and config model list diffe
 
 # The Kubernetes service datapath needs at least this kernel with any KPR setting
 # (KPR: 'v4.19.57, v5.1.16, v5.2.0 or more recent').
-KPR_MIN_KERNEL: Kernel = (4, 19)
+KPR_MIN_KERNEL: Kernel = (4, 19, 57)
+
+
+@dataclass(frozen=True)
+class CiliumKernelFloor:
+    """The oldest kernel a Cilium minor runs on at all, whatever its features."""
+
+    kernel: Kernel
+    # RHEL (and rebuilds: CentOS, Rocky, Alma) ship 4.18 with backports; from this
+    # release on, their 4.18 counts as equivalent to ``kernel``.
+    rhel: tuple[int, int]
+    source: str
+
+
+_FLOOR_4_19 = CiliumKernelFloor(
+    (4, 19, 57),
+    (8, 0),
+    "system_requirements.rst of 1.13-1.15: 'Linux kernel >= 4.19.57 or equivalent (e.g., 4.18 on RHEL8)' "
+    "(cilium/cilium#23124, #23951)",
+)
+_FLOOR_5_4 = CiliumKernelFloor(
+    (5, 4),
+    (8, 6),
+    "system_requirements.rst of 1.16-1.17: 'Linux kernel >= 5.4 or equivalent (e.g., 4.18 on RHEL 8.6)' "
+    "(raised for v1.16: cilium/cilium#30456, #30869, #36386)",
+)
+_FLOOR_5_10_RHEL_8_6 = CiliumKernelFloor(
+    (5, 10),
+    (8, 6),
+    "1.18: 'Increase the minimum required kernel version to v5.10 / RHEL 8.6' (cilium/cilium#38308 release "
+    "note; AWS EKS documents Linux >= 5.10 for Cilium 1.18.3)",
+)
+_FLOOR_5_10_RHEL_8_10 = CiliumKernelFloor(
+    (5, 10),
+    (8, 10),
+    "system_requirements.rst from 1.19 (main at 00c88111): 'Linux kernel >= 5.10 or equivalent "
+    "(e.g., 4.18 on RHEL 8.10)'",
+)
+# Cilium minor -> its own floor, read from that release's
+# Documentation/operations/system_requirements.rst ("Summary" and "Base Requirements").
+# An agent on an older kernel fails its BPF feature probes and crash-loops.
+CILIUM_KERNEL_FLOORS: dict[tuple[int, int], CiliumKernelFloor] = {
+    (1, 13): _FLOOR_4_19,
+    (1, 14): _FLOOR_4_19,
+    (1, 15): _FLOOR_4_19,
+    (1, 16): _FLOOR_5_4,
+    (1, 17): _FLOOR_5_4,
+    (1, 18): _FLOOR_5_10_RHEL_8_6,
+    (1, 19): _FLOOR_5_10_RHEL_8_10,
+    (1, 20): _FLOOR_5_10_RHEL_8_10,
+}
+
+
+def cilium_kernel_floor(cilium: Version) -> CiliumKernelFloor:
+    return CILIUM_KERNEL_FLOORS[(cilium.major, cilium.minor)]
+
+
+# bpf.distributedLRU (per-CPU LRU maps, what mapSizing turns on from the 1.17 chart) made
+# Cilium loop recreating maps until node memory ran out from 1.17.0 to 1.17.4
+# (cilium/cilium#39070, fixed by #38978/#39087 in 1.17.5); and on nodes whose possible-CPU
+# count does not divide a map size (12, 18, 48 CPUs, ...) the SockRevNAT and statically
+# sized maps still looped until cilium/cilium#42511 (merged 2025-10-31, in 1.19.0; no
+# backport to 1.17/1.18 could be confirmed).
+DISTRIBUTED_LRU_CHART = Version("1.17")
+DISTRIBUTED_LRU_SAFE = Version("1.19.0")
+DISTRIBUTED_LRU = "mapSizing.distributedLRU"
+
+
+def _distributed_lru_skip(cilium: Version) -> str | None:
+    if cilium < DISTRIBUTED_LRU_CHART or cilium >= DISTRIBUTED_LRU_SAFE:
+        return None
+    if cilium < Version("1.17.5"):
+        return (
+            f"bpf.distributedLRU stays off on Cilium {cilium}: 1.17.0-1.17.4 exhaust node memory recreating "
+            "maps with it (cilium/cilium#39070, fixed in 1.17.5)"
+        )
+    return (
+        f"bpf.distributedLRU stays off on Cilium {cilium}: before 1.19.0 it loops recreating maps on nodes "
+        "whose CPU count does not divide the map sizes (cilium/cilium#42511)"
+    )
 
 _KPR = ("nativeRouting", "kubeProxyReplacement")
 _PERFORMANCE = (*_KPR, "bpfMasquerade", "dsr", "maglev", "bypassConntrack", "bpfHostRouting")
@@ -197,10 +277,31 @@ class Resolved:
     def __contains__(self, name: object) -> bool:
         return name in self.enabled
 
+    def base_kernel(self) -> Kernel:
+        """The oldest kernel the pinned Cilium minor (and KPR) runs on, whatever the features."""
+        floor = cilium_kernel_floor(self.cilium).kernel
+        return max(floor, KPR_MIN_KERNEL) if "kubeProxyReplacement" in self else floor
+
+    def rhel_equivalent(self) -> tuple[int, int]:
+        """The RHEL release from which its 4.18 kernel satisfies :meth:`base_kernel`."""
+        return cilium_kernel_floor(self.cilium).rhel
+
+    def min_kernel_reason(self) -> str:
+        """What needs :meth:`base_kernel`, for messages."""
+        minor = f"{self.cilium.major}.{self.cilium.minor}"
+        floor = cilium_kernel_floor(self.cilium)
+        rhel = f"{floor.rhel[0]}.{floor.rhel[1]}"
+        return f"Cilium {minor} (Linux >= {kernel_text(floor.kernel)}, or 4.18 on RHEL >= {rhel})"
+
     def min_kernel(self) -> Kernel:
-        """The oldest kernel every node must run for the enabled features."""
+        """The oldest kernel every node must run for the pinned Cilium and the enabled features."""
         needs = [CATALOGUE[f].min_kernel for f in self.enabled]
-        return max([KPR_MIN_KERNEL] + [k for k in needs if k])
+        return max([self.base_kernel()] + [k for k in needs if k])
+
+    @property
+    def distributed_lru(self) -> bool:
+        """Whether mapSizing's per-CPU LRU maps are on (never on a release where they loop)."""
+        return "mapSizing" in self and DISTRIBUTED_LRU not in self.skipped
 
     def kernel_needs(self) -> dict[str, Kernel]:
         """Each enabled feature that has a kernel floor, with that floor."""
@@ -231,6 +332,8 @@ def resolve(cfg: StackConfig) -> Resolved:
         else:
             problems.append(f"k3s-cilium:features.{name}: {reason}; raise cilium.version or set features.{name}: false")
 
+    if "mapSizing" in wanted and (lru_skip := _distributed_lru_skip(cilium)):
+        skipped[DISTRIBUTED_LRU] = lru_skip
     xdp_mode = _xdp_mode(cfg, wanted, skipped, problems)
     dsr_dispatch = _dsr_dispatch(cfg, wanted, problems)
 
@@ -308,4 +411,4 @@ def _dsr_dispatch(cfg: StackConfig, wanted: dict[str, str], problems: list[str])
 
 
 def kernel_text(kernel: Kernel) -> str:
-    return f"{kernel[0]}.{kernel[1]}"
+    return ".".join(str(part) for part in kernel)

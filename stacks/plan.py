@@ -11,25 +11,39 @@ from typing import Any
 
 import yaml
 
-from stacks import checks, cilium_values, k3s_flags
+from stacks import checks, cilium_values, k3s_flags, preflight
 from stacks.config import StackConfig
 from stacks.features import CATALOGUE, TIER_FEATURES, Resolved, kernel_text, resolve
 
 
-def _feature_rows(features: Resolved) -> list[dict[str, Any]]:
+def _feature_rows(cfg: StackConfig, features: Resolved) -> list[dict[str, Any]]:
     rows = []
+    nic_notes = preflight.plan_notes(cfg, features)
     for name, feature in CATALOGUE.items():
         row: dict[str, Any] = {"name": name, "enabled": name in features}
         if name in features:
             row["from"] = features.origin[name]
         if name in features.skipped:
             row["skipped"] = features.skipped[name]
+        # A part of an enabled feature that this Cilium version cannot take (e.g. mapSizing.distributedLRU).
+        parts = {key: why for key, why in features.skipped.items() if key.startswith(f"{name}.")}
+        if parts:
+            row["partlySkipped"] = parts
+        if name in nic_notes:
+            row["perNode"] = nic_notes[name]
         if feature.min_kernel:
             row["minKernel"] = kernel_text(feature.min_kernel)
         if feature.requires:
             row["requires"] = list(feature.requires)
         rows.append(row)
     return rows
+
+
+def kernel_reason(features: Resolved) -> str:
+    """What sets the stack's kernel floor: the features at it, else the pinned Cilium minor."""
+    floor = features.min_kernel()
+    at_floor = [name for name, kernel in features.kernel_needs().items() if kernel == floor]
+    return ", ".join(at_floor) if at_floor else features.min_kernel_reason()
 
 
 def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
@@ -42,7 +56,8 @@ def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
         "ciliumVersion": cfg.cilium.version,
         "apiEndpoint": cfg.api_endpoint,
         "kernelRequired": kernel_text(features.min_kernel()),
-        "features": _feature_rows(features),
+        "kernelRequiredBy": kernel_reason(features),
+        "features": _feature_rows(cfg, features),
         "nodes": [
             {
                 "name": node.name,
@@ -66,7 +81,8 @@ def to_json(plan: dict[str, Any]) -> str:
 def to_text(plan: dict[str, Any]) -> str:
     lines = [
         f"stack {plan['stack']}: tier {plan['tier']}, K3s {plan['k3sVersion']}, Cilium {plan['ciliumVersion']}",
-        f"API endpoint: {plan['apiEndpoint']}; every node needs kernel >= {plan['kernelRequired']}",
+        f"API endpoint: {plan['apiEndpoint']}; every node needs kernel >= {plan['kernelRequired']} "
+        f"({plan['kernelRequiredBy']})",
         "",
         "features:",
     ]
@@ -79,6 +95,10 @@ def to_text(plan: dict[str, Any]) -> str:
             detail.append(f"kernel >= {row['minKernel']}")
         if row.get("skipped"):
             detail.append(f"SKIPPED: {row['skipped']}")
+        for why in (row.get("partlySkipped") or {}).values():
+            detail.append(f"PARTLY SKIPPED: {why}")
+        if row.get("perNode"):
+            detail.append(f"per node: {row['perNode']}")
         lines.append(f"  [{mark}] {row['name']:<21} {'; '.join(detail)}".rstrip())
     lines += ["", "nodes:"]
     for node in plan["nodes"]:

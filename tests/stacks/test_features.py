@@ -42,7 +42,8 @@ def test_every_tier_resolves_on_its_own_for_every_supported_minor(raw):
     for version in ("1.13.18", "1.14.19", "1.15.19", "1.16.19", "1.17.18", "1.18.12", "1.19.6", "1.20.0"):
         for tier in TIER_FEATURES:
             features = resolved(dict(raw, cilium={"version": version}), tier=tier)
-            assert set(features.enabled) | set(features.skipped) == set(TIER_FEATURES[tier]), (tier, version)
+            skipped = {name for name in features.skipped if name in CATALOGUE}
+            assert set(features.enabled) | skipped == set(TIER_FEATURES[tier]), (tier, version)
 
 
 def test_tier_feature_missing_in_version_is_skipped_with_reason(raw):
@@ -113,10 +114,12 @@ def test_override_can_switch_a_tier_feature_off(raw):
 
 
 def test_kernel_floor_is_the_highest_of_enabled_features(raw):
-    assert resolved(raw, tier="kpr").min_kernel() == (4, 19)
     assert resolved(raw, tier="performance").min_kernel() == (5, 10)
     assert resolved(raw, tier="extreme").min_kernel() == (6, 3)
     assert resolved(raw, tier="extreme", features={"netkit": True}).min_kernel() == (6, 8)
+    # KPR's own floor counts where Cilium's is lower
+    assert resolved(raw, tier="kpr", features={"netkit": False}, cilium={"version": "1.15.19"}).min_kernel() == (
+        4, 19, 57)
 
 
 def test_kernel_needs_lists_each_feature_with_a_floor(raw):
@@ -129,3 +132,63 @@ def test_every_requirement_names_a_catalogued_feature():
     for feature in CATALOGUE.values():
         assert set(feature.requires) <= set(CATALOGUE), feature.name
         assert feature.name not in feature.requires
+
+
+# Cilium's own floor per minor, from each release's Documentation/operations/system_requirements.rst.
+@pytest.mark.parametrize(
+    ("version", "kernel", "rhel"),
+    [
+        ("1.13.18", (4, 19, 57), (8, 0)),
+        ("1.14.19", (4, 19, 57), (8, 0)),
+        ("1.15.19", (4, 19, 57), (8, 0)),
+        ("1.16.19", (5, 4), (8, 6)),
+        ("1.17.18", (5, 4), (8, 6)),
+        ("1.18.12", (5, 10), (8, 6)),
+        ("1.19.6", (5, 10), (8, 10)),
+        ("1.20.0", (5, 10), (8, 10)),
+    ],
+)
+def test_kernel_floor_follows_the_cilium_minor(raw, version, kernel, rhel):
+    features = resolved(raw, tier="baseline", cilium={"version": version})
+    assert features.base_kernel() == kernel
+    assert features.min_kernel() == kernel
+    assert features.rhel_equivalent() == rhel
+    assert f"Cilium {version.rsplit('.', 1)[0]}" in features.min_kernel_reason()
+
+
+def test_every_supported_minor_has_a_kernel_floor():
+    from stacks.features import CILIUM_KERNEL_FLOORS
+
+    assert sorted(CILIUM_KERNEL_FLOORS) == [(1, minor) for minor in range(13, 21)]
+
+
+def test_feature_floor_above_the_cilium_floor_wins(raw):
+    features = resolved(raw, tier="extreme", cilium={"version": "1.16.19"})
+    assert features.base_kernel() == (5, 4) and features.min_kernel() == (6, 3)
+
+
+def test_map_sizing_keeps_distributed_lru_off_where_cilium_loops_recreating_maps(raw):
+    from stacks import cilium_values
+    from stacks.config import parse as parse_config
+
+    cases = (("1.16.19", None), ("1.17.4", False), ("1.17.5", False), ("1.18.12", False), ("1.19.0", True),
+             ("1.19.6", True), ("1.20.0", True))
+    for version, lru in cases:
+        cfg = parse_config(dict(raw, tier="extreme", cilium={"version": version}))
+        features = resolve(cfg)
+        values = cilium_values.render(cfg, features)
+        assert "mapSizing" in features, version  # the rest of mapSizing still applies
+        if lru is None:  # the chart has no such value before 1.17
+            assert "distributedLRU" not in values["bpf"]
+            continue
+        assert values["bpf"]["distributedLRU"] == {"enabled": lru}, version
+        assert ("mapSizing.distributedLRU" in features.skipped) == (not lru), version
+    reasons = {version: resolve(parse_config(dict(raw, tier="extreme", cilium={"version": version})))
+               .skipped["mapSizing.distributedLRU"] for version in ("1.17.4", "1.18.12")}
+    assert "cilium/cilium#39070" in reasons["1.17.4"] and "1.17.5" in reasons["1.17.4"]
+    assert "cilium/cilium#42511" in reasons["1.18.12"] and "1.19.0" in reasons["1.18.12"]
+
+
+def test_map_sizing_off_renders_distributed_lru_off_without_a_skip(raw):
+    features = resolved(raw, tier="performance", cilium={"version": "1.18.12"})
+    assert "mapSizing.distributedLRU" not in features.skipped

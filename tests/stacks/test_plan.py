@@ -83,3 +83,28 @@ def test_plan_checks_follow_verify_switches(raw):
     assert ("no-kube-proxy-rules", "agent-1") not in checks  # baseline keeps kube-proxy
     assert ("service-list", "agent-1") not in checks and ("probes", "agent-1") not in checks
     assert ("connectivity-test", "server-1") in checks and ("benchmark", None) in checks
+
+
+def test_plan_shows_the_kernel_floor_of_the_pinned_cilium_minor(raw):
+    cfg = parse(dict(raw, tier="kpr", cilium={"version": "1.16.19"}))
+    document = plan.build("lab", cfg)
+    assert document["kernelRequired"] == "5.4"
+    assert document["kernelRequiredBy"] == "Cilium 1.16 (Linux >= 5.4, or 4.18 on RHEL >= 8.6)"
+    assert "every node needs kernel >= 5.4 (Cilium 1.16 (Linux >= 5.4, or 4.18 on RHEL >= 8.6))" in plan.to_text(
+        document)
+    older = plan.build("lab", parse(dict(raw, tier="baseline", cilium={"version": "1.13.18"})))
+    assert older["kernelRequired"] == "4.19.57"
+    # a feature above the Cilium floor names itself
+    extreme = plan.build("lab", parse(dict(raw, tier="extreme")))
+    assert (extreme["kernelRequired"], extreme["kernelRequiredBy"]) == ("6.3", "bigTcp")
+
+
+def test_plan_shows_the_nic_dependent_features_preflight_decides_per_node(raw):
+    document = plan.build("lab", parse(dict(raw, tier="extreme")))
+    rows = {row["name"]: row for row in document["features"]}
+    assert "tso_max_size > 65536" in rows["bigTcp"]["perNode"]
+    assert "native XDP" in rows["xdp"]["perNode"]
+    assert "perNode" not in rows["bbr"]
+    text = plan.to_text(document)
+    assert "per node: NICs with tso_max_size > 65536 only: preflight leaves it off (and unverified)" in text
+    assert "PARTLY SKIPPED" not in text  # 1.19.6 takes distributedLRU
