@@ -8,6 +8,7 @@ from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
 from components.verify import Verification, VerificationArgs
+from stacks import preflight
 from stacks.checks import planned_checks
 from stacks.config import NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
@@ -87,12 +88,20 @@ verification = Verification(
         connections=cluster.connections,
         provider=cilium.provider,
         depends_on=[cilium.restart, kube_proxy],
+        # A feature preflight left off on a node (its NIC cannot carry it) is not asserted there.
+        node_skips=cluster.node_info.apply(
+            lambda info: {node: preflight.skipped_on_node(facts) for node, facts in info.items()}
+        ),
     ),
 )
 
 pulumi.export("tier", stack_config.tier)
 pulumi.export("features", list(features.enabled))
 pulumi.export("skippedFeatures", features.skipped)
+pulumi.export(
+    "nodeSkippedFeatures",
+    cluster.node_info.apply(lambda info: {node: preflight.skip_reasons(facts) for node, facts in info.items()}),
+)
 pulumi.export("nodes", cluster.node_info)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("kubeconfigExpires", cluster.kubeconfig_expires)

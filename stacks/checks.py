@@ -28,6 +28,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from stacks import preflight
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.features import Resolved
 
@@ -52,6 +53,9 @@ class PlannedCheck:
     # The node the check is about; None for a check of the whole cluster.
     node: str | None
     expect: dict[str, Any] = field(default_factory=dict)
+    # Expectation keys of a feature that preflight may leave off on this node
+    # (its NIC cannot carry it): then they are not asserted there (``--skip``).
+    skippable: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -202,8 +206,15 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
     _require_schedulable(cfg)
     agent = agent_status_expect(cfg, features)
     checks: list[PlannedCheck] = []
+    skippable = tuple(
+        key
+        for name, mode in preflight.nic_feature_modes(cfg, features).items()
+        if mode == "skip"
+        for key in preflight.NIC_FEATURES[name]
+        if key in agent
+    )
     for node in cfg.nodes:
-        checks.append(PlannedCheck("agent-status", node.name, agent))
+        checks.append(PlannedCheck("agent-status", node.name, agent, skippable))
         if "kubeProxyReplacement" in features:
             checks.append(PlannedCheck("no-kube-proxy-rules", node.name, {}))
         if cfg.verify.smoke:

@@ -39,6 +39,14 @@ def _feature_rows(cfg: StackConfig, features: Resolved) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_row(check: checks.PlannedCheck) -> dict[str, Any]:
+    row: dict[str, Any] = {"check": check.check, "node": check.node, "expect": check.expect}
+    if check.skippable:
+        # Not asserted on a node whose preflight left the feature off (its NIC cannot carry it).
+        row["unlessSkippedOnNode"] = list(check.skippable)
+    return row
+
+
 def kernel_reason(features: Resolved) -> str:
     """What sets the stack's kernel floor: the features at it, else the pinned Cilium minor."""
     floor = features.min_kernel()
@@ -69,7 +77,7 @@ def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
         ],
         "ciliumValues": cilium_values.render(cfg, features),
         "checks": [
-            {"check": c.check, "node": c.node, "expect": c.expect} for c in checks.planned_checks(cfg, features)
+            _check_row(c) for c in checks.planned_checks(cfg, features)
         ],
     }
 
@@ -110,5 +118,8 @@ def to_text(plan: dict[str, Any]) -> str:
     lines += [f"  {line}" for line in body.splitlines()]
     lines += ["", "verification checks:"]
     for check in plan["checks"]:
-        lines.append(f"  {check['check']}" + (f" on {check['node']}" if check["node"] else ""))
+        line = f"  {check['check']}" + (f" on {check['node']}" if check["node"] else "")
+        if check.get("unlessSkippedOnNode"):
+            line += f" ({', '.join(check['unlessSkippedOnNode'])} not asserted where preflight skips them)"
+        lines.append(line)
     return "\n".join(lines) + "\n"

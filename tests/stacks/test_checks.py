@@ -293,3 +293,19 @@ def test_probes_plan_against_probe_output() -> None:
     result = verify_cli(check, missing)
     assert result.returncode == 1
     assert "node agent-1: check probes: expected probe remote-pod reported, saw nothing" in result.stderr
+
+
+def test_nic_dependent_expectations_are_skippable_per_node(raw):
+    from stacks.checks import planned_checks
+    from stacks.config import parse
+    from stacks.features import resolve
+
+    cfg = parse(dict(raw, tier="extreme"))
+    agent = [c for c in planned_checks(cfg, resolve(cfg)) if c.check == "agent-status"]
+    assert agent and all(c.skippable == ("bigTcp", "xdp") for c in agent)
+    assert agent[0].expect["bigTcp"] == ["ipv4"] and agent[0].expect["xdp"] == "best-effort"
+    # forced: preflight fails on such a node instead, so the expectation always holds
+    forced = parse(dict(raw, tier="extreme", features={"bigTcp": True}))
+    assert all(c.skippable == ("xdp",) for c in planned_checks(forced, resolve(forced)) if c.check == "agent-status")
+    kpr = parse(dict(raw, tier="kpr"))
+    assert all(c.skippable == () for c in planned_checks(kpr, resolve(kpr)))

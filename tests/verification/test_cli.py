@@ -231,3 +231,24 @@ def test_package_imports_only_the_standard_library() -> None:
                 imported.add(node.module.split(".")[0])
 
     assert imported - set(sys.stdlib_module_names) == {"verification"}
+
+
+def test_skip_takes_keys_out_of_the_expectations_and_says_so() -> None:
+    # A node where preflight left BIG TCP and XDP off: the agent shows them off, and neither is asserted.
+    status = fixture("agent_status_1.19_extreme.txt").replace(
+        "IPv4 BIG TCP:               Enabled   [196608]", "IPv4 BIG TCP:               Disabled"
+    ).replace("XDP Acceleration:        Native", "XDP Acceleration:        Disabled")
+    expect = json.dumps({"bigTcp": ["ipv4"], "xdp": "best-effort", "kubeProxyReplacement": True})
+    held = cli("agent-status", "--node", "agent-1", "--expect", expect, "--skip", "bigTcp,xdp", stdin=status)
+    assert held.returncode == 0, held.stderr
+    document = json.loads(held.stdout)
+    assert document["status"] == "pass" and document["skipped"] == ["bigTcp", "xdp"]
+    unskipped = cli("agent-status", "--node", "agent-1", "--expect", expect, stdin=status)
+    assert unskipped.returncode == 1
+    assert json.loads(unskipped.stdout)["skipped"] == []
+
+
+def test_skip_of_a_key_the_check_does_not_have_is_a_usage_error() -> None:
+    result = cli("agent-status", "--node", "agent-1", "--skip", "noSuchKey", stdin="")
+    assert result.returncode == 2
+    assert "--skip: agent-status has no expectation 'noSuchKey'" in result.stderr
