@@ -157,6 +157,7 @@ class CiliumRelease(pulumi.ComponentResource):
             create=restart_command,
             update="true",
             triggers=[self.restart_trigger],
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
 

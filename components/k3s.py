@@ -11,10 +11,18 @@ What it creates, per node, as children of the component:
   K3s and Cilium's leftovers.
 - on the first server: ``<name>-token-<node>`` (only when no ``k3sToken`` is
   configured) and ``<name>-kubeconfig-<node>``, both secret and unlogged.
+  The kubeconfig's client certificate expires a year after K3s issued it:
+  its expiry is an output, ``pulumi up`` warns 30 days ahead, and replacing
+  the kubeconfig command renews it (K3s restarted on the first server).
 - on the first server, for every other node: ``<name>-deregister-<node>``,
   whose delete removes the node's Node object and node-password secret after
   the node was uninstalled (a node removed from the stack, or moved to a new
   host under the same name, would otherwise be stale or rejected).
+
+A node's commands carry its SSH address as trigger: a node moved to another
+host is a replacement, uninstalled on the old host before the new one is set
+up (pulumi-command would otherwise run ``update`` on the new host and leave
+the old one running K3s).
 
 Ordering: every install waits for every preflight (through the first
 server); further servers join one after another (etcd membership changes
@@ -24,6 +32,7 @@ number of sequential steps does not grow with the number of agents.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -36,14 +45,18 @@ from pulumi_command import remote
 
 from components import remote as ssh
 from components import scripts
-from stacks import k3s_flags
+from stacks import k3s_flags, preflight
 from stacks.config import Node, StackConfig
-from stacks.features import Resolved, kernel_text
+from stacks.features import Resolved
+from stacks.kubeconfig import client_certificate_expiry, expiry_warning
 
 COMPONENT_TYPE = "k3s-cilium:index:K3sCluster"
 
 API_PORT = 6443
 KUBECONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
+# The admin client certificate in it; K3s renews certificates within 90 days of expiry when it starts.
+ADMIN_CLIENT_CERT = "/var/lib/rancher/k3s/server/tls/client-admin.crt"
+CERTIFICATE_RENEW_AFTER_DAYS = 365 - 90
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
 # Where the official install script puts things (its defaults on a writable /usr/local).
 INSTALLER_URL = "https://get.k3s.io"
@@ -58,9 +71,6 @@ CILIUM_CNI_CONFIG = "/etc/cni/net.d/05-cilium.conflist"
 SERVERS_CONFIG_MARKER = "/etc/rancher/k3s/servers-config.sha256"
 # Which install resource manages K3s on the host: a renamed node's old resource must not uninstall it.
 OWNER_MARKER = "/etc/rancher/k3s/pulumi-owner"
-REQUIRED_COMMANDS = ("curl", "iptables")
-# What needs Resolved.min_kernel() when no feature asks for more.
-MIN_KERNEL_REASON = "Cilium's eBPF service datapath"
 # A server's API server normally answers within a minute; etcd joins and slow
 # disks take longer.
 API_READY_TIMEOUT_SECONDS = 300
@@ -78,6 +88,8 @@ class K3sClusterArgs:
     ssh_private_key: pulumi.Input[str]
     # None: the first server generates the token and it is read back as a secret.
     token: pulumi.Input[str] | None = None
+    # None: the private key has no passphrase.
+    ssh_private_key_password: pulumi.Input[str] | None = None
 
 
 # --- pure helpers (no Pulumi engine needed) ---------------------------------------------------
@@ -100,14 +112,8 @@ def servers_config_digest(cfg: StackConfig, features: Resolved, token_configured
 
 
 def preflight_params(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, scripts.ScriptValue]:
-    floors = features.kernel_needs()
-    return {
-        "NODE_NAME": node.name,
-        "KERNEL_FLOORS": "".join(f"{feature}={kernel_text(kernel)}\n" for feature, kernel in floors.items()),
-        "MIN_KERNEL": kernel_text(features.min_kernel()),
-        "MIN_KERNEL_REASON": MIN_KERNEL_REASON,
-        "REQUIRED_COMMANDS": " ".join(REQUIRED_COMMANDS),
-    }
+    # Kernel floor of the pinned Cilium minor, commands, firewalld, NIC: stacks/preflight.py.
+    return dict(preflight.params(cfg, features, node))
 
 
 def resource_name(component: str, role: str, node: Node) -> str:
@@ -152,6 +158,17 @@ def uninstall_params(node: Node, owner: str) -> dict[str, scripts.ScriptValue]:
         "CILIUM_CNI_CONFIG": CILIUM_CNI_CONFIG,
         "OWNER": owner,
         "OWNER_MARKER": OWNER_MARKER,
+    }
+
+
+def kubeconfig_params() -> dict[str, scripts.ScriptValue]:
+    return {
+        "KUBECONFIG_PATH": KUBECONFIG_PATH,
+        "CLIENT_CERT": ADMIN_CLIENT_CERT,
+        "RENEW_AFTER_DAYS": CERTIFICATE_RENEW_AFTER_DAYS,
+        "SERVICE": "k3s",
+        "K3S_BIN": f"{K3S_BIN_DIR}/k3s",
+        "API_READY_TIMEOUT": API_READY_TIMEOUT_SECONDS,
     }
 
 
@@ -207,6 +224,8 @@ class K3sCluster(pulumi.ComponentResource):
 
     kubeconfig: pulumi.Output[str]
     """Admin kubeconfig (secret) pointing at ``https://<api endpoint>:6443``."""
+    kubeconfig_expires: pulumi.Output[str]
+    """When the kubeconfig's client certificate expires (ISO 8601, UTC)."""
     node_info: pulumi.Output[dict[str, dict[str, str]]]
     """Per node: kernel, os, arch and the K3s found before install (from preflight)."""
     nodes_ready: dict[str, pulumi.Resource]
@@ -220,6 +239,9 @@ class K3sCluster(pulumi.ComponentResource):
         super().__init__(COMPONENT_TYPE, name, None, opts)
         cfg, features = args.config, args.features
         private_key = pulumi.Output.secret(args.ssh_private_key)
+        key_password = (
+            pulumi.Output.secret(args.ssh_private_key_password) if args.ssh_private_key_password is not None else None
+        )
         # An empty k3sToken means "not configured", as Pulumi.yaml documents.
         configured_token = None if isinstance(args.token, str) and not args.token else args.token
         secret_token = pulumi.Output.secret(configured_token) if configured_token is not None else None
@@ -229,7 +251,7 @@ class K3sCluster(pulumi.ComponentResource):
         if unpinned:
             pulumi.log.warn(unpinned_warning(unpinned), resource=self)
 
-        self.connections = {node.name: ssh.connection(cfg, node, private_key) for node in cfg.nodes}
+        self.connections = {node.name: ssh.connection(cfg, node, private_key, key_password) for node in cfg.nodes}
 
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
 
@@ -275,7 +297,7 @@ class K3sCluster(pulumi.ComponentResource):
                 depends_on=[self._deregistration(name, cfg, first, agent, first_install)],
             )
 
-        self.kubeconfig = self._fetch_kubeconfig(name, cfg, first, first_install)
+        self.kubeconfig, self.kubeconfig_expires = self._fetch_kubeconfig(name, cfg, first, first_install)
         self.node_info = pulumi.Output.all(
             **{node: command.stdout for node, command in preflights.items()}
         ).apply(lambda outputs: {node: parse_facts(stdout) for node, stdout in outputs.items()})
@@ -283,6 +305,7 @@ class K3sCluster(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "kubeconfig": self.kubeconfig,
+                "kubeconfigExpires": self.kubeconfig_expires,
                 "nodeInfo": self.node_info,
                 "token": self.token,
             }
@@ -311,6 +334,8 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=list(triggers) if triggers else None,
             # Secret stdout is neither logged nor shown; a failure still reports the exit status.
             logging=remote.Logging.NONE if secret_stdout else None,
+            # No script reads PULUMI_COMMAND_STDOUT, and sshd's default AcceptEnv refuses it with a warning.
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(depends_on or []),
@@ -325,6 +350,7 @@ class K3sCluster(pulumi.ComponentResource):
             resource_name(name, ROLE_PREFLIGHT, node),
             node,
             create=ssh.script_command(cfg, node, "preflight", preflight_params(cfg, features, node)),
+            triggers=ssh.host_identity(cfg, node),
         )
 
     def _install(
@@ -339,8 +365,9 @@ class K3sCluster(pulumi.ComponentResource):
         depends_on: Sequence[pulumi.Resource],
     ) -> remote.Command:
         # create and update are the same converge script: a config change rewrites config.yaml and
-        # restarts K3s, a version change upgrades in place; neither reinstalls. No triggers: in
-        # pulumi-command 1.x any trigger change replaces, and replacing runs the uninstall.
+        # restarts K3s, a version change upgrades in place; neither reinstalls. The only trigger is
+        # the node's SSH address: in pulumi-command 1.x a trigger change replaces, and replacing runs
+        # the uninstall, which is wanted exactly when the node moved to another host.
         owner = install_resource_name(name, node)
         converge = ssh.script_command(
             cfg, node, "k3s-install", install_params(cfg, features, node, token_configured, owner)
@@ -352,6 +379,7 @@ class K3sCluster(pulumi.ComponentResource):
             update=converge,
             delete=ssh.script_command(cfg, node, "k3s-uninstall", uninstall_params(node, owner)),
             stdin=stdin,
+            triggers=ssh.host_identity(cfg, node),
             depends_on=depends_on,
         )
 
@@ -373,7 +401,7 @@ class K3sCluster(pulumi.ComponentResource):
             delete=ssh.script_command(
                 cfg, first, "k3s-node-deregister", {"NODE_NAME": node.name, "K3S_BIN": f"{K3S_BIN_DIR}/k3s"}
             ),
-            triggers=[node.host, cfg.ssh_port(node)],
+            triggers=ssh.host_identity(cfg, node),
             depends_on=[first_install],
         )
 
@@ -407,10 +435,28 @@ class K3sCluster(pulumi.ComponentResource):
 
     def _fetch_kubeconfig(
         self, name: str, cfg: StackConfig, first: Node, install: remote.Command
-    ) -> pulumi.Output[str]:
-        kubeconfig = self._read_secret(
-            name, ROLE_KUBECONFIG, cfg, first, install, "kubeconfig", {"KUBECONFIG_PATH": KUBECONFIG_PATH}
-        )
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """The kubeconfig (secret) and its client certificate's expiry, with a warning 30 days ahead."""
+        kubeconfig = self._read_secret(name, ROLE_KUBECONFIG, cfg, first, install, "kubeconfig", kubeconfig_params())
         endpoint = cfg.api_endpoint
-        return kubeconfig.apply(lambda text: rewrite_kubeconfig(text, endpoint))
+        renew_hint = (
+            f"renew it with `pulumi up --replace '{self._child_urn(resource_name(name, ROLE_KUBECONFIG, first))}'`, "
+            f"which restarts K3s on {first.name} so that it renews its certificates"
+        )
+
+        def expiry(text: str) -> str:
+            expires = client_certificate_expiry(text)
+            warning = expiry_warning(expires, dt.datetime.now(dt.UTC), renew_hint)
+            if warning:
+                pulumi.log.warn(warning, resource=self)
+            return expires.isoformat()
+
+        # Not secret: a date says nothing about the credentials.
+        expires = pulumi.Output.unsecret(kubeconfig.apply(expiry))
+        return kubeconfig.apply(lambda text: rewrite_kubeconfig(text, endpoint)), expires
+
+    def _child_urn(self, child: str) -> str:
+        """The URN a child command gets (for messages that tell the user what to replace)."""
+        parents = f"{COMPONENT_TYPE}$command:remote:Command"
+        return f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{parents}::{child}"
 

@@ -55,7 +55,7 @@ from pulumi_command import local, remote
 
 from components.remote import script_command
 from components.scripts import ScriptValue
-from stacks import checks
+from stacks import checks, preflight
 from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.digest import deployed_state, digest
@@ -104,6 +104,9 @@ class VerificationArgs:
     # kube-proxy replacement, the kube-proxy removal (the KubeProxyRemoval component:
     # depending on a component waits for all its children).
     depends_on: Sequence[pulumi.Resource] = ()
+    # Per node: the NIC-dependent features preflight left off there (stacks.preflight.skipped_on_node
+    # of K3sCluster.node_info); their expectations are not asserted on that node.
+    node_skips: pulumi.Input[Mapping[str, Sequence[str]]] | None = None
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -121,12 +124,20 @@ def expect_json(check: PlannedCheck) -> str:
     return json.dumps(check.expect, sort_keys=True, separators=(",", ":"))
 
 
-def assert_command(check: PlannedCheck) -> str:
-    """``.venv/bin/python -m verification <check> --node <node> --expect '<json>'``: the same everywhere."""
-    return (
+def skip_keys(check: PlannedCheck, skipped_features: Sequence[str]) -> list[str]:
+    """The check's expectation keys of the features preflight left off on its node."""
+    keys = {key for name in skipped_features for key in preflight.NIC_FEATURES.get(name, ())}
+    return [key for key in check.skippable if key in keys]
+
+
+def assert_command(check: PlannedCheck, skipped_features: Sequence[str] = ()) -> str:
+    """``.venv/bin/python -m verification <check> --node <node> --expect '<json>' [--skip k,..]``."""
+    command = (
         f"{ASSERT_PROGRAM} {check.check} --node {shlex.quote(node_label(check))} "
         f"--expect {shlex.quote(expect_json(check))}"
     )
+    skip = skip_keys(check, skipped_features)
+    return f"{command} --skip {shlex.quote(','.join(skip))}" if skip else command
 
 
 def check_trigger(cfg: StackConfig, features: Resolved, check: PlannedCheck) -> str:
@@ -360,9 +371,15 @@ class Verification(pulumi.ComponentResource):
         return collector
 
     def _assertion(self, check: PlannedCheck, collector: remote.Command) -> local.Command:
+        create: pulumi.Input[str] = assert_command(check)
+        if check.skippable and check.node and self._args.node_skips is not None:
+            node = check.node
+            create = pulumi.Output.from_input(self._args.node_skips).apply(
+                lambda skips: assert_command(check, list(skips.get(node, ())))
+            )
         assertion = local.Command(
             f"{self._name}-{check.check}-assert-{node_label(check)}",
-            create=assert_command(check),
+            create=create,
             stdin=collector.stdout,
             dir=ASSERT_DIR,
             # Replaced, and so run again, whenever its collector is (a new id).

@@ -26,7 +26,8 @@ from pydantic import (
 )
 
 NAMESPACE = "k3s-cilium"
-SECRET_KEYS = ("sshPrivateKey", "k3sToken")
+# Declared in Pulumi.yaml and read only through pulumi.Config, never by the model.
+SECRET_KEYS = ("sshPrivateKey", "sshPrivateKeyPassword", "k3sToken")
 
 TIERS = ("baseline", "kpr", "performance", "extreme")
 Tier = Literal["baseline", "kpr", "performance", "extreme"]
@@ -121,6 +122,14 @@ def _host_key(value: str) -> str:
         raise ValueError(
             "must be one public host key line without a comment, e.g. 'ssh-ed25519 AAAAC3Nza...' "
             "(take it from `ssh-keyscan -t ed25519 <host>`, dropping the host name)"
+        )
+    if value.startswith("ssh-rsa "):
+        # pulumi-command offers only the pinned key's type as host-key algorithm; for ssh-rsa
+        # that is SHA-1 signatures, which OpenSSH 8.8+ and RHEL 9's default policy refuse.
+        raise ValueError(
+            "is an ssh-rsa key, which cannot be pinned: the SSH client would offer only SHA-1 RSA signatures, "
+            "which OpenSSH 8.8+ and RHEL 9 refuse ('no common algorithm for host key'); pin the host's ed25519 "
+            "or ECDSA key instead (`ssh-keyscan -t ed25519 <host>`)"
         )
     return value
 
@@ -230,6 +239,11 @@ class K3s(_Model):
     disable: list[K3sComponent] = Field(
         default_factory=lambda: list(_DEFAULT_DISABLED),
         description="K3s packaged components to disable.",
+    )
+    open_firewall: bool = Field(
+        False,
+        description="Where firewalld runs, preflight opens the ports K3s and Cilium need (and trusts the pod and "
+        "service networks) instead of failing.",
     )
 
     @field_validator("version")
@@ -364,7 +378,7 @@ class Verify(_Model):
 
 
 def node_set_problems(names: list[Any], roles: list[Any]) -> list[str]:
-    """Problems of the node list as a whole: repeated names, no server."""
+    """Problems of the node list as a whole (key ``nodes``): repeated names, no server."""
     problems = []
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
@@ -385,20 +399,22 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _cluster_shape(self) -> StackConfig:
-        problems = node_set_problems([n.name for n in self.nodes], [n.role for n in self.nodes])
+        # One "<key>: <problem>" line each: a whole-config check has no field location of its own.
+        node_set = node_set_problems([n.name for n in self.nodes], [n.role for n in self.nodes])
+        problems = [f"nodes: {p}" for p in node_set]
         hosts = [(n.host, n.port or self.ssh.port) for n in self.nodes]
         repeated_hosts = sorted({f"{h}:{p}" for h, p in hosts if hosts.count((h, p)) > 1})
         if repeated_hosts:
-            problems.append(f"two nodes share the same SSH address: {', '.join(repeated_hosts)}")
+            problems.append(f"nodes: two nodes share the same SSH address: {', '.join(repeated_hosts)}")
         if self.cilium.native_routing_cidr:
             routed = ipaddress.ip_network(self.cilium.native_routing_cidr)
             if not ipaddress.ip_network(self.k3s.cluster_cidr).subnet_of(routed):  # type: ignore[arg-type]
                 problems.append(
-                    f"cilium.nativeRoutingCidr {self.cilium.native_routing_cidr} must contain "
+                    f"cilium.nativeRoutingCidr: {self.cilium.native_routing_cidr} must contain "
                     f"k3s.clusterCidr {self.k3s.cluster_cidr}, or pod traffic gets masqueraded"
                 )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -452,10 +468,17 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any) -> list[str]:
     where = _location(error["loc"])
     kind = error["type"]
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        # Whole-config checks put the key at the start of each line.
+        return [f"{NAMESPACE}:{line}" for line in message.splitlines()]
+    return [_describe_field(where, kind, message, error)]
+
+
+def _describe_field(where: str, kind: str, message: str, error: Any) -> str:
     if kind == "missing":
         return f"{where}: is required but not set"
     if kind == "extra_forbidden":
@@ -486,7 +509,7 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     try:
         return StackConfig.model_validate(values)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
+        problems = [line for e in exc.errors() for line in _describe(e)]
     # Field errors stop pydantic before the whole-config checks; run the node-set
     # checks on the raw list too, so one run reports every problem.
     nodes = values.get("nodes")
