@@ -16,8 +16,8 @@ the old host is reverted before the new one is tuned, never after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pulumi
@@ -43,8 +43,9 @@ class HostTuningArgs:
     features: Resolved
     # SSH connection per node name (K3sCluster.connections).
     connections: Mapping[str, remote.ConnectionArgs]
-    # What must exist first, e.g. the nodes (K3sCluster.nodes_ready values).
-    depends_on: Sequence[pulumi.Resource] = ()
+    # Node name -> what must exist on that node first (K3sCluster.nodes_ready): each node's
+    # tuning waits for its own node only, so dependencies grow with the nodes, not their square.
+    nodes_ready: Mapping[str, pulumi.Resource] = field(default_factory=dict)
     tuned_profile: TunedProfile = DEFAULT_TUNED_PROFILE
 
 
@@ -76,7 +77,9 @@ class HostTuning(pulumi.ComponentResource):
                     triggers=host_identity(cfg, node),
                     add_previous_output_in_env=False,
                     opts=pulumi.ResourceOptions(
-                        parent=self, depends_on=list(args.depends_on), delete_before_replace=True
+                        parent=self,
+                        depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else [],
+                        delete_before_replace=True,
                     ),
                 )
         self.summaries = stdout_by_node(commands)

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 from components.remote import as_root, script_command, stdout_by_node
 from stacks.config import StackConfig
@@ -67,12 +67,16 @@ class KubeProxyRemoval(pulumi.ComponentResource):
     summaries: pulumi.Output[dict[str, str]]
     # Output of the Kubernetes-side cleanup on the first server ("" without KPR).
     kubernetes_cleanup: pulumi.Output[str]
+    # Done after every node's cleanup (None without KPR): one dependency for what must come after
+    # all of them, where the component would add one per node to each dependent.
+    done: pulumi.Resource | None
 
     def __init__(self, name: str, args: KubeProxyRemovalArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("k3s-cilium:index:KubeProxyRemoval", name, None, opts)
         cfg, features = args.cfg, args.features
         self.enabled = "kubeProxyReplacement" in features
 
+        self.done = None
         if not self.enabled:
             self.summaries = pulumi.Output.from_input({})
             self.kubernetes_cleanup = pulumi.Output.from_input("")
@@ -100,5 +104,9 @@ class KubeProxyRemoval(pulumi.ComponentResource):
             }
             self.kubernetes_cleanup = objects.stdout
             self.summaries = stdout_by_node(commands)
+            # Runs nothing (no create): a local barrier, no SSH session.
+            self.done = local.Command(
+                f"{name}-done", opts=pulumi.ResourceOptions(parent=self, depends_on=list(commands.values()))
+            )
 
         self.register_outputs({"summaries": self.summaries, "kubernetes_cleanup": self.kubernetes_cleanup})

@@ -1,13 +1,18 @@
 """Verification: the checks that prove a deploy, as resources that fail ``pulumi up`` when they do not hold.
 
-Each check of :func:`stacks.checks.planned_checks` becomes a pair of commands:
+Each check of :func:`stacks.checks.planned_checks` is collected, then asserted:
 
-1. a collector, ``<name>-<check>-<node>`` (``remote.Command``), that prints raw
-   output: on the node itself (``verify-iptables.sh``, ``verify-probes.sh``)
-   or on the first server, which asks the node's Cilium agent pod through
-   ``k3s kubectl exec`` (``verify-agent-exec.sh``), runs the connectivity test
-   or the benchmark. It fails only when it cannot collect anything;
-2. an assertion, ``<name>-<check>-assert-<node>`` (``local.Command``), that
+1. the checks of a node (agent status, kube-proxy rules, service list,
+   probes) are collected by one command on the node itself,
+   ``<name>-collect-<node>`` (``remote.Command``, ``verify-node.sh``): one SSH
+   session per node, whatever the number of checks. It runs each check's own
+   collector script in turn (``verify-agent-exec.sh`` asks the local Cilium
+   agent container through K3s' crictl, ``verify-iptables.sh``,
+   ``verify-probes.sh``) and prints their raw output in sections. The
+   connectivity test and the benchmark have collectors of their own on the
+   first server, ``<name>-<check>-<node>``. A collector fails only when it
+   cannot collect anything;
+2. an assertion per check, ``<name>-<check>-assert-<node>`` (``local.Command``), that
    runs ``.venv/bin/python -m verification <check> --node <node> --expect '<json>'``
    where Pulumi runs, with the collector's stdout on stdin. Its exit status 1
    fails ``pulumi up`` with one line per unmet expectation naming node,
@@ -22,12 +27,12 @@ benchmark's netperf client and server live in namespace
 
 Re-running: a collector's ``triggers`` hold a hash of the node list, every
 node's K3s config and the K3s version, the Cilium version and rendered
-values, and the check's expectations. A change of any of them replaces the
+values, and its checks' expectations. A change of any of them replaces the
 collector (pulumi-command >= 1.0 replaces on a trigger change), so it runs
-again, and its assertion, triggered by the collector's id, runs again too. A
+again, and its assertions, triggered by the collector's id, run again too. A
 no-op ``pulumi up`` runs nothing. A failed assertion is not stored, so the
 next ``pulumi up`` runs it again, but on the output collected before: after
-fixing the cause, re-run the check by replacing its collector, ``pulumi up
+fixing the cause, re-run the checks by replacing their collector, ``pulumi up
 --replace <urn>`` (README "Verification" has the commands).
 
 The assertion runs in the provider's working directory, which Pulumi sets to
@@ -54,7 +59,7 @@ from packaging.version import Version
 from pulumi_command import local, remote
 
 from components.remote import script_command
-from components.scripts import ScriptValue
+from components.scripts import ScriptValue, render
 from stacks import checks, preflight
 from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
@@ -87,9 +92,10 @@ CONNECTIVITY_TEST_TIMEOUT_SECONDS = 1800
 CILIUM_DBG_SINCE = Version("1.15")
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
-# Checks collected on the node itself; the others run on the first server
-# (kubectl reaches every node's agent pod from there).
-ON_THE_NODE = ("no-kube-proxy-rules", "probes")
+# Checks collected together on the node itself (verify-node.sh); the others run on the first server.
+NODE_CHECKS = ("agent-status", "no-kube-proxy-rules", "service-list", "probes")
+# Starts the line before each check's output in a node collector's stdout.
+SECTION_MARK = "### k3s-cilium check"
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,13 @@ class VerificationArgs:
     # The Cilium component's Kubernetes provider (CiliumRelease.provider).
     provider: k8s.Provider
     # What must be done first: the Cilium step (CiliumRelease.restart) and, with
-    # kube-proxy replacement, the kube-proxy removal (the KubeProxyRemoval component:
-    # depending on a component waits for all its children).
+    # kube-proxy replacement, the kube-proxy removal (KubeProxyRemoval.done, one
+    # resource after every node's cleanup: a component here would add one
+    # dependency per node to every resource of this component).
     depends_on: Sequence[pulumi.Resource] = ()
     # Per node: the NIC-dependent features preflight left off there (stacks.preflight.skipped_on_node
-    # of K3sCluster.node_info); their expectations are not asserted on that node.
-    node_skips: pulumi.Input[Mapping[str, Sequence[str]]] | None = None
+    # of that node's K3sCluster.node_facts); their expectations are not asserted on that node.
+    node_skips: Mapping[str, pulumi.Input[Sequence[str]]] | None = None
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -140,10 +147,22 @@ def assert_command(check: PlannedCheck, skipped_features: Sequence[str] = ()) ->
     return f"{command} --skip {shlex.quote(','.join(skip))}" if skip else command
 
 
-def check_trigger(cfg: StackConfig, features: Resolved, check: PlannedCheck) -> str:
-    """A hash of what the check's result depends on; its change re-runs the check."""
+def check_trigger(state_digest: str, check: PlannedCheck) -> str:
+    """A hash of what the check's result depends on (``state_digest``: of :func:`deployed_state`)."""
     check_state = {"check": check.check, "node": check.node, "expect": check.expect}
-    return digest({**deployed_state(cfg, features), "check": check_state})
+    return digest({"deployed": state_digest, "check": check_state})
+
+
+def split_sections(stdout: str) -> dict[str, str]:
+    """A node collector's stdout as each check's own raw output."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith(f"{SECTION_MARK} "):
+            current = sections.setdefault(line.removeprefix(f"{SECTION_MARK} ").strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {check: "".join(f"{line}\n" for line in lines) for check, lines in sections.items()}
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -228,7 +247,9 @@ def _ere_escape(text: str) -> str:
     return re.sub(r"([.\[\]()*+?{}|^$\\])", r"\\\1", text)
 
 
-def collector_script(cfg: StackConfig, check: PlannedCheck, discovered: str = "") -> tuple[str, dict[str, ScriptValue]]:
+def collector_script(
+    cfg: StackConfig, check: PlannedCheck, discovered: str = "", placed: Workloads | None = None
+) -> tuple[str, dict[str, ScriptValue]]:
     """The script template and parameters that collect ``check``'s raw output.
 
     ``discovered`` is what ``verify-smoke-pods.sh`` printed (for the probes: a
@@ -245,7 +266,7 @@ def collector_script(cfg: StackConfig, check: PlannedCheck, discovered: str = ""
         return "verify-iptables", {}
     if check.check == "connectivity-test":
         return "verify-connectivity-test", {"TIMEOUT_SECONDS": CONNECTIVITY_TEST_TIMEOUT_SECONDS}
-    placed = checks.workloads(cfg)
+    placed = placed or checks.workloads(cfg)
     if check.check == "service-list":
         wait_for = f"{_ere_escape(placed.smoke_cluster_ip)}:{checks.SMOKE_PORT}"
         if "nodePort" in check.expect:
@@ -277,6 +298,27 @@ def collector_script(cfg: StackConfig, check: PlannedCheck, discovered: str = ""
             "DURATION_SECONDS": BENCHMARK_DURATION_SECONDS,
         }
     raise ValueError(f"no collector for check {check.check!r}")
+
+
+def section(sections: pulumi.Output[dict[str, str]], check: str) -> pulumi.Output[str]:
+    """One check's raw output out of its node collector's sections."""
+    return sections.apply(lambda found: found.get(check, ""))
+
+
+def node_collector_script(
+    cfg: StackConfig, node: Node, node_checks: Sequence[PlannedCheck], discovered: str = ""
+) -> tuple[str, dict[str, ScriptValue]]:
+    """``verify-node.sh`` and its parameters: every check of ``node`` collected in one session."""
+    params: dict[str, ScriptValue] = {
+        "NODE_NAME": node.name,
+        "CHECKS": " ".join(check.check for check in node_checks),
+        "SECTION_MARK": SECTION_MARK,
+    }
+    placed = checks.workloads(cfg)
+    for index, check in enumerate(node_checks):
+        script, script_params = collector_script(cfg, check, discovered, placed)
+        params[f"SCRIPT_{index}"] = render(script, script_params)
+    return "verify-node", params
 
 
 def smoke_pods_params() -> dict[str, ScriptValue]:
@@ -314,6 +356,8 @@ class Verification(pulumi.ComponentResource):
         except ConfigError as problem:
             raise pulumi.RunError(str(problem)) from None
         self._first = cfg.servers[0]
+        # Computed once: every check's trigger hashes it (per check it would cost a K3s config per node).
+        self._state_digest = digest(deployed_state(cfg, features))
         self.collectors = {}
         self.assertions = {}
 
@@ -323,21 +367,23 @@ class Verification(pulumi.ComponentResource):
         smoke_pods = self._smoke_pods(smoke) if smoke else None
 
         per_node: list[pulumi.Resource] = []
-        for check in self.checks:
-            if check.node is None or check.check == "connectivity-test":
+        for node in cfg.nodes:
+            node_checks = [c for c in self.checks if c.node == node.name and c.check in NODE_CHECKS]
+            if not node_checks:
                 continue
-            after: list[pulumi.Resource] = list(smoke) if check.check in ("service-list", "probes") else []
-            collector = self._collector(check, self._collect_command(check, smoke_pods), after)
-            per_node.append(self._assertion(check, collector))
+            collector = self._node_collector(node, node_checks, smoke, smoke_pods)
+            sections = pulumi.Output.unsecret(collector.stdout).apply(lambda out: split_sections(str(out or "")))
+            for check in node_checks:
+                self.collectors[check.key] = collector
+                per_node.append(self._assertion(check, collector, section(sections, check.check)))
         cluster_wide: list[pulumi.Resource] = []
         for check in self.checks:
             if check.check == "connectivity-test":
-                collector = self._collector(check, self._collect_command(check, None), per_node)
-                cluster_wide.append(self._assertion(check, collector))
+                collector = self._collector(check, per_node)
+                cluster_wide.append(self._assertion(check, collector, collector.stdout))
             elif check.check == "benchmark":
-                after = [*per_node, *cluster_wide, *benchmark]
-                collector = self._collector(check, self._collect_command(check, None), after)
-                self._assertion(check, collector)
+                collector = self._collector(check, [*per_node, *cluster_wide, *benchmark])
+                self._assertion(check, collector, collector.stdout)
 
         ordered = [self.assertions[check.key] for check in self.checks]
         self.verification = pulumi.Output.all(*(pulumi.Output.unsecret(a.stdout) for a in ordered)).apply(
@@ -353,45 +399,87 @@ class Verification(pulumi.ComponentResource):
     def _k8s_opts(self, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
         return self._opts(depends_on, provider=self._args.provider)
 
-    def _collector(
-        self, check: PlannedCheck, command: pulumi.Input[str], after: Sequence[pulumi.Resource]
+    def _remote_collector(
+        self,
+        resource: str,
+        node: Node,
+        command: pulumi.Input[str],
+        triggers: list[str],
+        after: Sequence[pulumi.Resource],
     ) -> remote.Command:
-        node = self._node(check) if check.check in ON_THE_NODE else self._first
-        collector = remote.Command(
-            f"{self._name}-{check.check}-{node_label(check)}",
+        return remote.Command(
+            resource,
             connection=self._args.connections[node.name],
             create=command,
-            triggers=[check_trigger(self._args.cfg, self._args.features, check)],
+            triggers=triggers,
             add_previous_output_in_env=False,
-            # The raw output goes to the assertion (and stays in the state); only problems are shown.
+            # The raw output goes to the assertions (and stays in the state); only problems are shown.
             logging=remote.Logging.STDERR,
             opts=self._opts(after),
+        )
+
+    def _node_collector(
+        self,
+        node: Node,
+        node_checks: Sequence[PlannedCheck],
+        smoke: Sequence[pulumi.Resource],
+        smoke_pods: remote.Command | None,
+    ) -> remote.Command:
+        cfg = self._args.cfg
+
+        def command(discovered: str) -> str:
+            script, params = node_collector_script(cfg, node, node_checks, discovered)
+            return script_command(cfg, node, script, params)
+
+        needs_smoke = any(check.check in ("service-list", "probes") for check in node_checks)
+        collect: pulumi.Input[str] = command("")
+        if smoke_pods is not None and any(check.check == "probes" for check in node_checks):
+            # Pod and node addresses are not secret (the collector's outputs may be marked so).
+            collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
+        return self._remote_collector(
+            f"{self._name}-collect-{node.name}",
+            node,
+            collect,
+            [digest([check_trigger(self._state_digest, check) for check in node_checks])],
+            list(smoke) if needs_smoke else [],
+        )
+
+    def _collector(self, check: PlannedCheck, after: Sequence[pulumi.Resource]) -> remote.Command:
+        """A cluster-wide check's collector on the first server (connectivity test, benchmark)."""
+        cfg, first = self._args.cfg, self._first
+        script, params = collector_script(cfg, check)
+        collector = self._remote_collector(
+            f"{self._name}-{check.check}-{node_label(check)}",
+            first,
+            script_command(cfg, first, script, params),
+            [check_trigger(self._state_digest, check)],
+            after,
         )
         self.collectors[check.key] = collector
         return collector
 
-    def _assertion(self, check: PlannedCheck, collector: remote.Command) -> local.Command:
+    def _assertion(
+        self, check: PlannedCheck, collector: remote.Command, stdin: pulumi.Input[str]
+    ) -> local.Command:
         create: pulumi.Input[str] = assert_command(check)
-        if check.skippable and check.node and self._args.node_skips is not None:
-            node = check.node
-            create = pulumi.Output.from_input(self._args.node_skips).apply(
-                lambda skips: assert_command(check, list(skips.get(node, ())))
+        node_skips = self._args.node_skips
+        if check.skippable and check.node and node_skips is not None and check.node in node_skips:
+            create = pulumi.Output.from_input(node_skips[check.node]).apply(
+                lambda skipped: assert_command(check, list(skipped))
             )
         assertion = local.Command(
             f"{self._name}-{check.check}-assert-{node_label(check)}",
             create=create,
-            stdin=collector.stdout,
+            stdin=stdin,
             dir=ASSERT_DIR,
             # Replaced, and so run again, whenever its collector is (a new id).
             triggers=[collector.id],
             add_previous_output_in_env=False,
-            opts=self._opts([collector]),
+            # After everything its collector waited for: only the collector, which keeps the dependencies few.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[collector]),
         )
         self.assertions[check.key] = assertion
         return assertion
-
-    def _node(self, check: PlannedCheck) -> Node:
-        return next(node for node in self._args.cfg.nodes if node.name == check.node)
 
     def _namespace(self) -> k8s.core.v1.Namespace:
         return k8s.core.v1.Namespace(
@@ -562,7 +650,7 @@ class Verification(pulumi.ComponentResource):
         params = smoke_pods_params()
         # Runs when the probes do: its trigger is the hash of every probes check.
         probes = [check for check in self.checks if check.check == "probes"]
-        trigger = digest([check_trigger(cfg, self._args.features, check) for check in probes])
+        trigger = digest([check_trigger(self._state_digest, check) for check in probes])
         return remote.Command(
             f"{self._name}-smoke-pods",
             connection=self._args.connections[self._first.name],
@@ -571,20 +659,3 @@ class Verification(pulumi.ComponentResource):
             add_previous_output_in_env=False,
             opts=self._opts(smoke),
         )
-
-    # --- collector commands -----------------------------------------------------------------------
-
-    def _collect_command(self, check: PlannedCheck, smoke_pods: remote.Command | None) -> pulumi.Input[str]:
-        cfg = self._args.cfg
-        node = self._node(check) if check.check in ON_THE_NODE else self._first
-        if check.check != "probes":
-            script, params = collector_script(cfg, check)
-            return script_command(cfg, node, script, params)
-        assert smoke_pods is not None
-
-        def probes_command(discovered: str) -> str:
-            script, params = collector_script(cfg, check, discovered)
-            return script_command(cfg, node, script, params)
-
-        # Pod and node addresses are not secret (the collector's outputs may be marked so).
-        return pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: probes_command(str(out or "")))

@@ -59,6 +59,7 @@ def test_kpr_to_baseline_brings_kube_proxy_back_in_place():
         "kube-proxy-cleanup-server-1",
         "kube-proxy-cleanup-agent-1",
         "kube-proxy-cleanup-agent-2",
+        "kube-proxy-done",
     }
     server = baseline.named("k3s-server-server-1")
     assert "disable-kube-proxy: false" in server.inputs["update"]

@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
-# Print what a Cilium debug command says in the Cilium agent pod of one node,
-# e.g. `cilium-dbg status --verbose` or `cilium-dbg service list` (`cilium
-# ...` on Cilium <= 1.14). Runs as root on a K3s server (kubectl through
-# `k3s kubectl`). The output is judged elsewhere (python3 -m verification):
-# this script fails only when it cannot collect anything.
+# Print what a Cilium debug command says in this node's Cilium agent
+# container, e.g. `cilium-dbg status --verbose` or `cilium-dbg service list`
+# (`cilium ...` on Cilium <= 1.14). Runs as root on the node itself through
+# K3s' bundled crictl: every check of a node is collected in one SSH session
+# on that node, and none needs the API server or the first server. The
+# output is judged elsewhere (the verification package): this script fails
+# only when it cannot collect anything.
 #
 # Parameters:
-#   NODE_NAME        the node whose agent is asked (field selector spec.nodeName)
+#   NODE_NAME        the node (named in messages)
 #   AGENT_COMMAND    the command run in the agent container (words split on blanks)
 #   WAIT_FOR         optional extended regex: the command is repeated (ATTEMPTS
 #                    times, RETRY_DELAY_SECONDS apart) until its output matches,
 #                    e.g. until the agent reports Ok or lists a new service; the
 #                    last output is printed either way
-#   ATTEMPTS, RETRY_DELAY_SECONDS, POD_READY_TIMEOUT_SECONDS, NAMESPACE, KUBECTL
+#   ATTEMPTS, RETRY_DELAY_SECONDS, CONTAINER_WAIT_SECONDS, CRICTL
 set -euo pipefail
 # @params
 
-: "${KUBECTL:=k3s kubectl}"
-: "${NAMESPACE:=kube-system}"
+: "${CRICTL:=k3s crictl}"
 : "${WAIT_FOR:=}"
 : "${ATTEMPTS:=10}"
 : "${RETRY_DELAY_SECONDS:=3}"
-: "${POD_READY_TIMEOUT_SECONDS:=180}"
-readonly AGENT_SELECTOR=k8s-app=cilium
-readonly AGENT_CONTAINER=cilium-agent
+: "${CONTAINER_WAIT_SECONDS:=180}"
+readonly AGENT_CONTAINER=cilium-agent PROGRESS_EVERY_SECONDS=30
 
 # K3s installs itself in /usr/local/bin, which sudo's secure_path lacks on some distributions.
 PATH="$PATH:/usr/local/bin"
-read -ra kubectl <<<"$KUBECTL"
+read -ra crictl <<<"$CRICTL"
 read -ra command <<<"$AGENT_COMMAND"
 work_dir=$(mktemp -d)
 trap 'rm -rf "$work_dir"' EXIT
@@ -37,40 +37,37 @@ fail() {
   exit 1
 }
 
-# The node's running agent pod that is not being deleted (a rollout may leave
-# a terminating one for a while).
-agent_pod() {
-  "${kubectl[@]}" -n "$NAMESPACE" get pods -l "$AGENT_SELECTOR" --field-selector "spec.nodeName=$NODE_NAME" \
-    -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' \
-    2>"$work_dir/stderr" | awk '$2 == "Running" && NF == 2 { print $1; exit }'
+# The newest running agent container (a restart may leave an exited one).
+agent_container() {
+  "${crictl[@]}" ps --name "^${AGENT_CONTAINER}\$" --state Running -q 2>"$work_dir/stderr" | head -n 1
 }
 
-pod=""
-for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
-  pod=$(agent_pod) || true
-  [[ -n $pod ]] && break
-  if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
+container=""
+start=$SECONDS
+next_progress=$((start + PROGRESS_EVERY_SECONDS))
+until container=$(agent_container) && [[ -n $container ]]; do
+  if ((SECONDS - start >= CONTAINER_WAIT_SECONDS)); then
+    fail "no running $AGENT_CONTAINER container after ${CONTAINER_WAIT_SECONDS}s: $(<"$work_dir/stderr")"
+  fi
+  if ((SECONDS >= next_progress)); then
+    printf 'verify-agent-exec: node %s: waiting for a running %s container (%ss so far)\n' \
+      "$NODE_NAME" "$AGENT_CONTAINER" "$((SECONDS - start))" >&2
+    next_progress=$((SECONDS + PROGRESS_EVERY_SECONDS))
+  fi
+  sleep "$RETRY_DELAY_SECONDS"
 done
-if [[ -z $pod ]]; then
-  fail "no running Cilium agent pod ($AGENT_SELECTOR) in namespace $NAMESPACE: $(<"$work_dir/stderr")"
-fi
-if ! "${kubectl[@]}" -n "$NAMESPACE" wait --for=condition=Ready "pod/$pod" \
-  --timeout="${POD_READY_TIMEOUT_SECONDS}s" >/dev/null 2>"$work_dir/stderr"; then
-  fail "agent pod $pod not Ready within ${POD_READY_TIMEOUT_SECONDS}s: $(<"$work_dir/stderr")"
-fi
 
 # A status command exits 1 when the agent is unhealthy but still prints the
 # status: what it printed is the result, its exit code is not.
 output=""
 for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
-  output=$("${kubectl[@]}" -n "$NAMESPACE" exec "$pod" -c "$AGENT_CONTAINER" -- "${command[@]}" \
-    2>"$work_dir/stderr") || true
+  output=$("${crictl[@]}" exec "$container" "${command[@]}" 2>"$work_dir/stderr") || true
   if [[ -n $output ]] && { [[ -z $WAIT_FOR ]] || grep -Eq -- "$WAIT_FOR" <<<"$output"; }; then
     break
   fi
   if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
 done
 if [[ -z $output ]]; then
-  fail "'$AGENT_COMMAND' in pod $pod printed nothing after $ATTEMPTS attempts: $(<"$work_dir/stderr")"
+  fail "'$AGENT_COMMAND' in container $container printed nothing after $ATTEMPTS attempts: $(<"$work_dir/stderr")"
 fi
 printf '%s\n' "$output"

@@ -38,7 +38,11 @@ def deploy(cfg: StackConfig, **extra: Any) -> Recorded:
         tuning = host_tuning.HostTuning(
             NAME,
             host_tuning.HostTuningArgs(
-                cfg=cfg, features=resolve(cfg), connections=connections, depends_on=ready, **extra
+                cfg=cfg,
+                features=resolve(cfg),
+                connections=connections,
+                nodes_ready={node.name: resource for node, resource in zip(cfg.nodes, ready, strict=True)},
+                **extra,
             ),
         )
         return {"summaries": tuning.summaries, "enabled": tuning.enabled}
@@ -66,7 +70,10 @@ def test_every_node_is_tuned_and_reverted_on_delete(cfg: StackConfig) -> None:
     for node in cfg.nodes:
         command = rec.named(f"{NAME}-{node.name}")
         assert command.parent == component.urn
+        # Its own node only: dependencies grow with the nodes, not their square.
         assert rec.depends_on(command, rec.named(f"k3s-ready-{node.name}"))
+        others = [n for n in cfg.nodes if n != node]
+        assert not any(rec.depends_on(command, rec.named(f"k3s-ready-{other.name}")) for other in others)
         assert command.inputs["connection"]["host"] == node.host
         apply = script_command(
             cfg, node, "host-tuning", {"TUNED_PROFILE": "network-latency", "STATE_DIR": host_tuning.STATE_DIR}

@@ -110,7 +110,7 @@ def test_non_root_users_go_through_sudo() -> None:
 
 def triggers(cfg: StackConfig) -> list[Any]:
     rec = deploy(cfg)
-    found = {r.inputs["triggers"][0] for r in rec.matching(rf"^{NAME}-")}
+    found = {r.inputs["triggers"][0] for r in rec.matching(rf"^{NAME}-") if r.type == "command:remote:Command"}
     assert len(found) == 1
     assert "triggers[*]" in rec.named(f"{NAME}-kubernetes").options["replace_on_changes"]
     return sorted(found)
@@ -141,3 +141,13 @@ def test_cleanup_reruns_when_k3s_flags_change() -> None:
     after = before.model_copy(update={"k3s": before.k3s.model_copy(update={"disable": ["traefik"]})})
     assert kube_proxy.cleanup_trigger(before, resolve(before)) != kube_proxy.cleanup_trigger(after, resolve(after))
     assert triggers(before) != triggers(after)
+
+
+def test_one_barrier_after_every_cleanup_and_none_without_kpr() -> None:
+    """What must follow every cleanup depends on one resource, not on one per node."""
+    rec = deploy(config("kpr"))
+    done = rec.named(f"{NAME}-done")
+    assert done.type == "command:local:Command" and "create" not in done.inputs  # runs nothing, no SSH
+    cleanups = rec.matching(rf"^{NAME}-cleanup-")
+    assert cleanups and all(rec.depends_on(done, cleanup) for cleanup in cleanups)
+    assert not deploy(config("baseline")).matching(rf"^{NAME}-done$")

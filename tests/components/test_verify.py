@@ -16,9 +16,10 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from components import verify
 from components.remote import script_command
-from components.scripts import render
+from components.scripts import ScriptValue, render
 from stacks import checks
 from stacks.config import StackConfig
+from stacks.digest import deployed_state, digest
 from stacks.features import resolve
 from tests.lab import LAB, PROVIDER_TYPE, RELEASE_TYPE, cilium_then_removal, config, stand_in_cluster
 from tests.mocks import ProgramMocks, Recorded, Registration, run_program
@@ -52,7 +53,12 @@ def assertion_stdout(args: pulumi_mocks.MockResourceArgs) -> str:
 
 
 def collector_stdout(args: pulumi_mocks.MockResourceArgs) -> str:
-    return f"raw output of {args.name}\n"
+    """A node collector prints one section per check of its node (CHECKS=... in its command)."""
+    create = args.inputs.get("create", "")
+    match = re.search(r"^CHECKS='([^']*)'$", shlex.split(create)[-1] if create else "", re.M)
+    if not match:
+        return f"raw output of {args.name}\n"
+    return "".join(f"{verify.SECTION_MARK} {check}\nraw {check} of {args.name}\n" for check in match[1].split())
 
 
 def with_verify(cfg: StackConfig, **switches: bool) -> StackConfig:
@@ -72,7 +78,7 @@ def deploy(cfg: StackConfig) -> Recorded:
                 features=features,
                 connections=connections,
                 provider=release.provider,
-                depends_on=[release.restart, removal],
+                depends_on=[release.restart, *([removal.done] if removal.done else [])],
             ),
         )
         return {"verification": checked.verification}
@@ -103,18 +109,19 @@ def kpr() -> Recorded:
 # --- what exists ------------------------------------------------------------------------------------
 
 
-def test_every_node_gets_every_check_as_a_collector_and_an_assertion(kpr: Recorded) -> None:
+def test_every_node_gets_one_collector_and_an_assertion_per_check(kpr: Recorded) -> None:
     (component,) = kpr.of_type(COMPONENT_TYPE)
     for node in NODES:
+        collector = kpr.named(f"{NAME}-collect-{node}")
+        assert collector.type == REMOTE and collector.parent == component.urn
         for check in PER_NODE:
-            collector = kpr.named(f"{NAME}-{check}-{node}")
             assertion = kpr.named(f"{NAME}-{check}-assert-{node}")
-            assert (collector.type, assertion.type) == (REMOTE, LOCAL)
-            assert collector.parent == assertion.parent == component.urn
+            assert assertion.type == LOCAL and assertion.parent == component.urn
             assert kpr.depends_on(assertion, collector)
     assert not kpr.matching(rf"^{NAME}-(connectivity-test|benchmark)")
     names = {r.name for r in verify_commands(kpr)}
-    assert len(names) == 2 * len(NODES) * len(PER_NODE) + 1  # + the smoke pod discovery
+    # One SSH session per node for all its checks, an assertion per check, the smoke pod discovery.
+    assert len(names) == len(NODES) * (1 + len(PER_NODE)) + 1
 
 
 def test_baseline_has_no_kube_proxy_rules_checks() -> None:
@@ -158,7 +165,7 @@ def test_every_check_runs_after_cilium_and_every_kube_proxy_cleanup(tier: str) -
     cleanups = kpr_rec.matching(r"^kube-proxy-cleanup-")
     assert len(cleanups) == len(NODES)
     commands = verify_commands(rec)
-    assert len(commands) == 2 * (len(NODES) * len(PER_NODE) + 2) + 1
+    assert len(commands) == len(NODES) * (1 + len(PER_NODE)) + 2 * 2 + 1
     for command in commands:
         assert depends_transitively(rec, command, release), command.name
         for cleanup in cleanups:
@@ -170,66 +177,57 @@ def test_baseline_checks_still_wait_for_cilium() -> None:
     (release,) = rec.of_type(RELEASE_TYPE)
     restart = rec.named("cilium-restart-pods")
     for command in verify_commands(rec):
-        assert depends_transitively(rec, command, release) and rec.depends_on(command, restart), command.name
+        assert depends_transitively(rec, command, release), command.name
+        assert depends_transitively(rec, command, restart), command.name
 
 
 def test_service_checks_wait_for_the_smoke_workload(kpr: Recorded) -> None:
     deployment, service = kpr.named(f"{NAME}-smoke"), kpr.named(f"{NAME}-smoke-service")
     discovery = kpr.named(f"{NAME}-smoke-pods")
     for node in NODES:
-        for check in ("service-list", "probes"):
-            collector = kpr.named(f"{NAME}-{check}-{node}")
-            assert kpr.depends_on(collector, deployment) and kpr.depends_on(collector, service)
-        assert kpr.depends_on(kpr.named(f"{NAME}-probes-{node}"), discovery)
+        collector = kpr.named(f"{NAME}-collect-{node}")
+        assert kpr.depends_on(collector, deployment) and kpr.depends_on(collector, service)
+        assert kpr.depends_on(collector, discovery)
 
 
 # --- where and what the collectors run -----------------------------------------------------------------
 
 
-def test_collectors_run_on_the_first_server_or_the_node_itself(kpr: Recorded) -> None:
+def node_collector_params(cfg: StackConfig, node_name: str) -> dict[str, ScriptValue]:
+    """The node collector's parameters, after checking that the component runs exactly that script."""
+    node = next(n for n in cfg.nodes if n.name == node_name)
+    planned = [c for c in checks.planned_checks(cfg, resolve(cfg)) if c.node == node_name and c.check in PER_NODE]
+    script, params = verify.node_collector_script(cfg, node, planned, SMOKE_PODS)
+    assert script == "verify-node"
+    return params
+
+
+def test_every_check_of_a_node_is_collected_on_the_node_itself(kpr: Recorded) -> None:
     cfg = config("kpr")
-    first = cfg.servers[0]
     for node in cfg.nodes:
-        agent = kpr.named(f"{NAME}-agent-status-{node.name}")
-        assert agent.inputs["connection"]["host"] == first.host
-        assert agent.inputs["create"] == script_command(
-            cfg,
-            first,
-            "verify-agent-exec",
-            {
-                "NODE_NAME": node.name,
-                "AGENT_COMMAND": "cilium-dbg status --verbose",
-                "WAIT_FOR": r"^Cilium:[[:space:]]+Ok",
-            },
-        )
-        listing = kpr.named(f"{NAME}-service-list-{node.name}")
-        assert listing.inputs["connection"]["host"] == first.host
-        assert listing.inputs["create"] == script_command(
-            cfg,
-            first,
-            "verify-agent-exec",
-            {
-                "NODE_NAME": node.name,
-                "AGENT_COMMAND": "cilium-dbg service list",
-                "WAIT_FOR": ":30085(/TCP)?[[:space:]]+NodePort",
-            },
-        )
-        rules = kpr.named(f"{NAME}-no-kube-proxy-rules-{node.name}")
-        assert rules.inputs["connection"]["host"] == node.host
-        assert rules.inputs["create"] == script_command(cfg, node, "verify-iptables")
-        probes = kpr.named(f"{NAME}-probes-{node.name}")
-        assert probes.inputs["connection"]["host"] == node.host
-        for collector in (agent, listing, rules, probes):
-            assert "delete" not in collector.inputs  # nothing to undo on the hosts
-            assert collector.inputs["addPreviousOutputInEnv"] is False
+        collector = kpr.named(f"{NAME}-collect-{node.name}")
+        assert collector.inputs["connection"]["host"] == node.host
+        assert "delete" not in collector.inputs  # nothing to undo on the hosts
+        assert collector.inputs["addPreviousOutputInEnv"] is False
+        params = node_collector_params(cfg, node.name)
+        assert collector.inputs["create"] == script_command(cfg, node, "verify-node", params)
+        assert params["CHECKS"] == " ".join(PER_NODE)
+        scripts_by_check = dict(zip(PER_NODE, (params[f"SCRIPT_{i}"] for i in range(len(PER_NODE))), strict=True))
+        agent_params = {"NODE_NAME": node.name, "AGENT_COMMAND": "cilium-dbg status --verbose",
+                        "WAIT_FOR": r"^Cilium:[[:space:]]+Ok"}
+        assert scripts_by_check["agent-status"] == render("verify-agent-exec", agent_params)
+        listing_params = {"NODE_NAME": node.name, "AGENT_COMMAND": "cilium-dbg service list",
+                          "WAIT_FOR": ":30085(/TCP)?[[:space:]]+NodePort"}
+        assert scripts_by_check["service-list"] == render("verify-agent-exec", listing_params)
+        assert scripts_by_check["no-kube-proxy-rules"] == render("verify-iptables")
 
 
 def test_probes_target_a_pod_on_another_node(kpr: Recorded) -> None:
     cfg = config("kpr")
     expected_remote = {"server-1": "10.42.1.52", "agent-1": "10.42.2.18", "agent-2": "10.42.1.52"}
     for node in cfg.nodes:
-        create = kpr.named(f"{NAME}-probes-{node.name}").inputs["create"]
-        params = {
+        probes_script = node_collector_params(cfg, node.name)[f"SCRIPT_{PER_NODE.index('probes')}"]
+        params: dict[str, ScriptValue] = {
             "PROBES": "localhost-nodeport nodeip-nodeport clusterip remote-pod",
             "NODE_PORT": 30085,
             "NODE_IP": node.host,
@@ -237,16 +235,16 @@ def test_probes_target_a_pod_on_another_node(kpr: Recorded) -> None:
             "SERVICE_PORT": 80,
             "REMOTE_POD_IP": expected_remote[node.name],
         }
-        assert create == script_command(cfg, node, "verify-probes", params)
+        assert probes_script == render("verify-probes", params)
 
 
-def test_assertions_read_their_collectors_stdout(kpr: Recorded) -> None:
+def test_assertions_read_their_own_section_of_the_node_collector(kpr: Recorded) -> None:
     for node in NODES:
         for check in PER_NODE:
             assertion = kpr.named(f"{NAME}-{check}-assert-{node}")
-            assert assertion.inputs["stdin"] == f"raw output of {NAME}-{check}-{node}\n"
-            # Replaced, so run again, whenever the collector is.
-            assert assertion.inputs["triggers"] == [f"{NAME}-{check}-{node}-id"]
+            assert assertion.inputs["stdin"] == f"raw {check} of {NAME}-collect-{node}\n"
+            # Replaced, so run again, whenever the node's collector is.
+            assert assertion.inputs["triggers"] == [f"{NAME}-collect-{node}-id"]
 
 
 def test_assertion_commands_hold_no_machine_specific_path(kpr: Recorded) -> None:
@@ -254,6 +252,8 @@ def test_assertion_commands_hold_no_machine_specific_path(kpr: Recorded) -> None
     planned = {c.key: c for c in checks.planned_checks(cfg, resolve(cfg))}
     here = os.getcwd()
     for assertion in kpr.of_type(LOCAL):
+        if not assertion.name.startswith(f"{NAME}-"):
+            continue
         create = assertion.inputs["create"]
         match = re.fullmatch(r"\.venv/bin/python -m verification (\S+) --node (\S+) --expect '(\{.*\})'", create)
         assert match, create
@@ -363,7 +363,11 @@ def test_what_the_result_depends_on_changes_the_trigger(changed: Any) -> None:
     cfg = config("kpr")
     check = checks.planned_checks(cfg, resolve(cfg))[0]
     other = changed(cfg)
-    assert verify.check_trigger(cfg, resolve(cfg), check) != verify.check_trigger(other, resolve(other), check)
+
+    def trigger(stack: StackConfig) -> str:
+        return verify.check_trigger(digest(deployed_state(stack, resolve(stack))), check)
+
+    assert trigger(cfg) != trigger(other)
 
 
 def test_each_check_has_its_own_trigger(kpr: Recorded) -> None:

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "verification" / "fixtures"
 SCRIPTS = sorted(p.stem for p in (ROOT / "components" / "scripts").glob("verify-*.sh"))
 
-# A kubectl stand-in: answers `get pods`, `wait`, `rollout status`, `get nodes` and `exec`
-# from FAKE_* variables; `exec` prints the files FAKE_EXEC_1, FAKE_EXEC_2, ... one per call
-# (the last one again when there are no more) and logs every call to FAKE_LOG.
+# A kubectl and crictl stand-in: answers `get pods`, `wait`, `rollout status`, `get nodes`, `ps`
+# and `exec` from FAKE_* variables; `exec` prints the files FAKE_EXEC_1, FAKE_EXEC_2, ... one per
+# call (the last one again when there are no more) and logs every call to FAKE_LOG.
 FAKE_KUBECTL = r"""#!/usr/bin/env bash
 printf '%s\n' "$*" >>"$FAKE_LOG"
 case " $* " in
@@ -47,6 +47,10 @@ case " $* " in
   *" wait "*) exit "${FAKE_WAIT_RC:-0}" ;;
   *" rollout "*) exit "${FAKE_ROLLOUT_RC:-0}" ;;
   *" get nodes "*) printf '%s' "${FAKE_NODES:-}" ;;
+  *" ps "*)
+    [[ -n ${FAKE_GET_STDERR:-} ]] && echo "$FAKE_GET_STDERR" >&2
+    printf '%s' "${FAKE_CONTAINERS:-}"
+    ;;
   *" get pods "*)
     [[ -n ${FAKE_GET_STDERR:-} ]] && echo "$FAKE_GET_STDERR" >&2
     printf '%s' "${FAKE_PODS:-}"
@@ -121,6 +125,7 @@ def test_every_verify_script_is_linted() -> None:
         "verify-smoke-pods",
         "verify-connectivity-test",
         "verify-benchmark",
+        "verify-node",
     }
 
 
@@ -150,11 +155,15 @@ def test_rendered_smoke_pods_script_passes_lint(tmp_path: Path) -> None:
     lint(render("verify-smoke-pods", verify.smoke_pods_params()), tmp_path, "verify-smoke-pods.sh")
 
 
-# --- agent status and service list, through kubectl exec ---------------------------------------
+# --- agent status and service list, through crictl exec on the node -------------------------------
+
+
+def fast_crictl(fake: dict[str, str]) -> dict[str, ScriptValue]:
+    return {"CRICTL": fake["KUBECTL"], "RETRY_DELAY_SECONDS": 0, "CONTAINER_WAIT_SECONDS": 1}
 
 
 def agent_env(fake: dict[str, str], *outputs: Path, **extra: str) -> dict[str, str]:
-    env = {**fake, "FAKE_PODS": "cilium-old Running 2025-01-01T00:00:00Z\ncilium-x7k2p Running \n", **extra}
+    env = {**fake, "FAKE_CONTAINERS": "3f9c2a1b7d4e\n9a8b7c6d5e4f\n", **extra}
     for index, output in enumerate(outputs, start=1):
         env[f"FAKE_EXEC_{index}"] = str(output)
     env["FAKE_EXEC_LAST"] = str(outputs[-1]) if outputs else ""
@@ -166,13 +175,13 @@ def test_agent_status_collected_and_judged_good_and_bad(tmp_path: Path, fake_kub
     check = planned(extreme, "agent-status/agent-1")
     script, params = verify.collector_script(extreme, check)
     env = agent_env(fake_kubectl, FIXTURES / "agent_status_1.19_extreme.txt")
-    collected = run_script(tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"]}, env)
+    collected = run_script(tmp_path, script, {**params, "CRICTL": fake_kubectl["KUBECTL"]}, env)
     assert collected.returncode == 0, collected.stderr
     assert "KubeProxyReplacement:       True" in collected.stdout
-    # The node's running agent (not the terminating one), the agent container, cilium-dbg on 1.19.
+    # The newest running cilium-agent container on this node, cilium-dbg on 1.19.
     exec_call = next(line for line in calls(fake_kubectl) if " exec " in f" {line} ")
-    assert exec_call == "-n kube-system exec cilium-x7k2p -c cilium-agent -- cilium-dbg status --verbose"
-    assert any("--field-selector spec.nodeName=agent-1" in line for line in calls(fake_kubectl))
+    assert exec_call == "exec 3f9c2a1b7d4e cilium-dbg status --verbose"
+    assert calls(fake_kubectl)[0] == "ps --name ^cilium-agent$ --state Running -q"
 
     good = assert_cli(check, collected.stdout)
     assert good.returncode == 0, good.stderr
@@ -189,7 +198,7 @@ def test_agent_status_waits_for_a_healthy_agent_within_bounds(tmp_path: Path, fa
     cfg = lab("kpr", "1.16.17", nativeRouting=False)
     check = planned(cfg, "agent-status/server-1")
     script, params = verify.collector_script(cfg, check)
-    overrides = {"KUBECTL": fake_kubectl["KUBECTL"], "RETRY_DELAY_SECONDS": 0}
+    overrides = {"CRICTL": fake_kubectl["KUBECTL"], "RETRY_DELAY_SECONDS": 0}
     env = agent_env(fake_kubectl, warming, FIXTURES / "agent_status_1.16_kpr_tunnel.txt")
     collected = run_script(tmp_path, script, {**params, **overrides}, env)
     assert collected.returncode == 0, collected.stderr
@@ -216,13 +225,13 @@ def test_cilium_before_1_15_is_asked_with_cilium_not_cilium_dbg() -> None:
 def test_no_agent_pod_fails_the_collection_naming_the_node(tmp_path: Path, fake_kubectl: dict[str, str]) -> None:
     cfg = lab()
     script, params = verify.collector_script(cfg, planned(cfg, "agent-status/agent-2"))
-    env = {**fake_kubectl, "FAKE_PODS": "", "FAKE_GET_STDERR": "No resources found in kube-system namespace."}
+    env = {**fake_kubectl, "FAKE_CONTAINERS": "", "FAKE_GET_STDERR": "connect: connection refused"}
     result = run_script(
-        tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"], "ATTEMPTS": 2, "RETRY_DELAY_SECONDS": 0}, env
+        tmp_path, script, {**params, **fast_crictl(fake_kubectl), "ATTEMPTS": 2}, env
     )
     assert result.returncode == 1
-    assert "verify-agent-exec: node agent-2: no running Cilium agent pod (k8s-app=cilium)" in result.stderr
-    assert "No resources found" in result.stderr
+    assert "verify-agent-exec: node agent-2: no running cilium-agent container after 1s" in result.stderr
+    assert "connection refused" in result.stderr
 
 
 def test_an_agent_that_answers_nothing_fails_the_collection(tmp_path: Path, fake_kubectl: dict[str, str]) -> None:
@@ -230,10 +239,10 @@ def test_an_agent_that_answers_nothing_fails_the_collection(tmp_path: Path, fake
     script, params = verify.collector_script(cfg, planned(cfg, "agent-status/agent-1"))
     env = agent_env(fake_kubectl, FAKE_EXEC_RC="1")
     result = run_script(
-        tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"], "ATTEMPTS": 2, "RETRY_DELAY_SECONDS": 0}, env
+        tmp_path, script, {**params, **fast_crictl(fake_kubectl), "ATTEMPTS": 2}, env
     )
     assert result.returncode == 1
-    assert "'cilium-dbg status --verbose' in pod cilium-x7k2p printed nothing after 2 attempts" in result.stderr
+    assert "'cilium-dbg status --verbose' in container 3f9c2a1b7d4e printed nothing after 2 attempts" in result.stderr
 
 
 def service_list(cfg: StackConfig, node_ip: str, backends: str = "(active)") -> str:
@@ -257,16 +266,16 @@ def test_service_list_collected_and_judged(tmp_path: Path, fake_kubectl: dict[st
     listing = tmp_path / "list.txt"
     listing.write_text(service_list(cfg, "192.168.56.11"))
     env = agent_env(fake_kubectl, listing)
-    collected = run_script(tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"]}, env)
+    collected = run_script(tmp_path, script, {**params, "CRICTL": fake_kubectl["KUBECTL"]}, env)
     assert collected.returncode == 0, collected.stderr
-    assert calls(fake_kubectl)[-1].endswith("-- cilium-dbg service list")
+    assert calls(fake_kubectl)[-1].endswith(" cilium-dbg service list")
     passed = assert_cli(check, collected.stdout)
     assert passed.returncode == 0, passed.stderr
 
     # The node's own IP missing (another node's listed instead), and terminating backends.
     listing.write_text(service_list(cfg, "192.168.56.12", backends="(terminating)"))
     (tmp_path / "state" / "exec").unlink()
-    collected = run_script(tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"]}, env)
+    collected = run_script(tmp_path, script, {**params, "CRICTL": fake_kubectl["KUBECTL"]}, env)
     failed = assert_cli(check, collected.stdout)
     assert failed.returncode == 1
     assert (
@@ -285,7 +294,7 @@ def test_service_list_waits_until_the_node_port_is_programmed(tmp_path: Path, fa
     late.write_text(full)
     env = agent_env(fake_kubectl, early, early, late)
     collected = run_script(
-        tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"], "RETRY_DELAY_SECONDS": 0}, env
+        tmp_path, script, {**params, **fast_crictl(fake_kubectl)}, env
     )
     assert sum(" exec " in f" {line} " for line in calls(fake_kubectl)) == 3
     assert assert_cli(check, collected.stdout).returncode == 0
@@ -570,7 +579,7 @@ def test_benchmark_runs_rr_then_stream_and_reports_figures(tmp_path: Path, fake_
         "FAKE_EXEC_1": str(FIXTURES / "netperf_tcp_rr_keyval.txt"),
         "FAKE_EXEC_2": str(stream),
     }
-    collected = run_script(tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"]}, env)
+    collected = run_script(tmp_path, script, {**params, "CRICTL": fake_kubectl["KUBECTL"]}, env)
     assert collected.returncode == 0, collected.stderr
     execs = [line for line in calls(fake_kubectl) if " exec " in f" {line} "]
     assert execs == [
@@ -608,10 +617,51 @@ def test_benchmark_without_a_server_fails_the_check(tmp_path: Path, fake_kubectl
         "FAKE_EXEC_LAST": str(FIXTURES / "netperf_no_netserver.txt"),
         "FAKE_EXEC_RC": "1",
     }
-    collected = run_script(tmp_path, script, {**params, "KUBECTL": fake_kubectl["KUBECTL"]}, env)
+    collected = run_script(tmp_path, script, {**params, "CRICTL": fake_kubectl["KUBECTL"]}, env)
     assert collected.returncode == 0, collected.stderr
     result = assert_cli(check, collected.stdout)
     assert result.returncode == 1
     assert result.stderr.startswith(
         "node cluster: check benchmark: expected netperf results with parsable figures, saw netperf error: "
     )
+
+
+# --- one session per node: the node collector ------------------------------------------------------
+
+
+def node_checks(cfg: StackConfig, node: str) -> list[PlannedCheck]:
+    return [c for c in planned_checks(cfg, resolve(cfg)) if c.node == node and c.check in verify.NODE_CHECKS]
+
+
+def test_node_collector_renders_every_check_of_the_node_and_passes_lint(tmp_path: Path) -> None:
+    cfg = lab()
+    node = cfg.nodes[1]
+    script, params = verify.node_collector_script(cfg, node, node_checks(cfg, node.name), DISCOVERED)
+    assert params["CHECKS"] == "agent-status no-kube-proxy-rules service-list probes"
+    lint(render(script, params), tmp_path, "verify-node.sh")
+
+
+def test_node_collector_gives_each_check_its_own_output_and_names_what_it_could_not_collect(tmp_path: Path) -> None:
+    cfg = lab()
+    node = cfg.nodes[1]
+    checks_here = node_checks(cfg, node.name)
+    _, params = verify.node_collector_script(cfg, node, checks_here, DISCOVERED)
+    # Stand-in collectors: agent-status and probes print, service-list cannot collect.
+    stand_ins = {
+        "agent-status": "echo 'KubeProxyReplacement: True'",
+        "no-kube-proxy-rules": "printf '*filter\\nCOMMIT\\n'",
+        "service-list": "echo 'no agent' >&2; exit 1",
+        "probes": "echo 'probe=localhost-nodeport ok'",
+    }
+    for index, check in enumerate(checks_here):
+        params[f"SCRIPT_{index}"] = stand_ins[check.check]
+    result = run_script(tmp_path, "verify-node", params)
+    assert result.returncode == 1
+    assert "verify-node: node agent-1: could not collect service-list" in result.stderr
+    sections = verify.split_sections(result.stdout)
+    assert sections == {
+        "agent-status": "KubeProxyReplacement: True\n",
+        "no-kube-proxy-rules": "*filter\nCOMMIT\n",
+        "service-list": "",
+        "probes": "probe=localhost-nodeport ok\n",
+    }

@@ -1,0 +1,55 @@
+"""The program's shape at scale, under the mock engine: SSH sessions and dependencies per node.
+
+Timing is a benchmark (python -m tests.bench_program), not a test; what is
+asserted here is structure: how many SSH sessions a first `pulumi up` opens
+per host, how many the program's own ordering lets run at once on one host,
+and that the dependency edges grow linearly with the nodes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bench_program import sessions, stack
+from tests.main_program import run_stack
+from tests.mocks import Recorded
+
+
+@pytest.fixture(scope="module")
+def forty() -> Recorded:
+    return run_stack(stack(40))
+
+
+def edges(rec: Recorded) -> int:
+    return sum(len(r.dependencies) for r in rec.resources)
+
+
+def test_at_most_five_ssh_sessions_per_node_and_a_fixed_few_more_on_the_first_server(forty):
+    per_host, _ = sessions(forty)
+    first = "10.0.0.1"
+    assert len(per_host) == 40
+    assert max(count for host, count in per_host.items() if host != first) <= 5
+    # The first server's cluster-wide commands (token, kubeconfig, pod restart, kube-proxy objects,
+    # smoke pod discovery) do not grow with the nodes.
+    assert per_host[first] <= 10
+    assert per_host[first] == sessions(run_stack(stack(10)))[0][first]
+
+
+def test_never_more_than_eight_sessions_at_once_on_one_host(forty):
+    _, at_once = sessions(forty)
+    assert at_once <= 8
+
+
+def test_creating_the_node_deregistrations_opens_no_session(forty):
+    deregistrations = forty.matching(r"^k3s-deregister-")
+    assert len(deregistrations) == 39
+    for command in deregistrations:
+        assert "create" not in command.inputs and "k3s-node-deregister" not in command.inputs.get("create", "")
+        assert command.inputs["delete"]
+
+
+def test_dependency_edges_grow_linearly_with_the_nodes(forty):
+    ten = run_stack(stack(10))
+    # Four times the nodes, about four times the edges (a quadratic program would have ~16 times).
+    assert edges(forty) / edges(ten) < 5
+
