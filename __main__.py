@@ -8,7 +8,7 @@ from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
 from components.verify import Verification, VerificationArgs
-from stacks import preflight
+from stacks import airgap, preflight
 from stacks.checks import planned_checks
 from stacks.config import NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
@@ -48,6 +48,8 @@ require_encrypted(config)
 # a default): empty means no token (the first server generates it) and no passphrase.
 token = config.get_secret("k3sToken") if config.get("k3sToken") else None
 key_password = config.get_secret("sshPrivateKeyPassword") if config.get("sshPrivateKeyPassword") else None
+# Credentials for airgap.registries (secret YAML/JSON), checked before any resource without showing a value.
+registry_credentials = airgap.checked_credentials(config.get("registryCredentials") or "", stack_config.airgap)
 
 cluster = K3sCluster(
     "k3s",
@@ -57,6 +59,7 @@ cluster = K3sCluster(
         ssh_private_key=config.require_secret("sshPrivateKey"),
         token=token,
         ssh_private_key_password=key_password,
+        registry_credentials=config.get_secret("registryCredentials") if registry_credentials else None,
     ),
 )
 nodes_ready = list(cluster.nodes_ready.values())

@@ -24,6 +24,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_command import remote
 
+from components.airgap import release_chart_args
 from components.remote import script_command
 from stacks import cilium_values
 from stacks.config import StackConfig
@@ -119,9 +120,8 @@ class CiliumRelease(pulumi.ComponentResource):
             f"{name}-release",
             k8s.helm.v3.ReleaseArgs(
                 name=RELEASE_NAME,
-                chart=CHART,
-                version=cfg.cilium.version,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
+                # helm.cilium.io, or the airgap block's mirror, OCI reference or local chart.
+                **release_chart_args(cfg, CHART_REPOSITORY, CHART),
                 namespace=NAMESPACE,
                 values=values,
                 timeout=args.timeout_seconds,

@@ -45,7 +45,8 @@ from pulumi_command import remote
 
 from components import remote as ssh
 from components import scripts
-from stacks import k3s_flags, preflight
+from components.airgap import AirgapNodes, AirgapNodesArgs
+from stacks import airgap, k3s_flags, preflight
 from stacks.config import Node, StackConfig
 from stacks.features import Resolved
 from stacks.kubeconfig import client_certificate_expiry, expiry_warning
@@ -90,6 +91,8 @@ class K3sClusterArgs:
     token: pulumi.Input[str] | None = None
     # None: the private key has no passphrase.
     ssh_private_key_password: pulumi.Input[str] | None = None
+    # The secret registryCredentials for the airgap block's registries.yaml; None: none.
+    registry_credentials: pulumi.Input[str] | None = None
 
 
 # --- pure helpers (no Pulumi engine needed) ---------------------------------------------------
@@ -145,6 +148,8 @@ def install_params(
         "SYSTEMD_DIR": SYSTEMD_DIR,
         "OWNER": owner,
         "OWNER_MARKER": OWNER_MARKER,
+        # Air-gapped: install from the staged, verified artifacts; their digest re-runs this converge.
+        **airgap.install_params(cfg.airgap, cfg.cilium.version),
     }
 
 
@@ -254,6 +259,14 @@ class K3sCluster(pulumi.ComponentResource):
         self.connections = {node.name: ssh.connection(cfg, node, private_key, key_password) for node in cfg.nodes}
 
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
+        # Air-gapped: artifacts verified and placed, registries.yaml written, before each install.
+        self.airgap: AirgapNodes | None = None
+        if cfg.airgap.k3s or cfg.airgap.registries:
+            self.airgap = AirgapNodes(
+                f"{name}-airgap",
+                AirgapNodesArgs(cfg, self.connections, args.registry_credentials, list(preflights.values())),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
         first = cfg.servers[0]
         first_install = self._install(
@@ -380,7 +393,7 @@ class K3sCluster(pulumi.ComponentResource):
             delete=ssh.script_command(cfg, node, "k3s-uninstall", uninstall_params(node, owner)),
             stdin=stdin,
             triggers=ssh.host_identity(cfg, node),
-            depends_on=depends_on,
+            depends_on=[*depends_on, *(self.airgap.ready[node.name] if self.airgap else [])],
         )
 
     def _deregistration(

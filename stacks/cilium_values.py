@@ -13,6 +13,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from stacks import airgap
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -132,4 +133,6 @@ def render(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
     mtu = cfg.cilium.mtu or (JUMBO_MTU if "jumboMtu" in features else None)
     if mtu:
         values["MTU"] = mtu
+    # Air-gapped: every image of the chart from the internal registry (stacks/airgap.py).
+    values = deep_merge(values, airgap.image_values(cfg.airgap.cilium, version))
     return deep_merge(values, cfg.cilium.values)

@@ -25,9 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from stacks import airgap
+from stacks.airgap import Airgap
+
 NAMESPACE = "k3s-cilium"
 # Declared in Pulumi.yaml and read only through pulumi.Config, never by the model.
-SECRET_KEYS = ("sshPrivateKey", "sshPrivateKeyPassword", "k3sToken")
+SECRET_KEYS = ("sshPrivateKey", "sshPrivateKeyPassword", "k3sToken", "registryCredentials")
 
 TIERS = ("baseline", "kpr", "performance", "extreme")
 Tier = Literal["baseline", "kpr", "performance", "extreme"]
@@ -396,6 +399,10 @@ class StackConfig(_Model):
     cilium: Cilium = Field(default_factory=lambda: Cilium(), description="Cilium settings.")
     features: Features = Field(default_factory=lambda: Features(), description="Per-feature overrides of the tier.")
     verify: Verify = Field(default_factory=lambda: Verify(), description="Verification checks to run after deploy.")
+    airgap: Airgap = Field(
+        default_factory=lambda: Airgap(),
+        description="Air-gapped installs: K3s, registries, the Cilium chart and images from internal sources.",
+    )
 
     @model_validator(mode="after")
     def _cluster_shape(self) -> StackConfig:
@@ -413,6 +420,8 @@ class StackConfig(_Model):
                     f"cilium.nativeRoutingCidr: {self.cilium.native_routing_cidr} must contain "
                     f"k3s.clusterCidr {self.k3s.cluster_cidr}, or pod traffic gets masqueraded"
                 )
+        # Local files, digests and URLs of the airgap block, before any resource (stacks/airgap.py).
+        problems += airgap.problems(self.airgap, self.cilium.version)
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -34,6 +34,13 @@
 #   SYSTEMD_DIR            where it writes the unit (/etc/systemd/system)
 #   OWNER                  the Pulumi resource that manages K3s on this host
 #   OWNER_MARKER           where OWNER is recorded, for the uninstall script
+#   AIRGAP_BINARY          air-gapped: the verified k3s binary staged by
+#                          airgap-stage.sh (empty: download from the internet)
+#   AIRGAP_INSTALLER       air-gapped: the verified install script, run with
+#                          INSTALL_K3S_SKIP_DOWNLOAD=true
+#   AIRGAP_DIGEST          air-gapped: digest of every artifact; a new one
+#                          restarts K3s (new images are imported at start)
+#   AIRGAP_MARKER          where the digest K3s last started with is kept
 set -euo pipefail
 # @params
 
@@ -109,6 +116,16 @@ download() {
 
 run_installer() {
   local installer="${work_dir}/install.sh"
+  if [[ -n $AIRGAP_BINARY ]]; then
+    # Air-gapped: the binary goes in place first; the install script then only
+    # writes the unit and (re)starts K3s.
+    mkdir -p "$(dirname "$K3S_BIN")"
+    install -m 0755 "$AIRGAP_BINARY" "${K3S_BIN}.new"
+    mv -f "${K3S_BIN}.new" "$K3S_BIN"
+    INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION="$K3S_VERSION" INSTALL_K3S_EXEC="$ROLE" \
+      INSTALL_K3S_FORCE_RESTART=true sh "$AIRGAP_INSTALLER" >&2
+    return 0
+  fi
   if ! download "$INSTALLER_URL" "$installer"; then
     fail "could not download the K3s install script from ${INSTALLER_URL}"
   fi
@@ -143,6 +160,9 @@ main() {
       changed=1
     fi
   fi
+  if [[ -n $AIRGAP_DIGEST ]] && write_if_changed "$AIRGAP_MARKER" "${AIRGAP_DIGEST}"$'\n'; then
+    changed=1
+  fi
   if [[ -n $SERVERS_CONFIG_SHA256 ]] && write_if_changed "$SERVERS_CONFIG_MARKER" "${SERVERS_CONFIG_SHA256}"$'\n'; then
     changed=1
   fi
@@ -151,7 +171,8 @@ main() {
   write_if_changed "$OWNER_MARKER" "${OWNER}"$'\n' || true
 
   version=$(installed_version)
-  if [[ $version != "$K3S_VERSION" || ! -f "${SYSTEMD_DIR}/${unit}.service" ]]; then
+  if [[ $version != "$K3S_VERSION" || ! -f "${SYSTEMD_DIR}/${unit}.service" ]] \
+    || { [[ -n $AIRGAP_BINARY ]] && ! cmp -s "$AIRGAP_BINARY" "$K3S_BIN"; }; then
     log "installing K3s ${K3S_VERSION} as ${ROLE} (found: ${version:-none})"
     run_installer
     action=installed
