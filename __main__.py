@@ -65,7 +65,9 @@ cluster = K3sCluster(
 nodes_ready = list(cluster.nodes_ready.values())
 host_tuning = HostTuning(
     "host-tuning",
-    HostTuningArgs(cfg=stack_config, features=features, connections=cluster.connections, depends_on=nodes_ready),
+    HostTuningArgs(
+        cfg=stack_config, features=features, connections=cluster.connections, nodes_ready=cluster.nodes_ready
+    ),
 )
 cilium = CiliumRelease(
     "cilium",
@@ -90,11 +92,9 @@ verification = Verification(
         features=features,
         connections=cluster.connections,
         provider=cilium.provider,
-        depends_on=[cilium.restart, kube_proxy],
+        depends_on=[cilium.restart, *([kube_proxy.done] if kube_proxy.done else [])],
         # A feature preflight left off on a node (its NIC cannot carry it) is not asserted there.
-        node_skips=cluster.node_info.apply(
-            lambda info: {node: preflight.skipped_on_node(facts) for node, facts in info.items()}
-        ),
+        node_skips={node: facts.apply(preflight.skipped_on_node) for node, facts in cluster.node_facts.items()},
     ),
 )
 

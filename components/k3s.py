@@ -129,8 +129,14 @@ def install_resource_name(component: str, node: Node) -> str:
 
 
 def install_params(
-    cfg: StackConfig, features: Resolved, node: Node, token_configured: bool, owner: str
+    cfg: StackConfig,
+    features: Resolved,
+    node: Node,
+    token_configured: bool,
+    owner: str,
+    servers_digest: str | None = None,
 ) -> dict[str, scripts.ScriptValue]:
+    """``servers_digest``: :func:`servers_config_digest`, when the caller computed it once for every agent."""
     # The first server without a configured token generates it: nothing on stdin.
     token_on_stdin = token_configured or node != cfg.servers[0]
     return {
@@ -140,7 +146,9 @@ def install_params(
         "CONFIG_YAML": render_node_config(cfg, features, node, token_configured),
         "TOKEN_PATH": k3s_flags.TOKEN_PATH,
         "TOKEN_FROM_STDIN": token_on_stdin,
-        "SERVERS_CONFIG_SHA256": servers_config_digest(cfg, features, token_configured) if node.role == "agent" else "",
+        "SERVERS_CONFIG_SHA256": (servers_digest or servers_config_digest(cfg, features, token_configured))
+        if node.role == "agent"
+        else "",
         "SERVERS_CONFIG_MARKER": SERVERS_CONFIG_MARKER,
         "API_READY_TIMEOUT": API_READY_TIMEOUT_SECONDS,
         "INSTALLER_URL": INSTALLER_URL,
@@ -233,6 +241,8 @@ class K3sCluster(pulumi.ComponentResource):
     """When the kubeconfig's client certificate expires (ISO 8601, UTC)."""
     node_info: pulumi.Output[dict[str, dict[str, str]]]
     """Per node: kernel, os, arch and the K3s found before install (from preflight)."""
+    node_facts: dict[str, pulumi.Output[dict[str, str]]]
+    """Node name -> that node's preflight facts alone (what depends on one node depends on one preflight)."""
     nodes_ready: dict[str, pulumi.Resource]
     """Node name -> the resource after which K3s on that node is installed and running."""
     connections: dict[str, remote.ConnectionArgs]
@@ -257,6 +267,8 @@ class K3sCluster(pulumi.ComponentResource):
             pulumi.log.warn(unpinned_warning(unpinned), resource=self)
 
         self.connections = {node.name: ssh.connection(cfg, node, private_key, key_password) for node in cfg.nodes}
+        # Once for all agents: it renders every server's config.
+        self._servers_digest = servers_config_digest(cfg, features, token_configured)
 
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
         # Air-gapped: artifacts verified and placed, registries.yaml written, before each install.
@@ -311,9 +323,8 @@ class K3sCluster(pulumi.ComponentResource):
             )
 
         self.kubeconfig, self.kubeconfig_expires = self._fetch_kubeconfig(name, cfg, first, first_install)
-        self.node_info = pulumi.Output.all(
-            **{node: command.stdout for node, command in preflights.items()}
-        ).apply(lambda outputs: {node: parse_facts(stdout) for node, stdout in outputs.items()})
+        self.node_facts = {node: command.stdout.apply(parse_facts) for node, command in preflights.items()}
+        self.node_info = pulumi.Output.all(**self.node_facts)
 
         self.register_outputs(
             {
@@ -329,7 +340,7 @@ class K3sCluster(pulumi.ComponentResource):
         resource: str,
         node: Node,
         *,
-        create: str,
+        create: str | None,
         update: str | None = None,
         delete: str | None = None,
         stdin: pulumi.Input[str] | None = None,
@@ -382,9 +393,8 @@ class K3sCluster(pulumi.ComponentResource):
         # the node's SSH address: in pulumi-command 1.x a trigger change replaces, and replacing runs
         # the uninstall, which is wanted exactly when the node moved to another host.
         owner = install_resource_name(name, node)
-        converge = ssh.script_command(
-            cfg, node, "k3s-install", install_params(cfg, features, node, token_configured, owner)
-        )
+        params = install_params(cfg, features, node, token_configured, owner, self._servers_digest)
+        converge = ssh.script_command(cfg, node, "k3s-install", params)
         return self._command(
             owner,
             node,
@@ -405,12 +415,13 @@ class K3sCluster(pulumi.ComponentResource):
         was uninstalled. Its trigger is the node's SSH address: a node moved to
         another host replaces it too (old registration removed before the new
         host joins, hence delete-before-replace). It depends on the first
-        server, which is still there when it runs.
+        server, which is still there when it runs. It has no create: creating
+        it opens no SSH session on the first server (one per node otherwise).
         """
         return self._command(
             resource_name(name, ROLE_DEREGISTER, node),
             first,
-            create="true",
+            create=None,
             delete=ssh.script_command(
                 cfg, first, "k3s-node-deregister", {"NODE_NAME": node.name, "K3S_BIN": f"{K3S_BIN_DIR}/k3s"}
             ),
