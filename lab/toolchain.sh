@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# The lab toolchain: builds the Pulumi CLI, a Python language host, the provider plugins the
+# program uses and actionlint from their Go modules (the only way to have them on machines that
+# reach the Go module proxy but not GitHub or pulumi.com), into a cache outside git, and prints
+# the environment that runs Pulumi offline against a temporary file backend.
+#
+#   lab/toolchain.sh build [all|actionlint|pulumi|langhost|kubernetes|command]
+#                                             build what is missing (a second run builds nothing)
+#   lab/toolchain.sh env [--test]             print export lines (eval "$(lab/toolchain.sh env)")
+#   lab/toolchain.sh versions                 print what is built, and from which module versions
+#
+# Cache: ${K3S_CILIUM_CACHE:-$HOME/.cache/k3s-cilium}/toolchain (bin/, providers/, ambient/,
+# pulumi-home/, src/, stamps/).
+# Versions follow requirements.txt; where the proxy does not serve the pinned version the nearest
+# served one below is built instead, and the build says so.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${K3S_CILIUM_CACHE:-$HOME/.cache/k3s-cilium}/toolchain
+BIN=$CACHE/bin
+# Provider plugins are built here (not on PATH) and installed into the lab PULUMI_HOME under the
+# version they really are. The Python SDKs ask the engine for the pinned versions; a plugin built
+# at another version is also linked into ambient/, which `env` puts on PATH: the engine then uses
+# it as an ambient plugin and says so in every run ("using pulumi-resource-X from $PATH").
+PROVIDERS=$CACHE/providers
+AMBIENT=$CACHE/ambient
+SRC=$CACHE/src
+STAMPS=$CACHE/stamps
+LAB_PULUMI_HOME=$CACHE/pulumi-home
+
+# --- versions -------------------------------------------------------------------------------------
+pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$ROOT/requirements.txt"; }
+PULUMI_PINNED=$(pinned pulumi)
+KUBERNETES_PINNED=$(pinned pulumi-kubernetes)
+COMMAND_PINNED=$(pinned pulumi-command)
+# The nearest versions the proxy serves (measured 2026-12: pkg/v3 v3.272.0 and
+# pulumi-kubernetes/provider/v4 v4.34.2 answer 403; v4.0.0-20260115033456-f47bc2d6f199 is the
+# only provider/v4 version served, a master commit of 2026-01-15 between 4.24.0 and 4.29.0).
+PULUMI_NEAREST=3.274.0
+KUBERNETES_NEAREST=4.0.0-20260115033456-f47bc2d6f199
+# The Kubernetes API the provider's schema is generated from: its client-go is v0.33.3. The
+# legacy specs are merged in by the provider's own generator (cmd/pulumi-gen-kubernetes).
+KUBE_VERSION=v1.33.3
+KUBE_LEGACY_VERSIONS="v1.17.0 v1.18.0 v1.19.0 v1.20.0 v1.26.0 v1.28.0 v1.30.0 v1.31.0"
+ACTIONLINT_VERSION=1.7.12
+
+# Bump a recipe to force a rebuild of that binary when this script changes how it is built.
+RECIPE_PULUMI=1
+RECIPE_KUBERNETES=1
+RECIPE_COMMAND=1
+RECIPE_ACTIONLINT=1
+
+export GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=/usr/local/go/bin:$PATH; fi
+
+log() { printf 'toolchain: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+stamp_write() { mkdir -p "$STAMPS"; printf '%s\n' "$2" >"$STAMPS/$1"; }
+
+# served MODULE VERSION: true when the proxy serves MODULE@VERSION; prints the proxy's answer if not.
+served() {
+  local out proxy
+  # Ask the proxy only: with ",direct" a refused version falls through to git (unreachable here).
+  proxy=$(go env GOPROXY)
+  proxy=${proxy%,direct}
+  proxy=${proxy%|direct}
+  if out=$(GOPROXY=$proxy go list -m -json "$1@$2" 2>&1); then return 0; fi
+  log "not served by the Go proxy: $1@$2: $(printf '%s' "$out" | grep -m1 -oE '[0-9]{3} [A-Za-z ]+|not found.*|unknown revision.*' || printf '%s' "$out" | tail -n1)"
+  return 1
+}
+
+# choose NAME PINNED NEAREST MODULE: prints the version to build (the pinned one when served).
+choose() {
+  local name=$1 pinned=$2 nearest=$3 module=$4
+  if served "$module" "v$pinned"; then printf '%s\n' "$pinned"; return; fi
+  log "$name: building the nearest served version $nearest instead of the pinned $pinned"
+  printf '%s\n' "$nearest"
+}
+
+moddir() { go mod download -json "$1@$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'; }
+modfile() { go mod download -json "$1@$2" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p'; }
+
+# copy_replaces GOMOD: the module replacements (not local directories) of a dependency's go.mod,
+# added to the main module in the current directory (`go install m@v` refuses such modules).
+copy_replaces() {
+  local old new
+  while read -r old new; do
+    [ -n "$old" ] && go mod edit -replace "$old=$new"
+  done < <(go mod edit -json "$1" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    if r["New"].get("Version"):
+        old = r["Old"]["Path"] + ("@" + r["Old"]["Version"] if r["Old"].get("Version") else "")
+        print(old, r["New"]["Path"] + "@" + r["New"]["Version"])
+')
+}
+
+# --- pulumi CLI -------------------------------------------------------------------------------------
+build_pulumi() {
+  local version stamp dir
+  version=$(choose pulumi "$PULUMI_PINNED" "$PULUMI_NEAREST" github.com/pulumi/pulumi/pkg/v3)
+  stamp="pulumi $version recipe $RECIPE_PULUMI"
+  if stamp_ok pulumi "$stamp" && [ -x "$BIN/pulumi" ]; then return; fi
+  dir=$SRC/pulumi
+  rm -rf "$dir" && mkdir -p "$dir" "$BIN"
+  (
+    cd "$dir"
+    printf 'module k3scilium.local/toolchain/pulumi\n\ngo 1.26\n\nrequire github.com/pulumi/pulumi/pkg/v3 v%s\n' "$version" >go.mod
+    copy_replaces "$(modfile github.com/pulumi/pulumi/pkg/v3 "v$version")"
+    # -mod=mod: go build resolves what the CLI imports (no `go mod tidy`: it would fetch test deps).
+    go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version" \
+      -o "$BIN/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+  )
+  stamp_write pulumi "$stamp"
+}
+
+# --- our own Python language host (lab/langhost) ------------------------------------------------
+# The upstream language host's module (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3)
+# is refused by the proxy (403), so lab/langhost is our own; the exec script it starts comes
+# from the SDK module lab/langhost/go.mod requires.
+build_langhost() {
+  local sdk stamp
+  sdk=$(sed -n 's/^require github.com\/pulumi\/pulumi\/sdk\/v3 v\(.*\)$/\1/p; s/^\tgithub.com\/pulumi\/pulumi\/sdk\/v3 v\(.*\)$/\1/p' "$ROOT/lab/langhost/go.mod")
+  [ -n "$sdk" ] || die "lab/langhost/go.mod does not require github.com/pulumi/pulumi/sdk/v3"
+  stamp="langhost sdk $sdk source $(cat "$ROOT"/lab/langhost/go.mod "$ROOT"/lab/langhost/go.sum "$ROOT"/lab/langhost/*.go | sha256sum | cut -c1-16)"
+  if stamp_ok langhost "$stamp" && [ -x "$BIN/pulumi-language-python" ] && [ -f "$BIN/pulumi-language-python-exec" ]; then
+    return
+  fi
+  mkdir -p "$BIN"
+  (cd "$ROOT/lab/langhost" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath \
+    -ldflags "-s -w -X main.version=$sdk-k3s-cilium-lab" -o "$BIN/pulumi-language-python" .)
+  install -m 0755 "$(moddir github.com/pulumi/pulumi/sdk/v3 "v$sdk")/python/cmd/pulumi-language-python-exec" \
+    "$BIN/pulumi-language-python-exec"
+  stamp_write langhost "$stamp"
+}
+
+# --- pulumi-resource-kubernetes ---------------------------------------------------------------------
+build_kubernetes() {
+  local version stamp dir module=github.com/pulumi/pulumi-kubernetes/provider/v4 v spec sdk
+  version=$(choose pulumi-resource-kubernetes "$KUBERNETES_PINNED" "$KUBERNETES_NEAREST" "$module")
+  stamp="kubernetes $version kube $KUBE_VERSION recipe $RECIPE_KUBERNETES"
+  if stamp_ok kubernetes "$stamp" && [ -x "$PROVIDERS/pulumi-resource-kubernetes" ]; then return; fi
+  dir=$SRC/kubernetes
+  rm -rf "$dir" && mkdir -p "$dir/repo" "$dir/openapi" "$PROVIDERS"
+  # A writable copy of the module: the schema is generated into it, then embedded.
+  cp -r "$(moddir "$module" "v$version")" "$dir/repo/provider"
+  chmod -R u+w "$dir/repo"
+  # The Kubernetes OpenAPI specs the Makefile downloads from GitHub, taken from k8s.io/kubernetes.
+  for v in $KUBE_VERSION $KUBE_LEGACY_VERSIONS; do
+    spec=$(moddir k8s.io/kubernetes "$v")/api/openapi-spec/swagger.json
+    cp "$spec" "$dir/openapi/swagger-$v.json"
+  done
+  (
+    cd "$dir/repo/provider"
+    # ../sdk (the Go SDK of the same commit) is not in the module zip: use the released Go SDK
+    # this go.mod names instead.
+    sdk=$(go mod edit -json | python3 -c '
+import json, sys
+print(next(r["Version"] for r in json.load(sys.stdin)["Require"] if r["Path"] == "github.com/pulumi/pulumi-kubernetes/sdk/v4"))')
+    go mod edit -dropreplace github.com/pulumi/pulumi-kubernetes/sdk/v4 -require "github.com/pulumi/pulumi-kubernetes/sdk/v4@$sdk"
+    go build -trimpath -o "$dir/pulumi-gen-kubernetes" ./cmd/pulumi-gen-kubernetes
+    "$dir/pulumi-gen-kubernetes" schema "$dir/openapi/swagger-$KUBE_VERSION.json" "$dir/repo" >/dev/null
+    (cd cmd/pulumi-resource-kubernetes && VERSION=$version go generate ./...)
+    go build -trimpath \
+      -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$version" \
+      -o "$PROVIDERS/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
+  )
+  stamp_write kubernetes "$stamp"
+}
+
+# --- pulumi-resource-command ------------------------------------------------------------------------
+# Built only when the proxy serves it: github.com/pulumi/pulumi-command/provider@v1.2.1 answers 404
+# (the repository tags v1.2.1, not provider/v1.2.1) and every other version tried answers 403.
+build_command() {
+  local stamp module=github.com/pulumi/pulumi-command/provider dir
+  stamp="command $COMMAND_PINNED recipe $RECIPE_COMMAND"
+  if stamp_ok command "$stamp" && [ -x "$PROVIDERS/pulumi-resource-command" ]; then return; fi
+  if ! served "$module" "v$COMMAND_PINNED"; then
+    log "pulumi-resource-command $COMMAND_PINNED: NOT BUILT, the Go proxy does not serve $module@v$COMMAND_PINNED;"
+    log "  previews stop at the first command:remote:Command (no plugin to load)"
+    return 0
+  fi
+  dir=$SRC/command
+  rm -rf "$dir" && mkdir -p "$dir" "$PROVIDERS"
+  (
+    cd "$dir"
+    printf 'module k3scilium.local/toolchain/command\n\ngo 1.26\n\nrequire %s v%s\n' "$module" "$COMMAND_PINNED" >go.mod
+    copy_replaces "$(modfile "$module" "v$COMMAND_PINNED")"
+    go build -trimpath -ldflags "-s -w -X $module/pkg/version.Version=$COMMAND_PINNED" \
+      -o "$PROVIDERS/pulumi-resource-command" "$module/cmd/pulumi-resource-command"
+  )
+  stamp_write command "$stamp"
+}
+
+# --- actionlint ---------------------------------------------------------------------------------------
+build_actionlint() {
+  local stamp="actionlint $ACTIONLINT_VERSION recipe $RECIPE_ACTIONLINT"
+  if stamp_ok actionlint "$stamp" && [ -x "$BIN/actionlint" ]; then return; fi
+  mkdir -p "$BIN"
+  GOBIN=$BIN go install -trimpath -ldflags "-s -w" "github.com/rhysd/actionlint/cmd/actionlint@v$ACTIONLINT_VERSION"
+  stamp_write actionlint "$stamp"
+}
+
+# --- plugins into the lab PULUMI_HOME -------------------------------------------------------------
+plugin_version() { sed -n "s/^$1 \([^ ]*\) .*/\1/p" "$STAMPS/$1" 2>/dev/null; }
+
+install_plugins() {
+  local name version pinned stamp
+  mkdir -p "$AMBIENT"
+  for name in kubernetes command; do
+    [ -x "$PROVIDERS/pulumi-resource-$name" ] || continue
+    version=$(plugin_version "$name")
+    case $name in kubernetes) pinned=$KUBERNETES_PINNED ;; command) pinned=$COMMAND_PINNED ;; esac
+    if [ "$version" != "$pinned" ]; then
+      ln -sfn "$PROVIDERS/pulumi-resource-$name" "$AMBIENT/pulumi-resource-$name"
+      log "pulumi-resource-$name $version stands in for the pinned $pinned (on PATH through $AMBIENT)"
+    else
+      rm -f "$AMBIENT/pulumi-resource-$name"
+    fi
+    stamp="$(cat "$STAMPS/$name")"
+    if stamp_ok "plugin-$name" "$stamp" && [ -d "$LAB_PULUMI_HOME/plugins/resource-$name-v$version" ]; then continue; fi
+    rm -rf "$LAB_PULUMI_HOME/plugins/resource-$name-v$version"*
+    PULUMI_HOME=$LAB_PULUMI_HOME PULUMI_SKIP_UPDATE_CHECK=true \
+      "$BIN/pulumi" plugin install resource "$name" "$version" --file "$PROVIDERS/pulumi-resource-$name" >&2
+    stamp_write "plugin-$name" "$stamp"
+  done
+}
+
+versions() {
+  local name
+  for name in pulumi langhost kubernetes command actionlint; do
+    if [ -f "$STAMPS/$name" ]; then printf '%-11s %s\n' "$name" "$(cat "$STAMPS/$name")"; else printf '%-11s not built\n' "$name"; fi
+  done
+  printf 'pinned in requirements.txt: pulumi %s, pulumi-kubernetes %s, pulumi-command %s\n' \
+    "$PULUMI_PINNED" "$KUBERNETES_PINNED" "$COMMAND_PINNED"
+}
+
+build() {
+  local what=${1:-all}
+  command -v go >/dev/null || die "go is not installed (Go 1.26 from https://go.dev/dl or /usr/local/go)"
+  # One build at a time per cache (parallel test runs share it).
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock 9
+  case $what in
+    actionlint) timed_if_built actionlint build_actionlint ;;
+    pulumi) timed_if_built pulumi build_pulumi ;;
+    langhost) timed_if_built pulumi-language-python build_langhost ;;
+    kubernetes) timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes ;;
+    command) build_command ;;
+    all)
+      timed_if_built actionlint build_actionlint
+      timed_if_built pulumi build_pulumi
+      timed_if_built pulumi-language-python build_langhost
+      timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes
+      build_command
+      install_plugins
+      versions >&2
+      ;;
+    *) die "unknown target '$what' (all, actionlint, pulumi, langhost, kubernetes, command)" ;;
+  esac
+}
+
+# timed_if_built BINARY FUNCTION: runs FUNCTION; reports the time and size when it built BINARY.
+timed_if_built() {
+  local name=$1 before after
+  before=$(stat -c %Y "$BIN/$name" 2>/dev/null || echo none)
+  local start=$SECONDS
+  "$2"
+  after=$(stat -c %Y "$BIN/$name" 2>/dev/null || echo none)
+  if [ "$before" != "$after" ]; then
+    log "$name built in $((SECONDS - start))s ($(du -h "$BIN/$name" | cut -f1))"
+  else
+    log "$name: up to date"
+  fi
+}
+
+print_env() {
+  local state
+  state=$(mktemp -d "${TMPDIR:-/tmp}/k3s-cilium-state.XXXXXX")
+  printf 'export PATH=%q\n' "$BIN:$AMBIENT:$PATH"
+  printf 'export PULUMI_HOME=%q\n' "$LAB_PULUMI_HOME"
+  printf 'export PULUMI_SKIP_UPDATE_CHECK=true\n'
+  printf 'export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true\n'
+  # The environment variable wins over Pulumi.yaml's backend.url (pulumi login does not).
+  printf 'export PULUMI_BACKEND_URL=%q\n' "file://$state"
+  if [ "${1:-}" = --test ]; then
+    printf 'export PULUMI_CONFIG_PASSPHRASE=%q\n' "lab-only-passphrase"
+  fi
+}
+
+case ${1:-} in
+  build) build "${2:-all}" ;;
+  env) print_env "${2:-}" ;;
+  versions) versions ;;
+  *)
+    sed -n '2,15s/^# \{0,1\}//p' "$0" >&2
+    exit 2
+    ;;
+esac

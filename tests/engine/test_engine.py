@@ -1,0 +1,288 @@
+"""The program under the real Pulumi engine (issue 9): README's commands on a copy of the project.
+
+What runs: the Pulumi CLI and plugins built by ``lab/toolchain.sh build`` (see conftest.py). The
+command provider plugin cannot be built on these machines (the Go proxy does not serve
+github.com/pulumi/pulumi-command/provider at the pinned 1.2.1), so a preview stops at the first
+``command:remote:Command``. The tests that need the whole plan are marked ``xfail(strict=True)``
+with exactly that cause: they are reported as blocked (``XFAIL``), never as passed, any other
+failure fails them, and they turn into failures (``XPASS(strict)``) as soon as the plugin is
+there, so the marker has to come off. Everything that does not need the plugin (the engine's
+config rule, the program's own refusals, secrets in state and output, determinism up to the
+first command) is asserted for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.engine.conftest import COMMAND_PLUGIN_MISSING, ROOT, TOKEN_SENTINEL, Project, Result
+
+pytestmark = pytest.mark.engine
+
+EXAMPLES = sorted((ROOT / "stacks" / "examples").glob("*.yaml"))
+# Every stack the project ships, under the stack name README uses for it.
+SHIPPED = {"dev": ROOT / "Pulumi.dev.yaml", **{path.stem: path for path in EXAMPLES}}
+COMPONENTS = {
+    "k3s-cilium:index:K3sCluster",
+    "k3s-cilium:index:CiliumRelease",
+    "k3s-cilium:index:KubeProxyRemoval",
+    "k3s-cilium:index:HostTuning",
+}
+RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+
+
+def _command_plugin_built() -> bool:
+    cache = Path(os.environ.get("K3S_CILIUM_CACHE", Path.home() / ".cache" / "k3s-cilium"))
+    return (cache / "toolchain" / "providers" / "pulumi-resource-command").is_file()
+
+
+class CommandPluginMissing(Exception):
+    """The preview stopped at the first remote.Command because its plugin is not installed."""
+
+
+BLOCKED = pytest.mark.xfail(
+    not _command_plugin_built(),
+    raises=CommandPluginMissing,
+    strict=True,
+    reason=(
+        "BLOCKED: no pulumi-resource-command plugin (the Go proxy does not serve "
+        "github.com/pulumi/pulumi-command/provider@v1.2.1: 404; other versions 403)"
+    ),
+)
+
+
+def preview(project: Project, stack: str, *args: str) -> Result:
+    """`pulumi preview` of a stack; raises CommandPluginMissing when that is why it failed."""
+    result = project.pulumi("preview", "--stack", stack, *args, check=False)
+    if result.returncode != 0 and COMMAND_PLUGIN_MISSING in result.output:
+        raise CommandPluginMissing(result.output[-3000:])
+    assert result.returncode == 0, result.output[-6000:]
+    return result
+
+
+def steps(preview_json: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(preview_json.get("steps") or [])
+
+
+def resource_name(step: dict[str, Any]) -> str:
+    return str(step["urn"]).rsplit("::", 1)[-1]
+
+
+def resource_type(step: dict[str, Any]) -> str:
+    return str(step["urn"]).split("::")[-2].rsplit("$", 1)[-1]
+
+
+def offline_plan(stack: str, project: Project) -> dict[str, Any]:
+    result = project.run(f".venv/bin/python -m stacks plan {stack} --json")
+    plan: dict[str, Any] = json.loads(result.stdout)
+    return plan
+
+
+# --- the engine accepts every shipped stack and runs the program -------------------------------------
+
+
+@pytest.mark.parametrize("stack", sorted(SHIPPED))
+def test_engine_accepts_the_stack_and_runs_the_program_to_its_resources(project, stack):
+    """README "First real deploy" 4-6 (or "Example stacks"), then `pulumi preview --diff`.
+
+    Proves today, without the command plugin: the engine's config validation accepts the shipped
+    stack file with only the secrets set by `pulumi config set --secret` (issue 10 item 1), our
+    language host runs the program, the program validates the config and registers the stack
+    and its component resources; the first failure, if any, is the missing command plugin.
+    """
+    project.init_stack(stack, SHIPPED[stack])
+    result = project.pulumi("preview", "--diff", "--stack", stack, check=False)
+    assert "missing configuration value" not in result.output
+    assert "must be encrypted" not in result.output
+    assert "k3s-cilium:" not in _errors(result.output), result.output[-4000:]
+    if result.returncode != 0:
+        assert COMMAND_PLUGIN_MISSING in result.output, result.output[-6000:]
+    # The program ran: the stack and the first component were registered with the engine.
+    assert f"[urn=urn:pulumi:{stack}::k3s-cilium::pulumi:pulumi:Stack::k3s-cilium-{stack}]" in result.stdout
+    assert f"[urn=urn:pulumi:{stack}::k3s-cilium::k3s-cilium:index:K3sCluster::k3s]" in result.stdout
+    assert "KeyboardInterrupt" not in result.output
+
+
+def _errors(output: str) -> str:
+    """The lines of the engine's output that report errors from the program."""
+    return "\n".join(line for line in output.splitlines() if "error:" in line and "resource plugin" not in line)
+
+
+# --- the whole plan of every shipped stack (needs the command plugin) --------------------------------
+
+
+@BLOCKED
+@pytest.mark.parametrize("stack", sorted(SHIPPED))
+def test_preview_plans_every_component_per_node(project, stack):
+    project.init_stack(stack, SHIPPED[stack])
+    preview(project, stack, "--diff")
+    planned = preview(project, stack, "--json").json()
+    plan = offline_plan(stack, project)
+    all_steps = steps(planned)
+    assert {step["op"] for step in all_steps} == {"create"}
+    types = {resource_type(step) for step in all_steps}
+    assert types >= {"pulumi:pulumi:Stack", *COMPONENTS, "command:remote:Command", RELEASE_TYPE}
+    assert "pulumi:providers:kubernetes" in types
+
+    # Every node gets its install command, and nodes of one role get the same number of commands.
+    commands = [resource_name(s) for s in all_steps if resource_type(s) == "command:remote:Command"]
+    per_node: dict[str, int] = {}
+    for node in plan["nodes"]:
+        assert f"k3s-{node['role']}-{node['name']}" in commands, (node, commands)
+        per_node[node["name"]] = sum(1 for name in commands if name.endswith(f"-{node['name']}"))
+    for role in ("server", "agent"):
+        counts = {per_node[n["name"]] for n in plan["nodes"] if n["role"] == role and n != plan["nodes"][0]}
+        assert len(counts) <= 1, (role, per_node)
+
+    # The Helm release carries exactly the values of the offline plan, for the pinned chart.
+    (release,) = [s for s in all_steps if resource_type(s) == RELEASE_TYPE]
+    inputs = release["newState"]["inputs"]
+    assert inputs["chart"] == "cilium"
+    assert inputs["version"] == plan["ciliumVersion"]
+    assert inputs["values"] == plan["ciliumValues"]
+
+
+@BLOCKED
+@pytest.mark.parametrize("stack", ["dev"])
+def test_two_previews_give_the_same_plan(project, stack):
+    project.init_stack(stack, SHIPPED[stack])
+    first = _stable(preview(project, stack, "--json").json())
+    second = _stable(preview(project, stack, "--json").json())
+    assert first == second
+
+
+def _stable(preview_json: dict[str, Any]) -> str:
+    """The plan without what differs between two runs by design: timings, and the order in which
+    the engine reports steps (the program registers resources concurrently)."""
+    preview_json = dict(preview_json)
+    preview_json.pop("duration", None)
+    preview_json["steps"] = sorted(preview_json.get("steps") or [], key=lambda step: str(step["urn"]))
+    for diagnostic in preview_json.get("diagnostics") or []:
+        diagnostic.pop("timestamp", None)
+    return json.dumps(preview_json, sort_keys=True, indent=1)
+
+
+@pytest.mark.parametrize("stack", ["dev"])
+def test_two_runs_register_the_same_resources_up_to_where_they_stop(project, stack):
+    """Determinism that holds with or without the command plugin: the same output twice."""
+    project.init_stack(stack, SHIPPED[stack])
+    first = project.pulumi("preview", "--json", "--stack", stack, check=False)
+    second = project.pulumi("preview", "--json", "--stack", stack, check=False)
+    assert first.returncode == second.returncode
+    assert _stable(first.json()) == _stable(second.json())
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+
+
+def test_no_plaintext_secret_in_stack_file_output_or_state(project):
+    stack = "dev"
+    project.init_stack(stack, SHIPPED[stack])
+    stack_file = yaml.safe_load((project.dir / "Pulumi.dev.yaml").read_text())["config"]
+    assert set(stack_file["k3s-cilium:sshPrivateKey"]) == {"secure"}
+    assert set(stack_file["k3s-cilium:k3sToken"]) == {"secure"}
+
+    outputs = [
+        project.pulumi("preview", "--diff", "--stack", stack, check=False),
+        project.pulumi("preview", "--json", "--stack", stack, check=False),
+        project.pulumi("up", "--yes", "--skip-preview", "--stack", stack, check=False),
+        project.pulumi("stack", "export", "--stack", stack),
+        project.pulumi("config", "--stack", stack),
+    ]
+    # The state and the stack file as they are on disk, too.
+    files = [*project.backend.rglob("*.json"), project.dir / "Pulumi.dev.yaml"]
+    texts = [r.output for r in outputs] + [f.read_text() for f in files]
+    secrets = {"sshPrivateKey": project.key_body(), "k3sToken": TOKEN_SENTINEL}
+    for name, secret in secrets.items():
+        leaks = [text[:200] for text in texts if secret in text]
+        assert not leaks, f"{name} in plaintext: {leaks}"
+    # ...while they are really there: the engine decrypts them for whoever has the passphrase.
+    shown = project.pulumi("config", "get", "k3sToken", "--stack", stack).stdout.strip()
+    assert shown == TOKEN_SENTINEL
+
+
+# --- bad stacks: refused through the engine, with the program's message, nothing created ------------
+
+
+def _dev_with(project: Project, name: str, change: dict[str, Any]) -> None:
+    """`dev` under another stack name, its stack file edited as a user would."""
+    document = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"].update(change)
+    (project.dir / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    project.run(f"pulumi stack init {name} --secrets-provider passphrase")
+
+
+PLAIN_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nplain\n-----END OPENSSH PRIVATE KEY-----\n"
+RSA_KEY = (
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7engineTestPlaceholderKeyMaterialOnlyForValidation"
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "secret", "expected"),
+    [
+        pytest.param(
+            "unknown-tier",
+            {"k3s-cilium:tier": "turbo"},
+            True,
+            ["k3s-cilium:tier: 'turbo'"],
+            id="unknown-tier",
+        ),
+        pytest.param(
+            "no-nodes",
+            {"k3s-cilium:nodes": []},
+            True,
+            ["k3s-cilium:nodes: at least one node needs role 'server'"],
+            id="empty-node-list",
+        ),
+        pytest.param(
+            "rsa-host-key",
+            {
+                "k3s-cilium:nodes": [
+                    {"name": "server-1", "host": "192.168.56.10", "role": "server", "hostKey": RSA_KEY},
+                ]
+            },
+            True,
+            ["k3s-cilium:nodes[0].hostKey", "is an ssh-rsa key, which cannot be pinned"],
+            id="ssh-rsa-host-key",
+        ),
+        pytest.param(
+            "plain-token",
+            {"k3s-cilium:k3sToken": TOKEN_SENTINEL},
+            True,
+            ["k3s-cilium:k3sToken is stored in plaintext in the stack file"],
+            id="k3sToken-in-plaintext",
+        ),
+        pytest.param(
+            "plain-key",
+            {"k3s-cilium:sshPrivateKey": PLAIN_KEY},
+            False,
+            # Pulumi.yaml declares sshPrivateKey `secret: true`: the engine refuses before the program.
+            ["validating stack config: Stack 'plain-key' with configuration key 'sshPrivateKey' must be encrypted"],
+            id="sshPrivateKey-in-plaintext",
+        ),
+    ],
+)
+def test_bad_stack_is_refused_and_nothing_is_created(project, name, change, secret, expected):
+    _dev_with(project, name, change)
+    if secret:
+        project.run(f"pulumi config set --stack {name} --secret sshPrivateKey < {project.key}")
+    refused = project.pulumi("preview", "--stack", name, check=False)
+    assert refused.returncode != 0
+    for message in expected:
+        assert message in refused.output, refused.output[-4000:]
+    assert COMMAND_PLUGIN_MISSING not in refused.output
+    # A real update is refused the same way, before any resource exists.
+    update = project.pulumi("up", "--yes", "--skip-preview", "--stack", name, check=False)
+    assert update.returncode != 0
+    for message in expected:
+        assert message in update.output, update.output[-4000:]
+    created = [r["type"] for r in project.resources(name) if r["type"] != "pulumi:pulumi:Stack"]
+    assert created == []
