@@ -286,3 +286,12 @@ def test_bad_stack_is_refused_and_nothing_is_created(project, name, change, secr
         assert message in update.output, update.output[-4000:]
     created = [r["type"] for r in project.resources(name) if r["type"] != "pulumi:pulumi:Stack"]
     assert created == []
+
+
+def test_the_environment_backend_wins_over_pulumi_yaml(project):
+    """PULUMI_BACKEND_URL (lab/toolchain.sh env) redirects state; Pulumi.yaml's backend.url is not used."""
+    assert "file://~/.pulumi-k3s-cilium" in (project.dir / "Pulumi.yaml").read_text()
+    project.init_stack("dev", SHIPPED["dev"])
+    assert (project.backend / ".pulumi" / "stacks" / "k3s-cilium" / "dev.json").is_file()
+    assert not (project.home / ".pulumi-k3s-cilium").exists()
+    assert project.pulumi("whoami", "--verbose").output.count(f"file://{project.backend}") == 1
