@@ -16,17 +16,22 @@ only announced with a warning.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi_command import remote
+import yaml
+from pulumi_command import local, remote
 
 from components.airgap import release_chart_args
 from components.remote import script_command
-from stacks import cilium_values
+from components.verify import ASSERT_DIR, PROJECT_PYTHON
+from stacks import airgap, cilium_values
 from stacks.config import StackConfig
 from stacks.digest import digest
 from stacks.features import CATALOGUE, Resolved
@@ -43,6 +48,12 @@ DEFAULT_TIMEOUT_SECONDS = 900
 # Bound on each workload's rollout in the restart after a datapath change.
 DEFAULT_RESTART_TIMEOUT_SECONDS = 300
 MAX_HISTORY = 10
+
+# The API check (verification/api_reachable.py), run where Pulumi runs like the verification assertions.
+API_CHECK_PROGRAM = f"{PROJECT_PYTHON} -m verification.api_reachable"
+API_PORT = 6443
+# Address of a server as seen from the server itself: the end of the forward when there is no bastion.
+LOOPBACK = "127.0.0.1"
 
 # Features whose change only reaches running pods when the pods are recreated.
 POD_RESTART_FEATURES = tuple(name for name, feature in CATALOGUE.items() if feature.restart == "pods")
@@ -87,6 +98,54 @@ def default_cluster_identifier(cfg: StackConfig) -> str:
     return f"k3s-cilium/{pulumi.get_stack()}/{cfg.servers[0].name}"
 
 
+def api_check_command(cfg: StackConfig) -> str:
+    """``.venv/bin/python -m verification.api_reachable --endpoint <apiEndpoint> ...`` (no absolute path).
+
+    ``--target``/``--via`` describe the fix its error message prints: an SSH
+    local forward through the bastion to the first server, or without a
+    bastion through the first server to its own 6443.
+    """
+    first = cfg.servers[0]
+    bastion = cfg.ssh.bastion
+    if bastion:
+        target, via = first.host, f"{bastion.user}@{bastion.host}:{bastion.port}"
+    else:
+        target, via = LOOPBACK, f"{cfg.ssh_user(first)}@{first.host}:{cfg.ssh_port(first)}"
+    words = [*shlex.split(API_CHECK_PROGRAM), "--endpoint", cfg.api_endpoint, "--port", str(API_PORT)]
+    return shlex.join([*words, "--target", target, "--via", via])
+
+
+def cluster_ca(kubeconfig: str) -> str:
+    """The CA certificate (PEM) of the kubeconfig's first cluster, or "" when it holds none."""
+    try:
+        doc = yaml.safe_load(kubeconfig) or {}
+        data = ((doc.get("clusters") or [{}])[0].get("cluster") or {}).get("certificate-authority-data") or ""
+        return base64.b64decode(data, validate=True).decode().strip()
+    except (yaml.YAMLError, AttributeError, IndexError, binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def api_check_trigger(cfg: StackConfig, features: Resolved, cluster_identifier: str) -> str:
+    """What the Kubernetes provider creates or changes: the release (chart source and version, values),
+    the verification workloads (``verify``) and the cluster it talks to. Nothing else re-runs the check.
+
+    A local chart counts by its content digest, not its path: the same chart on another machine
+    (a CI runner) is no reason to run the check again.
+    """
+    source = airgap.chart(cfg.airgap, cfg.cilium.version)
+    chart = None
+    if source is not None:
+        chart = {"kind": source.kind, "repository": source.repository, "version": source.version}
+        chart.update({"sha256": source.sha256} if source.sha256 else {"chart": source.chart})
+    state = {
+        "cluster": cluster_identifier,
+        "chart": {"version": cfg.cilium.version, "source": chart},
+        "values": cilium_values.render(cfg, features),
+        "verify": cfg.verify.model_dump(mode="json"),
+    }
+    return digest(state)
+
+
 class CiliumRelease(pulumi.ComponentResource):
     """The Cilium Helm release in kube-system, and the restarts a datapath change needs."""
 
@@ -97,17 +156,39 @@ class CiliumRelease(pulumi.ComponentResource):
     values: pulumi.Output[dict[str, Any]]
     restart: remote.Command
     restart_trigger: str
+    api_check: local.Command
 
     def __init__(self, name: str, args: CiliumReleaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("k3s-cilium:index:CiliumRelease", name, None, opts)
         cfg, features = args.cfg, args.features
         values = cilium_values.render(cfg, features)
+        kubeconfig = pulumi.Output.secret(args.kubeconfig)
+        cluster_identifier = args.cluster_identifier or default_cluster_identifier(cfg)
+
+        # Before any Kubernetes resource: does https://<apiEndpoint>:6443 answer from where Pulumi runs?
+        # (ssh.bastion carries only the SSH commands.) A bounded TLS handshake verified against the
+        # cluster CA; its failure names the endpoint and the fix (an SSH local forward, 127.0.0.1).
+        # When it runs again: a failed check is not stored, so the next `up` runs it again. Otherwise
+        # a no-op `up` must change nothing, so it is replaced (and runs) only on a trigger change: what
+        # the provider is about to create or change (the release's chart version and values, the
+        # verification workloads, the cluster). Those are exactly the `up`s that need the API; an `up`
+        # that touches only SSH commands does not. A new endpoint (the command) or a reinstalled first
+        # server (a new CA on stdin) updates it, which runs it again too.
+        self.api_check = local.Command(
+            f"{name}-api-reachable",
+            create=api_check_command(cfg),
+            stdin=kubeconfig.apply(cluster_ca),
+            dir=ASSERT_DIR,
+            triggers=[api_check_trigger(cfg, features, cluster_identifier)],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
 
         self.provider = k8s.Provider(
             f"{name}-provider",
-            kubeconfig=pulumi.Output.secret(args.kubeconfig),
-            cluster_identifier=args.cluster_identifier or default_cluster_identifier(cfg),
-            opts=pulumi.ResourceOptions(parent=self),
+            kubeconfig=kubeconfig,
+            cluster_identifier=cluster_identifier,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.api_check]),
         )
 
         # atomic is off on purpose: a rollback would restart every agent a second
@@ -129,7 +210,9 @@ class CiliumRelease(pulumi.ComponentResource):
                 cleanup_on_fail=True,
                 max_history=MAX_HISTORY,
             ),
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=list(args.depends_on)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=self.provider, depends_on=[*args.depends_on, self.api_check]
+            ),
         )
         status = self.release.status
         self.release_status = status.apply(lambda s: str(s.status) if s and s.status else "")

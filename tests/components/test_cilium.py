@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,10 @@ from components import cilium
 from components.remote import script_command
 from components.scripts import render
 from stacks import cilium_values
-from stacks.config import StackConfig
+from stacks.config import StackConfig, parse
 from stacks.features import CATALOGUE, TIER_FEATURES, resolve
-from tests.lab import PROVIDER_TYPE, RELEASE_TYPE, config, stand_in_cluster
-from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program
+from tests.lab import LAB, PROVIDER_TYPE, RELEASE_TYPE, config, stand_in_cluster
+from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program, walk_strings
 from tests.shell import lint
 
 NAME = "cilium"
@@ -128,13 +130,119 @@ def test_every_child_is_parented_and_named_after_the_component() -> None:
     rec, _ = deploy(config("extreme"))
     (component,) = rec.of_type(COMPONENT_TYPE)
     children = rec.children_of(component)
-    assert sorted(child.name for child in children) == [f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"]
+    assert sorted(child.name for child in children) == [
+        f"{NAME}-api-reachable", f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"
+    ]
 
 
 def test_same_program_twice_registers_the_same_inputs() -> None:
     first, _ = deploy(config("extreme"))
     second, _ = deploy(config("extreme"))
     assert first.snapshot() == second.snapshot()
+
+
+# --- the API check from where Pulumi runs, before any Kubernetes resource -------------------------
+
+
+def api_check_of(rec: Recorded) -> Any:
+    return rec.named(f"{NAME}-api-reachable")
+
+
+def with_bastion(tier: str = "kpr", api_endpoint: str | None = None, **features: bool) -> StackConfig:
+    raw = copy.deepcopy(LAB)
+    raw["tier"] = tier
+    raw["features"] = features
+    raw["ssh"] = {"user": "ops", "bastion": {"host": "bastion.example.com", "port": 2222, "user": "jump"}}
+    if api_endpoint:
+        raw["k3s"] = {**raw["k3s"], "apiEndpoint": api_endpoint}
+    return parse(raw)
+
+
+def test_api_check_runs_before_the_provider_and_the_release_and_after_the_cluster() -> None:
+    rec, component = deploy(config())
+    check = api_check_of(rec)
+    assert check.type == "command:local:Command"
+    assert component.api_check is not None
+    (provider,) = rec.of_type(PROVIDER_TYPE)
+    release = release_of(rec)
+    assert rec.depends_on(provider, check)
+    assert rec.depends_on(release, check)
+    for node in ("server-1", "agent-1", "agent-2"):
+        assert rec.depends_on(check, rec.named(f"k3s-ready-{node}"))
+
+
+def test_api_check_dials_the_endpoint_with_the_project_python_and_no_absolute_path() -> None:
+    rec, _ = deploy(with_bastion(api_endpoint="127.0.0.1"))
+    inputs = api_check_of(rec).inputs
+    assert inputs["dir"] == "."
+    assert shlex.split(inputs["create"]) == [
+        ".venv/bin/python", "-m", "verification.api_reachable", "--endpoint", "127.0.0.1", "--port", "6443",
+        "--target", "192.168.56.10", "--via", "jump@bastion.example.com:2222",
+    ]
+    for path, text in walk_strings({key: value for key, value in inputs.items() if key != "stdin"}):
+        assert not text.startswith("/") and " /" not in text, f"{path}: {text}"
+    assert inputs.get("addPreviousOutputInEnv") is False
+
+
+def test_api_check_without_a_bastion_forwards_through_the_first_server() -> None:
+    rec, _ = deploy(config())
+    create = shlex.split(api_check_of(rec).inputs["create"])
+    assert create[create.index("--endpoint") + 1] == "192.168.56.10"
+    assert create[create.index("--target") + 1] == "127.0.0.1"
+    assert create[create.index("--via") + 1] == "root@192.168.56.10:22"
+
+
+def test_api_check_verifies_against_the_cluster_ca_of_the_kubeconfig() -> None:
+    rec, _ = deploy(config())
+    check = api_check_of(rec)
+    assert check.inputs["stdin"] == "FAKE-CA"  # certificate-authority-data of FAKE_KUBECONFIG, decoded
+    assert check.is_secret("stdin")
+    assert cilium.cluster_ca("clusters: []\n") == ""
+
+
+def check_trigger(cfg: StackConfig) -> list[str]:
+    triggers: list[str] = api_check_of(deploy(cfg)[0]).inputs["triggers"]
+    return triggers
+
+
+def test_api_check_does_not_rerun_on_a_no_op_up() -> None:
+    # Same config, same trigger: a no-op `pulumi up` replaces (and so runs) nothing.
+    assert check_trigger(config("performance")) == check_trigger(config("performance"))
+    assert "triggers[*]" in api_check_of(deploy(config())[0]).options["replace_on_changes"]
+
+
+@pytest.mark.parametrize(
+    ("after"),
+    [
+        config("performance", "1.18.12"),  # the chart version: the release is upgraded
+        config("performance", hubble=True),  # the values: the release is upgraded
+        config("baseline"),
+    ],
+    ids=["cilium-version", "values", "tier"],
+)
+def test_api_check_reruns_when_the_release_changes(after: StackConfig) -> None:
+    assert check_trigger(config("performance")) != check_trigger(after)
+
+
+def with_chart(chart: dict[str, Any]) -> StackConfig:
+    raw = copy.deepcopy(LAB)
+    raw["airgap"] = {"cilium": chart}
+    return parse(raw)
+
+
+def test_api_check_reruns_when_the_chart_source_changes_but_not_where_a_local_chart_lies(tmp_path: Path) -> None:
+    mirror = with_chart({"chartRepository": "https://charts.internal/cilium"})
+    assert check_trigger(mirror) != check_trigger(config())
+    copies = []
+    for place in ("here", "there"):  # the same chart on two machines (a workstation, a CI runner)
+        chart = tmp_path / place / "cilium"
+        chart.mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("name: cilium\nversion: 1.19.6\n")
+        copies.append(chart)
+    here, there = (check_trigger(with_chart({"chart": str(chart)})) for chart in copies)
+    assert here == there != check_trigger(config())
+    (copies[1] / "values.yaml").write_text("x: 1\n")
+    assert check_trigger(with_chart({"chart": str(copies[1])})) != here
 
 
 # --- the workload restart after a datapath change ------------------------------------------------

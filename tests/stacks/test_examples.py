@@ -17,6 +17,7 @@ from stacks import cilium_values, stackfile
 from stacks.config import NAMESPACE, SECRET_KEYS, StackConfig
 from stacks.features import CATALOGUE, TIER_FEATURES, kernel_text, resolve
 from tests.chart import chart_dirs, schema, unknown_paths
+from verification import api_reachable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.stem for p in (ROOT / "stacks" / "examples").glob("*.yaml"))
@@ -111,11 +112,11 @@ def test_ha_performance_is_an_etcd_cluster_of_three_servers():
         assert node["k3sConfig"]["server"] == join
         assert "cluster-init" not in node["k3sConfig"]
     for server in servers:
-        assert "k8s.example.com" in server["k3sConfig"]["tls-san"]
+        assert "127.0.0.1" in server["k3sConfig"]["tls-san"]
         assert "CriticalAddonsOnly=true:NoExecute" in server["k3sConfig"]["node-taint"]
     assert "example.com/dedicated=ingress:NoSchedule" in nodes["agent-4"]["k3sConfig"]["node-taint"]
     assert "example.com/role=ingress" in nodes["agent-4"]["k3sConfig"]["node-label"]
-    assert plan["apiEndpoint"] == "k8s.example.com"
+    assert plan["apiEndpoint"] == "127.0.0.1"
 
 
 def test_ha_performance_gets_the_performance_datapath():
@@ -147,6 +148,21 @@ def test_ha_performance_connects_through_a_pinned_bastion_and_verifies_connectiv
     checks = {(c["check"], c["node"]) for c in plan_json("ha-performance")["checks"]}
     assert ("connectivity-test", "server-1") in checks
     assert {("no-kube-proxy-rules", n.name) for n in cfg.nodes} <= checks
+
+
+def test_ha_performance_reaches_the_api_through_an_ssh_forward_via_the_bastion():
+    # The Kubernetes provider dials apiEndpoint:6443 from where Pulumi runs; behind the bastion that
+    # is a local forward to the first server, and the example's comment shows the very command the
+    # API check prints as the fix.
+    cfg = load("ha-performance")
+    assert cfg.api_endpoint == "127.0.0.1"
+    bastion = cfg.ssh.bastion
+    assert bastion is not None
+    forward = api_reachable.forward_command(
+        cfg.servers[0].host, 6443, f"{bastion.user}@{bastion.host}:{bastion.port}"
+    )
+    assert forward == "ssh -N -L 6443:10.20.0.11:6443 -p 22 ops@bastion.example.com"
+    assert forward in stackfile.locate("ha-performance").read_text()
 
 
 # --- extreme ------------------------------------------------------------------------------------
