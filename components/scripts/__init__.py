@@ -4,6 +4,10 @@ Each ``<name>.sh`` beside this file is a complete bash script that reads its
 parameters from UPPER_CASE variables. ``render`` puts a block of shell-quoted
 assignments right after the ``set`` line, so the body never contains a value
 that was not quoted, and shellcheck can read both the template and the result.
+
+A script with a long wait has a ``# @progress`` line too, replaced by
+``progress.bash`` (``progress_start``/``progress_stop``: a line on stderr at
+least once a minute saying what it waits for), labelled with the script's name.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ _PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # from a reviewer reading the rendered command in `pulumi preview`.
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PARAMS_MARKER = "# @params"
+_PROGRESS_MARKER = "# @progress"
 
 
 class ScriptParamError(ValueError):
@@ -54,4 +59,7 @@ def render(name: str, params: Mapping[str, ScriptValue] | None = None) -> str:
                 "only printable text and newlines can be passed to a remote script"
             )
         lines.append(f"{key}={shlex.quote(text)}")
+    if _PROGRESS_MARKER in body:  # before the values go in: none of them can hold the marker then
+        progress = resources.files(__package__).joinpath("progress.bash").read_text()
+        body = body.replace(_PROGRESS_MARKER, f"PROGRESS_LABEL={shlex.quote(name)}\n{progress.rstrip()}", 1)
     return body.replace(_PARAMS_MARKER, "\n".join(lines) if lines else ":", 1)

@@ -29,6 +29,7 @@
 #                          so a new digest restarts them
 #   SERVERS_CONFIG_MARKER  where an agent keeps the digest it started with
 #   API_READY_TIMEOUT      seconds a server waits for its API server
+#   PROGRESS_SECONDS       how often that wait prints a progress line (stderr)
 #   INSTALLER_URL          the official install script (https://get.k3s.io)
 #   K3S_BIN                where the install script puts k3s (/usr/local/bin/k3s)
 #   SYSTEMD_DIR            where it writes the unit (/etc/systemd/system)
@@ -43,6 +44,7 @@
 #   AIRGAP_MARKER          where the digest K3s last started with is kept
 set -euo pipefail
 # @params
+# @progress
 
 # How often to ask the API server whether it is ready, and how long one
 # request may take.
@@ -52,7 +54,7 @@ readonly API_REQUEST_TIMEOUT=5s
 # Files written here hold the token; nobody but root may read them.
 umask 077
 work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
+trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
 log() {
   printf 'k3s-install: %s\n' "$*" >&2
@@ -135,15 +137,19 @@ run_installer() {
 }
 
 # Bounded: a server that never answers fails the step with the last error
-# rather than hanging the deployment.
+# rather than hanging the deployment. While it waits (an etcd join can take
+# minutes), a progress line goes to stderr every PROGRESS_SECONDS.
 wait_for_api_server() {
   local deadline=$((SECONDS + API_READY_TIMEOUT)) last_error
+  progress_start "the API server on this node to answer /readyz, at most ${API_READY_TIMEOUT}s"
   until last_error=$("$K3S_BIN" kubectl get --raw /readyz --request-timeout="$API_REQUEST_TIMEOUT" 2>&1); do
     if ((SECONDS >= deadline)); then
+      progress_stop
       fail "the API server did not become ready within ${API_READY_TIMEOUT}s: ${last_error}"
     fi
     sleep "$API_POLL_SECONDS"
   done
+  progress_stop
 }
 
 main() {
@@ -171,6 +177,8 @@ main() {
   write_if_changed "$OWNER_MARKER" "${OWNER}"$'\n' || true
 
   version=$(installed_version)
+  # The install script and systemctl return once K3s is up: minutes for a joining server.
+  progress_start "K3s to be installed or (re)started"
   if [[ $version != "$K3S_VERSION" || ! -f "${SYSTEMD_DIR}/${unit}.service" ]] \
     || { [[ -n $AIRGAP_BINARY ]] && ! cmp -s "$AIRGAP_BINARY" "$K3S_BIN"; }; then
     log "installing K3s ${K3S_VERSION} as ${ROLE} (found: ${version:-none})"
@@ -185,6 +193,7 @@ main() {
     systemctl start "$unit"
     action=started
   fi
+  progress_stop
 
   if [[ $ROLE == server ]]; then
     wait_for_api_server

@@ -22,8 +22,11 @@
 # Prints: restarted=N ready=N not_ready=N skipped=N
 # Fails when a workload that was rolled out before the restart is not rolled
 # out again within TIMEOUT_SECONDS; one that was not ready before only warns.
+# While it waits, a line on stderr every PROGRESS_SECONDS names the rollouts
+# still pending (so an idle timeout never cuts the SSH session).
 set -euo pipefail
 # @params
+# @progress
 
 # The kubectl to use (words split on blanks).
 : "${KUBECTL:=k3s kubectl}"
@@ -37,7 +40,7 @@ set -euo pipefail
 PATH="$PATH:/usr/local/bin"
 read -ra kubectl <<<"$KUBECTL"
 work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
+trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
 log() {
   printf 'restart-datapath-pods: %s\n' "$*" >&2
@@ -53,10 +56,22 @@ rolled_out() {
   esac
 }
 
+# The workloads restarted in this phase whose rollout has no result yet.
+pending_rollouts() {
+  local file names=()
+  for file in "$work_dir"/*.waiting; do
+    [[ -e $file && ! -e ${file%.waiting}.result ]] && names+=("$(<"${file%.waiting}.name")")
+  done
+  local IFS=' '
+  printf '%s' "${names[*]}"
+}
+
+progress_start "the cilium DaemonSet to roll out, at most ${TIMEOUT_SECONDS}s"
 if ! "${kubectl[@]}" -n kube-system rollout status daemonset/cilium --timeout="${TIMEOUT_SECONDS}s" >/dev/null; then
   log "the cilium DaemonSet did not finish rolling out within ${TIMEOUT_SECONDS}s; no workload restarted"
   exit 1
 fi
+progress_stop
 
 listing=$("${kubectl[@]}" get deployments,daemonsets,statefulsets --all-namespaces -o \
   jsonpath='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.strategy.type}{.spec.updateStrategy.type}{"|"}{.spec.paused}{"|"}{.spec.template.spec.hostNetwork}{"\n"}{end}')
@@ -76,8 +91,10 @@ done <<<"$listing"
 restarted=0 ready=0 not_ready=0 skipped=0 regressed=0
 n=0
 restart_phase() {
-  local entry kind namespace name strategy paused ref id reason running=0
-  local -a ids=()
+  local entry kind namespace name strategy paused ref id reason running=0 pid
+  local -a ids=() pids=()
+  rm -f "$work_dir"/*.waiting
+  progress_start "rollouts, at most ${TIMEOUT_SECONDS}s each" pending_rollouts
   for entry in "$@"; do
     IFS='|' read -r kind namespace name strategy paused <<<"$entry"
     ref="${kind,,}/$name"
@@ -100,6 +117,7 @@ restart_phase() {
     fi
     restarted=$((restarted + 1))
     ids+=("$id")
+    : >"$work_dir/$id.waiting"
     if ((running >= PARALLEL)); then
       wait -n || true
       running=$((running - 1))
@@ -112,8 +130,11 @@ restart_phase() {
         echo timeout >"$work_dir/$id.result"
       fi
     ) &
+    pids+=("$!")
   done
-  wait
+  # The rollouts only: the progress ticker is a child too.
+  for pid in "${pids[@]}"; do wait "$pid" || true; done
+  progress_stop
   for id in "${ids[@]}"; do
     if [[ $(<"$work_dir/$id.result") == ok ]]; then
       ready=$((ready + 1))

@@ -13,8 +13,10 @@
 #   NAMESPACE, CLIENT_SELECTOR   the client pod (it runs netserver too, to stay up)
 #   SERVER_HOST                  the server Service's ClusterIP
 #   CONTROL_PORT, DATA_PORT, DURATION_SECONDS, POD_READY_TIMEOUT_SECONDS, KUBECTL
+#   PROGRESS_SECONDS             how often a wait prints a progress line (stderr)
 set -euo pipefail
 # @params
+# @progress
 
 : "${KUBECTL:=k3s kubectl}"
 : "${CONTROL_PORT:=12865}"
@@ -27,13 +29,14 @@ readonly STREAM_OUTPUT=THROUGHPUT,THROUGHPUT_UNITS
 PATH="$PATH:/usr/local/bin"
 read -ra kubectl <<<"$KUBECTL"
 work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
+trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
 fail() {
   printf 'verify-benchmark: %s\n' "$*" >&2
   exit 1
 }
 
+progress_start "a Ready benchmark client pod ($CLIENT_SELECTOR), at most ${POD_READY_TIMEOUT_SECONDS}s"
 if ! "${kubectl[@]}" -n "$NAMESPACE" wait --for=condition=Ready pod -l "$CLIENT_SELECTOR" \
   --timeout="${POD_READY_TIMEOUT_SECONDS}s" >/dev/null 2>"$work_dir/stderr"; then
   fail "no Ready client pod ($CLIENT_SELECTOR) in $NAMESPACE: $(<"$work_dir/stderr")"
@@ -48,7 +51,9 @@ run() {
     -l "$DURATION_SECONDS" -t "$test" -- -P ",$DATA_PORT" -k "$selectors" 2>&1 || true
 }
 
+progress_start "netperf TCP_RR and TCP_STREAM, ${DURATION_SECONDS}s each"
 output="$(run TCP_RR "$RR_OUTPUT")"$'\n'"$(run TCP_STREAM "$STREAM_OUTPUT")"
+progress_stop
 if [[ -z ${output//[[:space:]]/} ]]; then
   fail "netperf printed nothing in pod $pod"
 fi

@@ -5,6 +5,11 @@
 # exits 0. It fails when the test cannot run: no cilium CLI on this server,
 # or no output, or it did not finish within TIMEOUT_SECONDS.
 #
+# The output is streamed as the CLI prints it (stdout holds exactly what the
+# CLI printed), and while the test runs a progress line goes to stderr every
+# PROGRESS_SECONDS: a test of up to half an hour is never silent long enough
+# for an idle timeout to cut the SSH session.
+#
 # The cilium CLI is not installed by this program (it is a separate, versioned
 # download): install the release matching your Cilium version on the first
 # server, e.g. following docs.cilium.io "Install the Cilium CLI":
@@ -16,8 +21,10 @@
 #   KUBECONFIG_PATH   K3s's admin kubeconfig
 #   TIMEOUT_SECONDS   bound on the whole test
 #   EXTRA_ARGS        further arguments, separated by blanks
+#   PROGRESS_SECONDS  how often a progress line goes to stderr
 set -euo pipefail
 # @params
+# @progress
 
 : "${CILIUM_CLI:=cilium}"
 : "${KUBECONFIG_PATH:=/etc/rancher/k3s/k3s.yaml}"
@@ -37,14 +44,18 @@ if ! command -v "$CILIUM_CLI" >/dev/null 2>&1; then
     "or set verify.connectivityTest: false"
 fi
 export KUBECONFIG=$KUBECONFIG_PATH
+work_dir=$(mktemp -d)
+trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
+progress_start "cilium connectivity test to finish, at most ${TIMEOUT_SECONDS}s"
 status=0
-output=$(timeout --kill-after=30 "$TIMEOUT_SECONDS" "$CILIUM_CLI" connectivity test "${extra[@]}" 2>&1) || status=$?
+# The CLI's status, not tee's (pipefail alone would report tee's failure too).
+timeout --kill-after=30 "$TIMEOUT_SECONDS" "$CILIUM_CLI" connectivity test "${extra[@]}" 2>&1 |
+  tee "$work_dir/output" || status=${PIPESTATUS[0]}
+progress_stop
 if ((status == 124 || status == 137)); then
-  printf '%s\n' "$output" | tail -n 20 >&2
-  fail "the connectivity test did not finish within ${TIMEOUT_SECONDS}s"
+  fail "the connectivity test did not finish within ${TIMEOUT_SECONDS}s (its output so far is above)"
 fi
-if [[ -z $output ]]; then
+if [[ ! -s $work_dir/output ]]; then
   fail "'$CILIUM_CLI connectivity test' printed nothing (exit status $status)"
 fi
-printf '%s\n' "$output"

@@ -16,8 +16,10 @@
 #                  remote-pod          REMOTE_POD_IP:SERVICE_PORT (a smoke pod on another node)
 #   NODE_PORT, NODE_IP, CLUSTER_IP, SERVICE_PORT, REMOTE_POD_IP (empty: none was found)
 #   ATTEMPTS, RETRY_DELAY_SECONDS, CONNECT_TIMEOUT_SECONDS, MAX_TIME_SECONDS
+#   PROGRESS_SECONDS  how often a probe being retried prints a progress line (stderr)
 set -euo pipefail
 # @params
+# @progress
 
 : "${NODE_IP:=}"
 : "${REMOTE_POD_IP:=}"
@@ -27,7 +29,7 @@ set -euo pipefail
 : "${CONNECT_TIMEOUT_SECONDS:=2}"
 : "${MAX_TIME_SECONDS:=3}"
 work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
+trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
 # One value of the line format: shell-quoted (it may hold blanks and quotes),
 # control characters replaced, so that the line stays one line.
@@ -43,11 +45,13 @@ report_missing() {
 
 probe() {
   local name=$1 target=$2 attempt code detail=""
+  progress_start "probe $name ($target) to answer 2xx, at most $ATTEMPTS attempts"
   for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
     if code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT_SECONDS" \
       --max-time "$MAX_TIME_SECONDS" "http://$target/" 2>"$work_dir/stderr"); then
       if [[ $code == 2?? ]]; then
         printf 'probe=%s target=%s result=ok code=%s attempts=%d\n' "$name" "$target" "$code" "$attempt"
+        progress_stop
         return 0
       fi
       detail="HTTP status $code"
@@ -56,6 +60,7 @@ probe() {
     fi
     if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
   done
+  progress_stop
   printf 'probe=%s target=%s result=fail code=%s attempts=%d detail=%s\n' \
     "$name" "$target" "$(field "${code:-000}")" "$ATTEMPTS" "$(field "$detail")"
 }
