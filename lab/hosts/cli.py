@@ -132,6 +132,35 @@ def check_pinning(state: vms.LabState, report: Report) -> None:
             raise StepFailed(f"pinned key refused or not the one served: {accepted.stderr.strip()}")
 
 
+def check_network(state: vms.LabState, report: Report) -> None:
+    """Hosts reach each other on the private segment; nothing reaches out through QEMU's user network."""
+    with report.step("network", KIND_LAB) as step:
+        problems = []
+        for host in state.hosts:
+            peers = [other.l2_address for other in state.hosts if other is not host]
+            # restrict=on: even QEMU's gateway (this machine's 127.0.0.1, here the host's own SSH forward)
+            # must be unreachable from the guest.
+            probe = "; ".join(
+                [
+                    f"timeout 10 bash -c '</dev/tcp/{peer}/22' && echo peer-{peer}=ok || echo peer-{peer}=fail"
+                    for peer in peers
+                ]
+                + [
+                    f"timeout 10 bash -c '</dev/tcp/10.0.2.2/{host.ssh_port}' 2>/dev/null"
+                    " && echo outside=reachable || echo outside=blocked"
+                ]
+            )
+            result = vms.ssh_run(state, host, probe, timeout=120)
+            facts = dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)
+            step.details[host.name] = result.stdout.split()
+            problems += [
+                f"{host.name}: {key} {value}" for key, value in facts.items() if value in ("fail", "reachable")
+            ]
+        step.exit_status = 1 if problems else 0
+        if problems:
+            raise StepFailed("; ".join(problems))
+
+
 def lab_facts(state: vms.LabState) -> dict[str, Any]:
     return {
         "emulation": state.emulation.upper(),
@@ -182,7 +211,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / "report.json")
     report.lab["form"] = "short" if args.short else ("ha" if args.ha else "default")
-    report.lab["command"] = " ".join(sys.argv)
+    report.lab["command"] = " ".join(["lab/run", *sys.argv[1:]])
     run_dir = paths.run_dir()
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -205,6 +234,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack_file = out_dir / "Pulumi.lab.yaml"
         write_stack_file(state, report, stack_file)
         check_pinning(state, report)
+        check_network(state, report)
         run_steps(state, report, stack_file, out_dir, pulumi=not args.short)
     except KeyboardInterrupt as stop:
         report.stop_reason = report.stop_reason or f"interrupted ({stop})"

@@ -80,6 +80,7 @@ def test_short_form_runs_the_scripts_on_a_real_host_and_cleans_up(lab_selected: 
         "boot",
         "stack-file",
         "ssh-host-key-pinning",
+        "network",
         "preflight",
         "host-tuning",
         "host-tuning-revert",
@@ -92,6 +93,8 @@ def test_short_form_runs_the_scripts_on_a_real_host_and_cleans_up(lab_selected: 
     assert report["lab"]["emulation"] in ("KVM", "TCG")
     (host,) = report["lab"]["hosts"]
     assert host["systemState"] in ("running", "degraded")
+
+    assert steps["network"]["details"]["server-1"] == ["outside=blocked"]
 
     direct = "script run directly over SSH (not through pulumi)"
     for name in ("preflight", "host-tuning", "host-tuning-revert", "kube-proxy-cleanup"):
