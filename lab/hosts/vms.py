@@ -104,10 +104,19 @@ class LabState:
         return cls(hosts=hosts, **data)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(wanted: int = 0) -> int:
+    """``wanted`` when it is free on 127.0.0.1, else a TCP port nothing listens on right now."""
+    if wanted:
+        try:
+            return free_port_exactly(wanted)
+        except OSError:
+            pass
+    return free_port_exactly(0)
+
+
+def free_port_exactly(wanted: int) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", wanted))
         port: int = sock.getsockname()[1]
         return port
 
@@ -123,7 +132,9 @@ def plan_hosts(run_dir: Path, servers: int, agents: int) -> list[Host]:
                 role=role,
                 index=index,
                 ssh_port=free_port(),
-                api_port=free_port() if role == "server" else None,
+                # The first server's API on 127.0.0.1:6443 when free: what a kubeconfig for
+                # https://127.0.0.1:6443 (the first server's SSH address) reaches.
+                api_port=(free_port(6443) if index == 0 else free_port()) if role == "server" else None,
                 l2_address=f"{L2_NETWORK}.{FIRST_HOST_OCTET + index}",
                 dir=str(run_dir / name),
             )
