@@ -31,7 +31,7 @@ install_python_packages() {
 # (tests/engine), and actionlint for tests/test_workflows.py, built from their Go modules into
 # ${K3S_CILIUM_CACHE:-~/.cache/k3s-cilium}/toolchain; a second run builds nothing (needs Go 1.26).
 install_toolchain() {
-  lab/toolchain.sh build
+  lab/toolchain.sh build tests
 }
 
 install_system_tools

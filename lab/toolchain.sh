@@ -4,7 +4,7 @@
 # reach the Go module proxy but not GitHub or pulumi.com), into a cache outside git, and prints
 # the environment that runs Pulumi offline against a temporary file backend.
 #
-#   lab/toolchain.sh build [all|actionlint|pulumi|langhost|kubernetes|command]
+#   lab/toolchain.sh build [all|tests|actionlint|pulumi|langhost|kubernetes|command]
 #                                             build what is missing (a second run builds nothing)
 #   lab/toolchain.sh env [--test]             print export lines (eval "$(lab/toolchain.sh env)")
 #   lab/toolchain.sh versions                 print what is built, and from which module versions
@@ -250,6 +250,23 @@ build() {
     langhost) timed_if_built pulumi-language-python build_langhost ;;
     kubernetes) timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes ;;
     command) build_command ;;
+    tests)
+      # What the test suite needs (run-tests.sh). The Kubernetes provider (the longest build, ~20-35
+      # min cold) only when the command plugin exists: without it every preview stops at the first
+      # command:remote:Command, before any Kubernetes resource.
+      timed_if_built actionlint build_actionlint
+      timed_if_built pulumi build_pulumi
+      timed_if_built pulumi-language-python build_langhost
+      build_command
+      if [ -x "$PROVIDERS/pulumi-resource-command" ]; then
+        timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes
+      else
+        log "pulumi-resource-kubernetes: not built for the tests (no command plugin, so no preview reaches it);"
+        log "  lab/toolchain.sh build kubernetes builds it"
+      fi
+      install_plugins
+      versions >&2
+      ;;
     all)
       timed_if_built actionlint build_actionlint
       timed_if_built pulumi build_pulumi
@@ -259,7 +276,7 @@ build() {
       install_plugins
       versions >&2
       ;;
-    *) die "unknown target '$what' (all, actionlint, pulumi, langhost, kubernetes, command)" ;;
+    *) die "unknown target '$what' (all, tests, actionlint, pulumi, langhost, kubernetes, command)" ;;
   esac
 }
 

@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = ROOT / "lab" / "toolchain.sh"
-BUILD_HINT = f"build the engine toolchain first: {TOOLCHAIN.relative_to(ROOT)} build   (cold: ~30 min on 2 cores)"
+BUILD_HINT = f"build the engine toolchain first: {TOOLCHAIN.relative_to(ROOT)} build tests   (cold: ~20 min on 2 cores)"
 PASSPHRASE = "engine-test passphrase, not a real one"
 # Secrets whose plaintext must never appear in output, state or stack files.
 TOKEN_SENTINEL = "k3stoken-sentinel-0123456789abcdef0123456789abcdef"
@@ -59,12 +59,12 @@ def toolchain_bin(env: dict[str, str]) -> Path:
 def engine_env() -> dict[str, str]:
     env = toolchain_env()
     bin_dir = toolchain_bin(env)
-    wanted = [
-        bin_dir / "pulumi",
-        bin_dir / "pulumi-language-python",
-        bin_dir / "pulumi-language-python-exec",
-        bin_dir.parent / "providers" / "pulumi-resource-kubernetes",
-    ]
+    providers = bin_dir.parent / "providers"
+    wanted = [bin_dir / "pulumi", bin_dir / "pulumi-language-python", bin_dir / "pulumi-language-python-exec"]
+    if (providers / "pulumi-resource-command").is_file():
+        # With the command plugin, previews reach the Kubernetes resources (lab/toolchain.sh build tests
+        # builds the Kubernetes provider only then).
+        wanted.append(providers / "pulumi-resource-kubernetes")
     missing = [str(path) for path in wanted if not path.is_file()]
     if missing:
         pytest.fail(f"the engine toolchain lacks {', '.join(missing)}: {BUILD_HINT}")
