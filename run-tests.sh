@@ -12,6 +12,11 @@ install_system_tools() {
   command -v shellcheck >/dev/null || missing+=(shellcheck)
   if ! command -v iptables-legacy >/dev/null || ! command -v iptables-nft >/dev/null; then missing+=(iptables); fi
   command -v ip >/dev/null || missing+=(iproute2)
+  # The lab (tests/lab, lab/run) boots Debian hosts built with debootstrap under QEMU on a vde switch.
+  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+  command -v qemu-img >/dev/null || missing+=(qemu-utils)
+  command -v vde_switch >/dev/null || missing+=(vde2)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ "${#missing[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "run-tests.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
@@ -28,8 +33,9 @@ install_python_packages() {
 }
 
 # The Pulumi CLI, our lab Python language host and the provider plugins for the engine tests
-# (tests/engine), and actionlint for tests/test_workflows.py, built from their Go modules into
-# ${K3S_CILIUM_CACHE:-~/.cache/k3s-cilium}/toolchain; a second run builds nothing (needs Go 1.26).
+# (tests/engine), actionlint for tests/test_workflows.py and helm for the real chart renders,
+# built from their Go modules into ${K3S_CILIUM_CACHE:-~/.cache/k3s-cilium}/toolchain; a second
+# run builds nothing (needs Go 1.26).
 install_toolchain() {
   lab/toolchain.sh build tests
 }
@@ -39,4 +45,9 @@ install_python_packages
 install_toolchain
 .venv/bin/ruff check .
 .venv/bin/mypy .
-.venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# Everything but the lab, then the lab's short form (one QEMU host; README "Lab").
+.venv/bin/python -m pytest -m "not lab"
+.venv/bin/python -m pytest -m lab tests/lab

@@ -4,7 +4,7 @@
 # reach the Go module proxy but not GitHub or pulumi.com), into a cache outside git, and prints
 # the environment that runs Pulumi offline against a temporary file backend.
 #
-#   lab/toolchain.sh build [all|tests|actionlint|pulumi|langhost|kubernetes|command]
+#   lab/toolchain.sh build [all|tests|actionlint|helm|pulumi|langhost|kubernetes|command]
 #                                             build what is missing (a second run builds nothing)
 #   lab/toolchain.sh env [--test]             print export lines (eval "$(lab/toolchain.sh env)")
 #   lab/toolchain.sh versions                 print what is built, and from which module versions
@@ -43,12 +43,15 @@ KUBERNETES_NEAREST=4.0.0-20260115033456-f47bc2d6f199
 KUBE_VERSION=v1.33.3
 KUBE_LEGACY_VERSIONS="v1.17.0 v1.18.0 v1.19.0 v1.20.0 v1.26.0 v1.28.0 v1.30.0 v1.31.0"
 ACTIONLINT_VERSION=1.7.12
+# helm renders the real Cilium charts in tests/stacks/test_airgap_chart.py.
+HELM_VERSION=3.19.5
 
 # Bump a recipe to force a rebuild of that binary when this script changes how it is built.
 RECIPE_PULUMI=1
 RECIPE_KUBERNETES=1
 RECIPE_COMMAND=1
 RECIPE_ACTIONLINT=1
+RECIPE_HELM=1
 
 export GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=/usr/local/go/bin:$PATH; fi
@@ -195,13 +198,17 @@ build_command() {
 }
 
 # --- actionlint ---------------------------------------------------------------------------------------
-build_actionlint() {
-  local stamp="actionlint $ACTIONLINT_VERSION recipe $RECIPE_ACTIONLINT"
-  if stamp_ok actionlint "$stamp" && [ -x "$BIN/actionlint" ]; then return; fi
+# go_install NAME PACKAGE VERSION RECIPE: a module without replace directives, straight from the proxy.
+go_install() {
+  local stamp="$1 $3 recipe $4"
+  if stamp_ok "$1" "$stamp" && [ -x "$BIN/$1" ]; then return; fi
   mkdir -p "$BIN"
-  GOBIN=$BIN go install -trimpath -ldflags "-s -w" "github.com/rhysd/actionlint/cmd/actionlint@v$ACTIONLINT_VERSION"
-  stamp_write actionlint "$stamp"
+  GOBIN=$BIN CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$2@v$3"
+  stamp_write "$1" "$stamp"
 }
+
+build_actionlint() { go_install actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION" "$RECIPE_ACTIONLINT"; }
+build_helm() { go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$RECIPE_HELM"; }
 
 # --- plugins into the lab PULUMI_HOME -------------------------------------------------------------
 plugin_version() { sed -n "s/^$1 \([^ ]*\) .*/\1/p" "$STAMPS/$1" 2>/dev/null; }
@@ -230,7 +237,7 @@ install_plugins() {
 
 versions() {
   local name
-  for name in pulumi langhost kubernetes command actionlint; do
+  for name in pulumi langhost kubernetes command actionlint helm; do
     if [ -f "$STAMPS/$name" ]; then printf '%-11s %s\n' "$name" "$(cat "$STAMPS/$name")"; else printf '%-11s not built\n' "$name"; fi
   done
   printf 'pinned in requirements.txt: pulumi %s, pulumi-kubernetes %s, pulumi-command %s\n' \
@@ -246,6 +253,7 @@ build() {
   flock 9
   case $what in
     actionlint) timed_if_built actionlint build_actionlint ;;
+    helm) timed_if_built helm build_helm ;;
     pulumi) timed_if_built pulumi build_pulumi ;;
     langhost) timed_if_built pulumi-language-python build_langhost ;;
     kubernetes) timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes ;;
@@ -255,6 +263,7 @@ build() {
       # min cold) only when the command plugin exists: without it every preview stops at the first
       # command:remote:Command, before any Kubernetes resource.
       timed_if_built actionlint build_actionlint
+      timed_if_built helm build_helm
       timed_if_built pulumi build_pulumi
       timed_if_built pulumi-language-python build_langhost
       build_command
@@ -269,6 +278,7 @@ build() {
       ;;
     all)
       timed_if_built actionlint build_actionlint
+      timed_if_built helm build_helm
       timed_if_built pulumi build_pulumi
       timed_if_built pulumi-language-python build_langhost
       timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes
@@ -276,7 +286,7 @@ build() {
       install_plugins
       versions >&2
       ;;
-    *) die "unknown target '$what' (all, tests, actionlint, pulumi, langhost, kubernetes, command)" ;;
+    *) die "unknown target '$what' (all, tests, actionlint, helm, pulumi, langhost, kubernetes, command)" ;;
   esac
 }
 
