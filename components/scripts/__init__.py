@@ -8,6 +8,9 @@ that was not quoted, and shellcheck can read both the template and the result.
 A script with a long wait has a ``# @progress`` line too, replaced by
 ``progress.bash`` (``progress_start``/``progress_stop``: a line on stderr at
 least once a minute saying what it waits for), labelled with the script's name.
+A ``# @include <name>`` line is replaced by ``<name>.bash`` (functions that
+several scripts share, such as ``download``): the rendered script stays whole,
+with nothing to source on the host.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ _PARAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PARAMS_MARKER = "# @params"
 _PROGRESS_MARKER = "# @progress"
+_INCLUDE = re.compile(r"^# @include ([a-z0-9-]+)$", re.MULTILINE)
 
 
 class ScriptParamError(ValueError):
@@ -41,6 +45,10 @@ def _shell_value(value: ScriptValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _library(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.bash").read_text().rstrip()
 
 
 def render(name: str, params: Mapping[str, ScriptValue] | None = None) -> str:
@@ -59,6 +67,7 @@ def render(name: str, params: Mapping[str, ScriptValue] | None = None) -> str:
                 "only printable text and newlines can be passed to a remote script"
             )
         lines.append(f"{key}={shlex.quote(text)}")
+    body = _INCLUDE.sub(lambda match: _library(match[1]), body)
     if _PROGRESS_MARKER in body:  # before the values go in: none of them can hold the marker then
         progress = resources.files(__package__).joinpath("progress.bash").read_text()
         body = body.replace(_PROGRESS_MARKER, f"PROGRESS_LABEL={shlex.quote(name)}\n{progress.rstrip()}", 1)

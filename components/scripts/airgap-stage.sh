@@ -35,17 +35,7 @@ sha256_of() {
   sha256sum "$1" | awk '{ print $1 }'
 }
 
-download() {
-  local url=$1 out=$2
-  if command -v curl >/dev/null 2>&1; then
-    curl -sfL --retry 5 --retry-connrefused --retry-delay 2 -o "$out" "$url"
-  elif command -v wget >/dev/null 2>&1; then
-    wget -q --tries=5 --retry-connrefused --waitretry=2 -O "$out" "$url"
-  else
-    log "neither curl nor wget is installed"
-    return 1
-  fi
-}
+# @include download
 
 main() {
   local name sha kind source dest mode found staged placed=0 unchanged=0 removed=0

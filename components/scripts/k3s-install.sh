@@ -101,20 +101,7 @@ installed_version() {
   "$K3S_BIN" --version 2>/dev/null | awk 'NR == 1 { print $3 }' || true
 }
 
-# Downloaded to a file first, so that a failed download is reported as such
-# instead of running a truncated script. curl or wget, as the K3s install
-# script itself takes either (preflight checks that one is there).
-download() {
-  local url=$1 out=$2
-  if command -v curl >/dev/null 2>&1; then
-    curl -sfL --retry 5 --retry-connrefused --retry-delay 2 -o "$out" "$url"
-  elif command -v wget >/dev/null 2>&1; then
-    wget -q --tries=5 --retry-connrefused --waitretry=2 -O "$out" "$url"
-  else
-    log "neither curl nor wget is installed"
-    return 1
-  fi
-}
+# @include download
 
 run_installer() {
   local installer="${work_dir}/install.sh"
