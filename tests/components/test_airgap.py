@@ -82,7 +82,7 @@ def test_local_files_are_uploaded_verified_and_installed_from(tmp_path: Path) ->
     assert "AIRGAP_BINARY=/var/lib/k3s-cilium/airgap/k3s" in install.inputs["create"]
     assert "AIRGAP_DIGEST=" in install.inputs["create"]
     # The preflight still runs first: nothing is staged before every node passed it.
-    assert rec.depends_on(stage, rec.named("k3s-preflight-agent-1"))
+    assert rec.longest_chain(rec.named("k3s-preflight-agent-1"), stage) is not None
 
 
 def test_mirror_urls_are_downloaded_on_the_host_no_upload() -> None:

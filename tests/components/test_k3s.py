@@ -75,7 +75,8 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
     assert len(commands(rec, "deregister")) == nodes - 1
-    assert len(rec.resources) == 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1)
+    # + the component, the preflights-passed barrier, the kubeconfig read
+    assert len(rec.resources) == 1 + 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1)
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -89,10 +90,13 @@ def test_every_child_is_parented_to_the_component() -> None:
     assert children and all(r.parent == parent.urn for r in children)
 
 
-def test_first_server_waits_for_every_preflight() -> None:
+def test_first_server_waits_for_every_preflight_through_one_barrier() -> None:
     rec = build(make_config(2, 4))
     first = rec.named("k3s-server-server-1")
-    assert {d for d in first.dependencies} == {r.urn for r in commands(rec, "preflight")}
+    passed = rec.named("k3s-preflight-passed")
+    assert passed.type == "command:local:Command" and "create" not in passed.inputs  # runs nothing, no SSH
+    assert set(first.dependencies) == {passed.urn}
+    assert set(passed.dependencies) == {r.urn for r in commands(rec, "preflight") if r is not passed}
 
 
 def test_agents_depend_on_the_first_server_only() -> None:
@@ -134,11 +138,11 @@ def _agent_chain(rec: Recorded) -> int:
 @pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
 def test_sequential_steps_do_not_grow_with_agents(token: str | None) -> None:
     few, many = build(make_config(3, 2), token=token), build(make_config(3, 50), token=token)
-    # preflight -> first server -> deregistration (or token read) -> agent
-    assert _agent_chain(few) == _agent_chain(many) == 4
-    # preflight -> server-1 -> deregistration of server-2 (or token read) -> server-2 -> server-3
+    # preflight -> every-preflight barrier -> first server -> deregistration (or token read) -> agent
+    assert _agent_chain(few) == _agent_chain(many) == 5
+    # preflight -> barrier -> server-1 -> deregistration of server-2 (or token read) -> server-2 -> server-3
     last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
-    assert last_server == 5
+    assert last_server == 6
 
 
 # --- secrets ---------------------------------------------------------------------------------
