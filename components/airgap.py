@@ -112,20 +112,16 @@ class AirgapNodes(pulumi.ComponentResource):
         stdin: pulumi.Input[str] | None = None,
         depends_on: Sequence[pulumi.Resource] = (),
     ) -> remote.Command:
-        return remote.Command(
+        return ssh.node_command(
             resource,
-            connection=args.connections[node.name],
+            args.connections[node.name],
+            self,
             create=create,
             update=update,
             delete=delete,
             stdin=stdin,
             triggers=ssh.host_identity(args.cfg, node),
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=list(depends_on),
-                delete_before_replace=True if delete else None,
-            ),
+            depends_on=depends_on,
         )
 
     def _stage(

@@ -354,25 +354,17 @@ class K3sCluster(pulumi.ComponentResource):
         secret_stdout: bool = False,
         depends_on: Sequence[pulumi.Resource] | None = None,
     ) -> remote.Command:
-        return remote.Command(
+        return ssh.node_command(
             resource,
-            connection=self.connections[node.name],
+            self.connections[node.name],
+            self,
             create=create,
             update=update,
             delete=delete,
             stdin=stdin,
-            triggers=list(triggers) if triggers else None,
-            # Secret stdout is neither logged nor shown; a failure still reports the exit status.
-            logging=remote.Logging.NONE if secret_stdout else None,
-            # No script reads PULUMI_COMMAND_STDOUT, and sshd's default AcceptEnv refuses it with a warning.
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=list(depends_on or []),
-                additional_secret_outputs=["stdout"] if secret_stdout else None,
-                # An install resource's delete uninstalls K3s: when it is replaced, the old one must go first.
-                delete_before_replace=True if delete else None,
-            ),
+            triggers=triggers,
+            secret_stdout=secret_stdout,
+            depends_on=depends_on or (),
         )
 
     def _preflight(self, name: str, cfg: StackConfig, features: Resolved, node: Node) -> remote.Command:

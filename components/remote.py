@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pulumi
 from pulumi_command import remote
@@ -52,6 +53,42 @@ def host_identity(cfg: StackConfig, node: Node) -> list[str | int]:
     update (run on the new host), so only a trigger makes a move a replacement, whose delete runs
     on the old host first."""
     return [node.host, cfg.ssh_port(node)]
+
+
+def node_command(
+    resource: str,
+    connection: remote.ConnectionArgs,
+    parent: pulumi.Resource,
+    *,
+    create: pulumi.Input[str] | None,
+    update: str | None = None,
+    delete: str | None = None,
+    stdin: pulumi.Input[str] | None = None,
+    triggers: Sequence[Any] | None = None,
+    secret_stdout: bool = False,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> remote.Command:
+    """A command on one node, with the options every such command needs."""
+    return remote.Command(
+        resource,
+        connection=connection,
+        create=create,
+        update=update,
+        delete=delete,
+        stdin=stdin,
+        triggers=list(triggers) if triggers else None,
+        # Secret stdout is neither logged nor shown; a failure still reports the exit status.
+        logging=remote.Logging.NONE if secret_stdout else None,
+        # No script reads PULUMI_COMMAND_STDOUT, and sshd's default AcceptEnv refuses it with a warning.
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(depends_on),
+            additional_secret_outputs=["stdout"] if secret_stdout else None,
+            # A delete undoes the create on the host: when replaced, the old one must go first.
+            delete_before_replace=True if delete else None,
+        ),
+    )
 
 
 def as_root(user: str, script: str) -> str:
