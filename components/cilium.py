@@ -29,7 +29,7 @@ import yaml
 from pulumi_command import local, remote
 
 from components.airgap import release_chart_args
-from components.remote import script_command
+from components.remote import node_command, script_command
 from components.verify import ASSERT_DIR, PROJECT_PYTHON
 from stacks import airgap, cilium_values
 from stacks.config import StackConfig
@@ -234,14 +234,14 @@ class CiliumRelease(pulumi.ComponentResource):
         # command keeps an edit of the script or its timeout from restarting
         # every workload. It also runs once on the first deploy, when only the
         # cluster's own workloads exist.
-        self.restart = remote.Command(
+        self.restart = node_command(
             f"{name}-restart-pods",
-            connection=args.connections[first.name],
+            args.connections[first.name],
+            self,
             create=restart_command,
             update="true",
             triggers=[self.restart_trigger],
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            depends_on=[self.release],
         )
 
         for feature in NODE_REBOOT_FEATURES:

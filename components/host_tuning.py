@@ -23,7 +23,7 @@ from typing import Literal
 import pulumi
 from pulumi_command import remote
 
-from components.remote import host_identity, script_command, stdout_by_node
+from components.remote import host_identity, node_command, script_command, stdout_by_node
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -67,20 +67,17 @@ class HostTuning(pulumi.ComponentResource):
                 apply = script_command(
                     cfg, node, "host-tuning", {"TUNED_PROFILE": args.tuned_profile, "STATE_DIR": STATE_DIR}
                 )
-                commands[node.name] = remote.Command(
+                # The revert is a delete, so a replacement reverts first (node_command); a node moved
+                # to another host (its trigger) is reverted on the old host before the new one is tuned.
+                commands[node.name] = node_command(
                     f"{name}-{node.name}",
-                    connection=args.connections[node.name],
+                    args.connections[node.name],
+                    self,
                     create=apply,
                     update=apply,
                     delete=script_command(cfg, node, "host-tuning-revert", {"STATE_DIR": STATE_DIR}),
-                    # A node moved to another host: revert the old host before tuning the new one.
                     triggers=host_identity(cfg, node),
-                    add_previous_output_in_env=False,
-                    opts=pulumi.ResourceOptions(
-                        parent=self,
-                        depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else [],
-                        delete_before_replace=True,
-                    ),
+                    depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else [],
                 )
         self.summaries = stdout_by_node(commands)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local, remote
 
-from components.remote import as_root, script_command, stdout_by_node
+from components.remote import as_root, node_command, script_command, stdout_by_node
 from stacks.config import StackConfig
 from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
@@ -83,22 +83,22 @@ class KubeProxyRemoval(pulumi.ComponentResource):
         else:
             trigger = cleanup_trigger(cfg, features)
             first = cfg.servers[0]
-            objects = remote.Command(
+            objects = node_command(
                 f"{name}-kubernetes",
-                connection=args.connections[first.name],
+                args.connections[first.name],
+                self,
                 create=as_root(cfg.ssh_user(first), K8S_CLEANUP),
                 triggers=[trigger],
-                add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+                depends_on=args.depends_on,
             )
             commands = {
-                node.name: remote.Command(
+                node.name: node_command(
                     f"{name}-cleanup-{node.name}",
-                    connection=args.connections[node.name],
+                    args.connections[node.name],
+                    self,
                     create=script_command(cfg, node, "kube-proxy-cleanup"),
                     triggers=[trigger],
-                    add_previous_output_in_env=False,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, objects]),
+                    depends_on=[*args.depends_on, objects],
                 )
                 for node in cfg.nodes
             }

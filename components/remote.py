@@ -66,9 +66,14 @@ def node_command(
     stdin: pulumi.Input[str] | None = None,
     triggers: Sequence[Any] | None = None,
     secret_stdout: bool = False,
+    logging: remote.Logging | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> remote.Command:
-    """A command on one node, with the options every such command needs."""
+    """A command on one node, with the options every such command needs.
+
+    ``secret_stdout``: stdout is a secret output and neither logged nor shown (a
+    failure still reports the exit status); otherwise ``logging`` applies.
+    """
     return remote.Command(
         resource,
         connection=connection,
@@ -77,8 +82,7 @@ def node_command(
         delete=delete,
         stdin=stdin,
         triggers=list(triggers) if triggers else None,
-        # Secret stdout is neither logged nor shown; a failure still reports the exit status.
-        logging=remote.Logging.NONE if secret_stdout else None,
+        logging=remote.Logging.NONE if secret_stdout else logging,
         # No script reads PULUMI_COMMAND_STDOUT, and sshd's default AcceptEnv refuses it with a warning.
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(

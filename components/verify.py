@@ -58,7 +58,7 @@ import pulumi_kubernetes as k8s
 from packaging.version import Version
 from pulumi_command import local, remote
 
-from components.remote import script_command
+from components.remote import node_command, script_command
 from components.scripts import ScriptValue, render
 from stacks import checks, preflight
 from stacks.checks import PlannedCheck, Workloads
@@ -393,11 +393,10 @@ class Verification(pulumi.ComponentResource):
 
     # --- resources ------------------------------------------------------------------------------
 
-    def _opts(self, depends_on: Sequence[pulumi.Resource] = (), **extra: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, depends_on=[*self._args.depends_on, *depends_on], **extra)
-
     def _k8s_opts(self, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
-        return self._opts(depends_on, provider=self._args.provider)
+        return pulumi.ResourceOptions(
+            parent=self, depends_on=[*self._args.depends_on, *depends_on], provider=self._args.provider
+        )
 
     def _remote_collector(
         self,
@@ -407,15 +406,15 @@ class Verification(pulumi.ComponentResource):
         triggers: list[str],
         after: Sequence[pulumi.Resource],
     ) -> remote.Command:
-        return remote.Command(
+        return node_command(
             resource,
-            connection=self._args.connections[node.name],
+            self._args.connections[node.name],
+            self,
             create=command,
             triggers=triggers,
-            add_previous_output_in_env=False,
             # The raw output goes to the assertions (and stays in the state); only problems are shown.
             logging=remote.Logging.STDERR,
-            opts=self._opts(after),
+            depends_on=[*self._args.depends_on, *after],
         )
 
     def _node_collector(
@@ -651,11 +650,11 @@ class Verification(pulumi.ComponentResource):
         # Runs when the probes do: its trigger is the hash of every probes check.
         probes = [check for check in self.checks if check.check == "probes"]
         trigger = digest([check_trigger(self._state_digest, check) for check in probes])
-        return remote.Command(
+        return node_command(
             f"{self._name}-smoke-pods",
-            connection=self._args.connections[self._first.name],
+            self._args.connections[self._first.name],
+            self,
             create=script_command(cfg, self._first, "verify-smoke-pods", params),
             triggers=[trigger],
-            add_previous_output_in_env=False,
-            opts=self._opts(smoke),
+            depends_on=[*self._args.depends_on, *smoke],
         )
