@@ -35,11 +35,10 @@ from pulumi_command import remote
 
 from components import remote as ssh
 from components.scripts import ScriptValue
-from stacks import airgap
+from stacks import airgap, k3s_flags
 from stacks.config import Node, StackConfig
 
 COMPONENT_TYPE = "k3s-cilium:index:AirgapNodes"
-API_READY_TIMEOUT_SECONDS = 300
 
 
 @dataclass
@@ -74,8 +73,8 @@ def registries_params(node: Node) -> dict[str, ScriptValue]:
     return {
         "REGISTRIES_PATH": airgap.REGISTRIES_PATH,
         "ROLE": node.role,
-        "K3S_BIN": "/usr/local/bin/k3s",
-        "API_READY_TIMEOUT": API_READY_TIMEOUT_SECONDS,
+        "K3S_BIN": f"{k3s_flags.K3S_BIN_DIR}/k3s",
+        "API_READY_TIMEOUT": k3s_flags.API_READY_TIMEOUT_SECONDS,
     }
 
 

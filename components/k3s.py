@@ -49,6 +49,7 @@ from components.airgap import AirgapNodes, AirgapNodesArgs
 from stacks import airgap, k3s_flags, preflight
 from stacks.config import Node, StackConfig
 from stacks.features import Resolved
+from stacks.k3s_flags import API_READY_TIMEOUT_SECONDS, K3S_BIN_DIR
 from stacks.kubeconfig import client_certificate_expiry, expiry_warning
 
 COMPONENT_TYPE = "k3s-cilium:index:K3sCluster"
@@ -61,7 +62,6 @@ CERTIFICATE_RENEW_AFTER_DAYS = 365 - 90
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
 # Where the official install script puts things (its defaults on a writable /usr/local).
 INSTALLER_URL = "https://get.k3s.io"
-K3S_BIN_DIR = "/usr/local/bin"
 SYSTEMD_DIR = "/etc/systemd/system"
 # What Cilium leaves on a host: devices, pinned BPF maps, its CNI config.
 CILIUM_LINKS = ("cilium_host", "cilium_net", "cilium_vxlan", "cilium_geneve")
@@ -72,9 +72,6 @@ CILIUM_CNI_CONFIG = "/etc/cni/net.d/05-cilium.conflist"
 SERVERS_CONFIG_MARKER = "/etc/rancher/k3s/servers-config.sha256"
 # Which install resource manages K3s on the host: a renamed node's old resource must not uninstall it.
 OWNER_MARKER = "/etc/rancher/k3s/pulumi-owner"
-# A server's API server normally answers within a minute; etcd joins and slow
-# disks take longer.
-API_READY_TIMEOUT_SECONDS = 300
 
 ROLE_PREFLIGHT = "preflight"
 ROLE_TOKEN = "token"

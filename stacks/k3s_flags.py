@@ -13,6 +13,10 @@ from stacks.features import Resolved
 
 CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 TOKEN_PATH = "/etc/rancher/k3s/cluster-token"
+# Where the official install script puts the binary (its default on a writable /usr/local).
+K3S_BIN_DIR = "/usr/local/bin"
+# A server's API server normally answers within a minute; etcd joins and slow disks take longer.
+API_READY_TIMEOUT_SECONDS = 300
 SUPERVISOR_PORT = 6443
 # Removed by the Cilium operator once the node's agent is ready, so workloads
 # do not start on a node before Cilium can give them a network.
