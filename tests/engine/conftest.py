@@ -104,24 +104,17 @@ class Project:
 
     def run(self, script: str, *, check: bool = True, timeout: int = 300) -> Result:
         """Run a shell command line in the project as a user would type it."""
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-        )
-        done = Result([script], result.returncode, result.stdout, result.stderr)
-        self.log.append(done)
-        if check and result.returncode != 0:
-            pytest.fail(f"`{script}` failed ({result.returncode}):\n{done.output[-6000:]}")
-        return done
+        return self._execute(["bash", "-euo", "pipefail", "-c", script], [script], check, None, timeout)
 
     def pulumi(self, *args: str, check: bool = True, stdin: str | None = None, timeout: int = 300) -> Result:
+        return self._execute(["pulumi", *args], ["pulumi", *args], check, stdin, timeout)
+
+    def _execute(
+        self, argv: list[str], recorded: list[str], check: bool, stdin: str | None, timeout: int
+    ) -> Result:
+        """Run ``argv`` in the project; ``recorded`` is how the log and a failure name it."""
         result = subprocess.run(
-            ["pulumi", *args],
+            argv,
             cwd=self.dir,
             env=self.env,
             input=stdin,
@@ -130,10 +123,10 @@ class Project:
             check=False,
             timeout=timeout,
         )
-        done = Result(["pulumi", *args], result.returncode, result.stdout, result.stderr)
+        done = Result(recorded, result.returncode, result.stdout, result.stderr)
         self.log.append(done)
         if check and result.returncode != 0:
-            pytest.fail(f"`pulumi {' '.join(args)}` failed ({result.returncode}):\n{done.output[-6000:]}")
+            pytest.fail(f"`{' '.join(recorded)}` failed ({result.returncode}):\n{done.output[-6000:]}")
         return done
 
     def init_stack(self, name: str, stack_file: Path | None = None) -> None:
