@@ -191,14 +191,19 @@ func installedPlugins(venv string) ([]pluginFile, error) {
 	return plugins, nil
 }
 
-func (h *host) GetRequiredPlugins(
-	_ context.Context, req *pulumirpc.GetRequiredPluginsRequest,
-) (*pulumirpc.GetRequiredPluginsResponse, error) {
-	venv, err := virtualenv(req.GetInfo())
+// programPlugins: the resource plugins the program's virtualenv asks for.
+func programPlugins(info *pulumirpc.ProgramInfo) ([]pluginFile, error) {
+	venv, err := virtualenv(info)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	plugins, err := installedPlugins(venv)
+	return installedPlugins(venv)
+}
+
+func (h *host) GetRequiredPlugins(
+	_ context.Context, req *pulumirpc.GetRequiredPluginsRequest,
+) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	plugins, err := programPlugins(req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
@@ -214,11 +219,7 @@ func (h *host) GetRequiredPlugins(
 func (h *host) GetRequiredPackages(
 	_ context.Context, req *pulumirpc.GetRequiredPackagesRequest,
 ) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	venv, err := virtualenv(req.GetInfo())
-	if err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
-	}
-	plugins, err := installedPlugins(venv)
+	plugins, err := programPlugins(req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
