@@ -98,7 +98,8 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                     self,
                     create=script_command(cfg, node, "kube-proxy-cleanup"),
                     triggers=[trigger],
-                    depends_on=[*args.depends_on, objects],
+                    # The objects' cleanup waits for Cilium: one dependency, one walk of the SDK's cycle check.
+                    depends_on=[objects],
                 )
                 for node in cfg.nodes
             }

@@ -306,7 +306,11 @@ def section(sections: pulumi.Output[dict[str, str]], check: str) -> pulumi.Outpu
 
 
 def node_collector_script(
-    cfg: StackConfig, node: Node, node_checks: Sequence[PlannedCheck], discovered: str = ""
+    cfg: StackConfig,
+    node: Node,
+    node_checks: Sequence[PlannedCheck],
+    discovered: str = "",
+    placed: Workloads | None = None,
 ) -> tuple[str, dict[str, ScriptValue]]:
     """``verify-node.sh`` and its parameters: every check of ``node`` collected in one session."""
     params: dict[str, ScriptValue] = {
@@ -314,7 +318,6 @@ def node_collector_script(
         "CHECKS": " ".join(check.check for check in node_checks),
         "SECTION_MARK": SECTION_MARK,
     }
-    placed = checks.workloads(cfg)
     for index, check in enumerate(node_checks):
         script, script_params = collector_script(cfg, check, discovered, placed)
         params[f"SCRIPT_{index}"] = render(script, script_params)
@@ -366,24 +369,28 @@ class Verification(pulumi.ComponentResource):
         benchmark = self._benchmark_workload(namespace) if cfg.verify.benchmark and namespace else []
         smoke_pods = self._smoke_pods(smoke) if smoke else None
 
+        by_node: dict[str, list[PlannedCheck]] = {}
+        for check in self.checks:
+            if check.node and check.check in NODE_CHECKS:
+                by_node.setdefault(check.node, []).append(check)
         per_node: list[pulumi.Resource] = []
         for node in cfg.nodes:
-            node_checks = [c for c in self.checks if c.node == node.name and c.check in NODE_CHECKS]
+            node_checks = by_node.get(node.name)
             if not node_checks:
                 continue
-            collector = self._node_collector(node, node_checks, smoke, smoke_pods)
+            collector = self._node_collector(node, node_checks, smoke_pods)
             sections = pulumi.Output.unsecret(collector.stdout).apply(lambda out: split_sections(str(out or "")))
             for check in node_checks:
                 self.collectors[check.key] = collector
-                per_node.append(self._assertion(check, collector, section(sections, check.check)))
+                per_node.append(self._assertion(check, section(sections, check.check)))
         cluster_wide: list[pulumi.Resource] = []
         for check in self.checks:
             if check.check == "connectivity-test":
                 collector = self._collector(check, per_node)
-                cluster_wide.append(self._assertion(check, collector, collector.stdout))
+                cluster_wide.append(self._assertion(check, collector.stdout))
             elif check.check == "benchmark":
                 collector = self._collector(check, [*per_node, *cluster_wide, *benchmark])
-                self._assertion(check, collector, collector.stdout)
+                self._assertion(check, collector.stdout)
 
         ordered = [self.assertions[check.key] for check in self.checks]
         self.verification = pulumi.Output.all(*(pulumi.Output.unsecret(a.stdout) for a in ordered)).apply(
@@ -404,7 +411,7 @@ class Verification(pulumi.ComponentResource):
         node: Node,
         command: pulumi.Input[str],
         triggers: list[str],
-        after: Sequence[pulumi.Resource],
+        depends_on: Sequence[pulumi.Resource],
     ) -> remote.Command:
         return node_command(
             resource,
@@ -414,33 +421,38 @@ class Verification(pulumi.ComponentResource):
             triggers=triggers,
             # The raw output goes to the assertions (and stays in the state); only problems are shown.
             logging=remote.Logging.STDERR,
-            depends_on=[*self._args.depends_on, *after],
+            depends_on=depends_on,
         )
 
     def _node_collector(
         self,
         node: Node,
         node_checks: Sequence[PlannedCheck],
-        smoke: Sequence[pulumi.Resource],
         smoke_pods: remote.Command | None,
     ) -> remote.Command:
-        cfg = self._args.cfg
+        cfg, placed = self._args.cfg, self._workloads
 
         def command(discovered: str) -> str:
-            script, params = node_collector_script(cfg, node, node_checks, discovered)
+            script, params = node_collector_script(cfg, node, node_checks, discovered, placed)
             return script_command(cfg, node, script, params)
 
-        needs_smoke = any(check.check in ("service-list", "probes") for check in node_checks)
+        # One dependency each, because the SDK's cycle check walks everything upstream of every
+        # dependency of every resource: the smoke pods' discovery comes after Cilium, the
+        # kube-proxy cleanup and the smoke workload, so waiting for it waits for all of them.
         collect: pulumi.Input[str] = command("")
-        if smoke_pods is not None and any(check.check == "probes" for check in node_checks):
-            # Pod and node addresses are not secret (the collector's outputs may be marked so).
-            collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
+        waits_for: Sequence[pulumi.Resource] = self._args.depends_on
+        if smoke_pods is not None and any(check.check in ("service-list", "probes") for check in node_checks):
+            waits_for = [smoke_pods]
+            if any(check.check == "probes" for check in node_checks):
+                # Pod and node addresses are not secret (the collector's outputs may be marked so).
+                collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
+                waits_for = []  # the command is made of the discovery's output: it already waits for it
         return self._remote_collector(
             f"{self._name}-collect-{node.name}",
             node,
             collect,
             [digest([check_trigger(self._state_digest, check) for check in node_checks])],
-            list(smoke) if needs_smoke else [],
+            waits_for,
         )
 
     def _collector(self, check: PlannedCheck, after: Sequence[pulumi.Resource]) -> remote.Command:
@@ -452,14 +464,12 @@ class Verification(pulumi.ComponentResource):
             first,
             script_command(cfg, first, script, params),
             [check_trigger(self._state_digest, check)],
-            after,
+            [*self._args.depends_on, *after],
         )
         self.collectors[check.key] = collector
         return collector
 
-    def _assertion(
-        self, check: PlannedCheck, collector: remote.Command, stdin: pulumi.Input[str]
-    ) -> local.Command:
+    def _assertion(self, check: PlannedCheck, stdin: pulumi.Input[str]) -> local.Command:
         create: pulumi.Input[str] = assert_command(check)
         node_skips = self._args.node_skips
         if check.skippable and check.node and node_skips is not None and check.node in node_skips:
@@ -471,11 +481,10 @@ class Verification(pulumi.ComponentResource):
             create=create,
             stdin=stdin,
             dir=ASSERT_DIR,
-            # Replaced, and so run again, whenever its collector is (a new id).
-            triggers=[collector.id],
             add_previous_output_in_env=False,
-            # After everything its collector waited for: only the collector, which keeps the dependencies few.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[collector]),
+            # Its one dependency is its collector, through stdin: a verdict is a function of the
+            # command and the collected output, and a change in either runs the assertion again.
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.assertions[check.key] = assertion
         return assertion

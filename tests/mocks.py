@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import gc
 import json
 import logging
 import re
@@ -339,7 +340,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 class _LogRecorder(logging.Handler):
     def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
+        super().__init__(level=logging.INFO)
         self.records: list[tuple[int, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -381,7 +382,8 @@ def run_program(
     recorder = _LogRecorder()
     logger = logging.getLogger(f"tests.mocks.{id(recorder)}")
     logger.propagate = False
-    logger.setLevel(logging.DEBUG)
+    # The SDK's debug lines (several per resource) are not what tests look at.
+    logger.setLevel(logging.INFO)
     logger.addHandler(recorder)
 
     pulumi.runtime.set_all_config(
@@ -395,6 +397,7 @@ def run_program(
     root = settings.get_root_resource()
 
     result: dict[str, Any] = {}
+    collector_thresholds = gc.get_threshold()
 
     async def body() -> None:
         value = program()
@@ -411,6 +414,11 @@ def run_program(
         _sync_await(asyncio.sleep(0))
     finally:
         logger.removeHandler(recorder)
+        # __main__.py tunes the collector for its one run per process; a test process runs
+        # hundreds of programs, whose garbage must stay collectable.
+        gc.unfreeze()
+        gc.set_threshold(*collector_thresholds)
+        gc.enable()
 
     stack_urn = _sync_await(root.urn.future()) if root is not None else None
     return Recorded(

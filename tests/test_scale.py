@@ -8,11 +8,15 @@ and that the dependency edges grow linearly with the nodes.
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import pytest
+from pulumi.runtime.mocks import MockResourceArgs
 
 from tests.bench_program import sessions, stack
 from tests.main_program import run_stack
-from tests.mocks import Recorded
+from tests.mocks import ProgramMocks, Recorded
 
 
 @pytest.fixture(scope="module")
@@ -52,4 +56,24 @@ def test_dependency_edges_grow_linearly_with_the_nodes(forty):
     ten = run_stack(stack(10))
     # Four times the nodes, about four times the edges (a quadratic program would have ~16 times).
     assert edges(forty) / edges(ten) < 5
+
+
+
+class CollectorSpy(ProgramMocks):
+    """Notes the garbage collector's state whenever the engine is asked to create a resource."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.seen.add((gc.isenabled(), gc.get_freeze_count() > 0))
+        return super().new_resource(args)
+
+
+def test_the_built_program_is_frozen_and_collection_runs_again_while_it_resolves():
+    spy = CollectorSpy()
+    run_stack(stack(10), mocks=spy)
+    # Registrations run once the program is built: its heap is frozen, the collector back on.
+    assert spy.seen == {(True, True)}
 

@@ -186,8 +186,10 @@ def test_service_checks_wait_for_the_smoke_workload(kpr: Recorded) -> None:
     discovery = kpr.named(f"{NAME}-smoke-pods")
     for node in NODES:
         collector = kpr.named(f"{NAME}-collect-{node}")
-        assert kpr.depends_on(collector, deployment) and kpr.depends_on(collector, service)
-        assert kpr.depends_on(collector, discovery)
+        assert depends_transitively(kpr, collector, deployment) and depends_transitively(kpr, collector, service)
+        # Through the discovery alone, which waits for the rest: the SDK walks everything upstream of
+        # each dependency, so every extra one costs a walk of the whole cluster's resources.
+        assert collector.dependencies == (discovery.urn,)
 
 
 # --- where and what the collectors run -----------------------------------------------------------------
@@ -243,8 +245,8 @@ def test_assertions_read_their_own_section_of_the_node_collector(kpr: Recorded) 
         for check in PER_NODE:
             assertion = kpr.named(f"{NAME}-{check}-assert-{node}")
             assert assertion.inputs["stdin"] == f"raw {check} of {NAME}-collect-{node}\n"
-            # Replaced, so run again, whenever the node's collector is.
-            assert assertion.inputs["triggers"] == [f"{NAME}-collect-{node}-id"]
+            # Its collector's output is its only dependency: new output, the assertion runs again.
+            assert assertion.dependencies == (kpr.named(f"{NAME}-collect-{node}").urn,)
 
 
 def test_assertion_commands_hold_no_machine_specific_path(kpr: Recorded) -> None:
