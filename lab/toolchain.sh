@@ -4,7 +4,7 @@
 # reach the Go module proxy but not GitHub or pulumi.com), into a cache outside git, and prints
 # the environment that runs Pulumi offline against a temporary file backend.
 #
-#   lab/toolchain.sh build [all|tests|actionlint|helm|pulumi|langhost|kubernetes|command]
+#   lab/toolchain.sh build [all|tests|actionlint|helm|pulumi|langhost|kubernetes|command|standin]
 #                                             build what is missing (a second run builds nothing)
 #   lab/toolchain.sh env [--test]             print export lines (eval "$(lab/toolchain.sh env)")
 #   lab/toolchain.sh versions                 print what is built, and from which module versions
@@ -27,6 +27,9 @@ AMBIENT=$CACHE/ambient
 SRC=$CACHE/src
 STAMPS=$CACHE/stamps
 LAB_PULUMI_HOME=$CACHE/pulumi-home
+# lab/command-standin, for timing previews only (tests/bench_preview.py puts it on PATH itself);
+# kept apart from providers/ so that nothing else mistakes it for the command plugin.
+STANDIN=$CACHE/standin
 
 # --- versions -------------------------------------------------------------------------------------
 pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$ROOT/requirements.txt"; }
@@ -137,6 +140,17 @@ build_langhost() {
   install -m 0755 "$(moddir github.com/pulumi/pulumi/sdk/v3 "v$sdk")/python/cmd/pulumi-language-python-exec" \
     "$BIN/pulumi-language-python-exec"
   stamp_write langhost "$stamp"
+}
+
+# --- a stand-in for the command plugin, for preview timings (lab/command-standin) -------------------
+build_standin() {
+  local stamp
+  stamp="standin command $COMMAND_PINNED source $(cat "$ROOT"/lab/command-standin/go.mod "$ROOT"/lab/command-standin/go.sum "$ROOT"/lab/command-standin/*.go | sha256sum | cut -c1-16)"
+  if stamp_ok standin "$stamp" && [ -x "$STANDIN/pulumi-resource-command" ]; then return; fi
+  mkdir -p "$STANDIN"
+  (cd "$ROOT/lab/command-standin" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath \
+    -ldflags "-s -w -X main.version=$COMMAND_PINNED" -o "$STANDIN/pulumi-resource-command" .)
+  stamp_write standin "$stamp"
 }
 
 # --- pulumi-resource-kubernetes ---------------------------------------------------------------------
@@ -258,6 +272,7 @@ build() {
     langhost) timed_if_built pulumi-language-python build_langhost ;;
     kubernetes) timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes ;;
     command) build_command ;;
+    standin) build_standin ;;
     tests)
       # What the test suite needs (run-tests.sh). The Kubernetes provider (the longest build, ~20-35
       # min cold) only when the command plugin exists: without it every preview stops at the first
@@ -286,7 +301,7 @@ build() {
       install_plugins
       versions >&2
       ;;
-    *) die "unknown target '$what' (all, tests, actionlint, helm, pulumi, langhost, kubernetes, command)" ;;
+    *) die "unknown target '$what' (all, tests, actionlint, helm, pulumi, langhost, kubernetes, command, standin)" ;;
   esac
 }
 

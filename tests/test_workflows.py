@@ -178,6 +178,16 @@ def test_deploy_runs_pulumi_up_per_stack_in_its_environment():
     assert set(up["env"]) >= {"PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"}
 
 
+def test_only_the_preview_skips_checkpoints():
+    # A preview persists nothing; an `up` keeps saving its state after every step, so that a
+    # runner lost halfway leaves a state that knows what was already done.
+    assert load("preview.yml")["jobs"]["pulumi-preview"]["env"]["PULUMI_SKIP_CHECKPOINTS"] == "true"
+    deploy = load("deploy.yml")
+    for job in deploy["jobs"].values():
+        assert "PULUMI_SKIP_CHECKPOINTS" not in job.get("env", {})
+        assert all("PULUMI_SKIP_CHECKPOINTS" not in step.get("env", {}) for step in job["steps"])
+
+
 # --- the scripts, run ---------------------------------------------------------------------------------
 
 

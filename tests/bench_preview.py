@@ -1,0 +1,117 @@
+"""`pulumi preview` with the real CLI, by node count: how long a reviewer waits for the plan.
+
+    lab/toolchain.sh build tests && lab/toolchain.sh build kubernetes && lab/toolchain.sh build standin
+    .venv/bin/python -m tests.bench_preview            # 50 and 200 nodes
+    .venv/bin/python -m tests.bench_preview 3 100      # other sizes
+
+Not a test (no timing assertions). Everything is real but one part: the CLI and engine
+(lab/toolchain.sh), the language host (our lab/langhost), the program, the Kubernetes provider,
+on a fresh stack with a file backend. The command provider is a STAND-IN (lab/command-standin):
+the real plugin cannot be built here. It answers Check and Diff and previews no create, so the
+figures time the engine, the program and the Kubernetes provider planning every resource, with
+the commands' outputs unknown as before a first `up`; it runs nothing, and `up` fails with it.
+
+Each size is timed twice: as the engine runs by default, and with PULUMI_SKIP_CHECKPOINTS=true,
+which the pull-request preview sets (a preview persists nothing, yet by default the engine
+serializes the whole snapshot again after every step, which grows with the square of the nodes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.bench_program import stack
+from tests.engine.conftest import IGNORE, PASSPHRASE, ROOT, toolchain_env
+
+REPEATS = 3
+STACK = "bench"
+
+
+def standin_dir(env: dict[str, str]) -> Path:
+    directory = Path(env["PATH"].split(os.pathsep)[0]).parent / "standin"
+    if not (directory / "pulumi-resource-command").is_file():
+        sys.exit("no command stand-in: lab/toolchain.sh build standin")
+    return directory
+
+
+def project(nodes: int, work: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A copy of the project with stack ``bench``: the dev stack with ``nodes`` nodes."""
+    directory = work / "k3s-cilium"
+    shutil.copytree(ROOT, directory, ignore=IGNORE, symlinks=True)
+    for stack_file in directory.glob("Pulumi.*.yaml"):
+        stack_file.unlink()
+    (directory / ".venv").symlink_to(ROOT / ".venv")
+    home = work / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (work / "state").mkdir()
+    env = {
+        **env,
+        "HOME": str(home),
+        "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "NO_COLOR": "1",
+        "PATH": os.pathsep.join([str(standin_dir(env)), env["PATH"]]),
+    }
+    env.pop("PULUMI_ACCESS_TOKEN", None)
+    (directory / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump({"config": stack(nodes)}))
+    key = home / ".ssh" / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    for line in (
+        f"pulumi stack init {STACK} --secrets-provider passphrase",
+        f"pulumi config set --stack {STACK} --secret sshPrivateKey < {key}",
+    ):
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", line], cwd=directory, env=env, check=True, capture_output=True
+        )
+    return directory, env
+
+
+def preview(directory: Path, env: dict[str, str], skip_checkpoints: bool) -> tuple[float, int]:
+    """Seconds of one `pulumi preview`, and the resources it plans to create."""
+    if skip_checkpoints:
+        env = {**env, "PULUMI_SKIP_CHECKPOINTS": "true"}
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["pulumi", "preview", "--stack", STACK, "--non-interactive"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    planned = re.search(r"\+ (\d+) to create", done.stdout)
+    if done.returncode != 0 or not planned:
+        sys.exit(f"pulumi preview failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
+    return seconds, int(planned[1])
+
+
+def main(sizes: list[int]) -> None:
+    env = toolchain_env()
+    print("| nodes | resources planned | PULUMI_SKIP_CHECKPOINTS | median s of `pulumi preview` | runs (s) |")
+    print("|---:|---:|---|---:|---|")
+    for nodes in sizes:
+        with tempfile.TemporaryDirectory(prefix="k3s-cilium-preview-") as work:
+            directory, run_env = project(nodes, Path(work), env)
+            for skip_checkpoints in (False, True):
+                runs = [preview(directory, run_env, skip_checkpoints) for _ in range(REPEATS)]
+                times = [seconds for seconds, _ in runs]
+                print(
+                    f"| {nodes} | {runs[-1][1]} | {'true' if skip_checkpoints else 'unset'} | "
+                    f"{statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main([int(arg) for arg in sys.argv[1:]] or [50, 200])
