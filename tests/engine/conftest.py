@@ -6,6 +6,11 @@ offline: the lab ``PULUMI_HOME`` with the plugins installed, no update check, no
 downloads, and a file backend in a temporary directory (``PULUMI_BACKEND_URL`` wins over
 Pulumi.yaml's ``backend.url``). Without the toolchain every engine test FAILS with the command
 that builds it; they are never skipped.
+
+``K3S_CILIUM_COMMAND_STANDIN=1`` puts lab/command-standin (``lab/toolchain.sh build standin``)
+on ``PATH`` as the command plugin: it runs nothing and accepts every input, so previews reach every
+resource and the real Kubernetes provider. For runs by hand only, never CI: what passes then was
+planned by the real engine, not checked by the real command provider.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ TOKEN_SENTINEL = "k3stoken-sentinel-0123456789abcdef0123456789abcdef"
 # What the engine answers when the command provider plugin is not installed (lab/toolchain.sh cannot
 # build it: the Go proxy does not serve github.com/pulumi/pulumi-command/provider at 1.2.1).
 COMMAND_PLUGIN_MISSING = "no resource plugin 'pulumi-resource-command' found in the workspace"
+COMMAND_STANDIN = os.environ.get("K3S_CILIUM_COMMAND_STANDIN") == "1"
 # Parts of the copy the engine does not need (the virtualenv is linked, not copied).
 IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
@@ -61,7 +67,11 @@ def engine_env() -> dict[str, str]:
     bin_dir = toolchain_bin(env)
     providers = bin_dir.parent / "providers"
     wanted = [bin_dir / "pulumi", bin_dir / "pulumi-language-python", bin_dir / "pulumi-language-python-exec"]
-    if (providers / "pulumi-resource-command").is_file():
+    if COMMAND_STANDIN:
+        standin = bin_dir.parent / "standin"
+        wanted.append(standin / "pulumi-resource-command")
+        env["PATH"] = os.pathsep.join([str(standin), env["PATH"]])
+    if (providers / "pulumi-resource-command").is_file() or COMMAND_STANDIN:
         # With the command plugin, previews reach the Kubernetes resources (lab/toolchain.sh build tests
         # builds the Kubernetes provider only then).
         wanted.append(providers / "pulumi-resource-kubernetes")
@@ -109,9 +119,7 @@ class Project:
     def pulumi(self, *args: str, check: bool = True, stdin: str | None = None, timeout: int = 300) -> Result:
         return self._execute(["pulumi", *args], ["pulumi", *args], check, stdin, timeout)
 
-    def _execute(
-        self, argv: list[str], recorded: list[str], check: bool, stdin: str | None, timeout: int
-    ) -> Result:
+    def _execute(self, argv: list[str], recorded: list[str], check: bool, stdin: str | None, timeout: int) -> Result:
         """Run ``argv`` in the project; ``recorded`` is how the log and a failure name it."""
         result = subprocess.run(
             argv,
