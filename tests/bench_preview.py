@@ -18,9 +18,7 @@ serializes the whole snapshot again after every step, which grows with the squar
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,59 +29,28 @@ from pathlib import Path
 import yaml
 
 from tests.bench_program import stack
-from tests.engine.conftest import IGNORE, PASSPHRASE, ROOT, toolchain_env
+from tests.engine.conftest import Project, engine_environment, new_project
 
 REPEATS = 3
 STACK = "bench"
 
 
-def standin_dir(env: dict[str, str]) -> Path:
-    directory = Path(env["PATH"].split(os.pathsep)[0]).parent / "standin"
-    if not (directory / "pulumi-resource-command").is_file():
-        sys.exit("no command stand-in: lab/toolchain.sh build standin")
-    return directory
-
-
-def project(nodes: int, work: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+def bench_project(nodes: int, work: Path, env: dict[str, str]) -> Project:
     """A copy of the project with stack ``bench``: the dev stack with ``nodes`` nodes."""
-    directory = work / "k3s-cilium"
-    shutil.copytree(ROOT, directory, ignore=IGNORE, symlinks=True)
-    for stack_file in directory.glob("Pulumi.*.yaml"):
-        stack_file.unlink()
-    (directory / ".venv").symlink_to(ROOT / ".venv")
-    home = work / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (work / "state").mkdir()
-    env = {
-        **env,
-        "HOME": str(home),
-        "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        "NO_COLOR": "1",
-        "PATH": os.pathsep.join([str(standin_dir(env)), env["PATH"]]),
-    }
-    env.pop("PULUMI_ACCESS_TOKEN", None)
-    (directory / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump({"config": stack(nodes)}))
-    key = home / ".ssh" / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    for line in (
-        f"pulumi stack init {STACK} --secrets-provider passphrase",
-        f"pulumi config set --stack {STACK} --secret sshPrivateKey < {key}",
-    ):
-        subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", line], cwd=directory, env=env, check=True, capture_output=True
-        )
-    return directory, env
+    project = new_project(env, work)
+    (project.dir / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump({"config": stack(nodes)}))
+    project.run(f"pulumi stack init {STACK} --secrets-provider passphrase")
+    project.run(f"pulumi config set --stack {STACK} --secret sshPrivateKey < {project.key}")
+    return project
 
 
-def preview(directory: Path, env: dict[str, str], skip_checkpoints: bool) -> tuple[float, int]:
+def preview(project: Project, skip_checkpoints: bool) -> tuple[float, int]:
     """Seconds of one `pulumi preview`, and the resources it plans to create."""
-    if skip_checkpoints:
-        env = {**env, "PULUMI_SKIP_CHECKPOINTS": "true"}
+    env = {**project.env, "PULUMI_SKIP_CHECKPOINTS": "true"} if skip_checkpoints else project.env
     start = time.perf_counter()
     done = subprocess.run(
         ["pulumi", "preview", "--stack", STACK, "--non-interactive"],
-        cwd=directory,
+        cwd=project.dir,
         env=env,
         capture_output=True,
         text=True,
@@ -97,14 +64,14 @@ def preview(directory: Path, env: dict[str, str], skip_checkpoints: bool) -> tup
 
 
 def main(sizes: list[int]) -> None:
-    env = toolchain_env()
+    env = engine_environment(standin=True)
     print("| nodes | resources planned | PULUMI_SKIP_CHECKPOINTS | median s of `pulumi preview` | runs (s) |")
     print("|---:|---:|---|---:|---|")
     for nodes in sizes:
         with tempfile.TemporaryDirectory(prefix="k3s-cilium-preview-") as work:
-            directory, run_env = project(nodes, Path(work), env)
+            project = bench_project(nodes, Path(work), env)
             for skip_checkpoints in (False, True):
-                runs = [preview(directory, run_env, skip_checkpoints) for _ in range(REPEATS)]
+                runs = [preview(project, skip_checkpoints) for _ in range(REPEATS)]
                 times = [seconds for seconds, _ in runs]
                 print(
                     f"| {nodes} | {runs[-1][1]} | {'true' if skip_checkpoints else 'unset'} | "

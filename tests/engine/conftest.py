@@ -20,7 +20,6 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,17 +60,17 @@ def toolchain_bin(env: dict[str, str]) -> Path:
     return Path(env["PATH"].split(os.pathsep)[0])
 
 
-@pytest.fixture(scope="session")
-def engine_env() -> dict[str, str]:
+def engine_environment(standin: bool = COMMAND_STANDIN) -> dict[str, str]:
+    """The toolchain's environment, checked; ``standin``: lab/command-standin as the command plugin."""
     env = toolchain_env()
     bin_dir = toolchain_bin(env)
     providers = bin_dir.parent / "providers"
     wanted = [bin_dir / "pulumi", bin_dir / "pulumi-language-python", bin_dir / "pulumi-language-python-exec"]
-    if COMMAND_STANDIN:
-        standin = bin_dir.parent / "standin"
-        wanted.append(standin / "pulumi-resource-command")
-        env["PATH"] = os.pathsep.join([str(standin), env["PATH"]])
-    if (providers / "pulumi-resource-command").is_file() or COMMAND_STANDIN:
+    if standin:
+        standin_dir = bin_dir.parent / "standin"
+        wanted.append(standin_dir / "pulumi-resource-command")
+        env["PATH"] = os.pathsep.join([str(standin_dir), env["PATH"]])
+    if (providers / "pulumi-resource-command").is_file() or standin:
         # With the command plugin, previews reach the Kubernetes resources (lab/toolchain.sh build tests
         # builds the Kubernetes provider only then).
         wanted.append(providers / "pulumi-resource-kubernetes")
@@ -85,6 +84,11 @@ def engine_env() -> dict[str, str]:
     env["NO_COLOR"] = "1"
     env.pop("PULUMI_ACCESS_TOKEN", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def engine_env() -> dict[str, str]:
+    return engine_environment()
 
 
 @dataclass
@@ -160,8 +164,8 @@ class Project:
         return resources
 
 
-@pytest.fixture
-def project(engine_env: dict[str, str], tmp_path: Path) -> Iterator[Project]:
+def new_project(engine_env: dict[str, str], tmp_path: Path) -> Project:
+    """A copy of the repository under ``tmp_path`` with a backend, a home and an SSH key of its own."""
     directory = tmp_path / "k3s-cilium"
     shutil.copytree(ROOT, directory, ignore=IGNORE, symlinks=True)
     for stack_file in directory.glob("Pulumi.*.yaml"):
@@ -183,4 +187,9 @@ def project(engine_env: dict[str, str], tmp_path: Path) -> Iterator[Project]:
         check=True,
         capture_output=True,
     )
-    yield project
+    return project
+
+
+@pytest.fixture
+def project(engine_env: dict[str, str], tmp_path: Path) -> Project:
+    return new_project(engine_env, tmp_path)
