@@ -28,7 +28,11 @@ SECRETS = ("k3s-cilium:sshPrivateKey", "k3s-cilium:sshPrivateKeyPassword", "k3s-
 
 
 def run_stack(
-    config: dict[str, Any], token: str = "", key_password: str = "", mocks: ProgramMocks | None = None
+    config: dict[str, Any],
+    token: str = "",
+    key_password: str = "",
+    mocks: ProgramMocks | None = None,
+    record: bool = True,
 ) -> Recorded:
     """The program's registrations for ``config`` plus the secrets, stored encrypted."""
     config = {
@@ -42,6 +46,7 @@ def run_stack(
         mocks,
         config=config,
         secret_config=SECRETS,
+        record=record,
     )
 
 

@@ -296,8 +296,9 @@ def _options(request: Any) -> dict[str, Any]:
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """A MockMonitor that keeps a :class:`Registration` for every resource registered."""
 
-    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+    def __init__(self, mocks: pulumi_mocks.Mocks, record: bool = True) -> None:
         super().__init__(mocks)
+        self.record = record
         self.registrations: list[Registration] = []
         self.component_outputs: dict[str, dict[str, Any]] = {}
         self.component_secret_outputs: dict[str, frozenset[str]] = {}
@@ -305,7 +306,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # gRPC method name
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        if request.type == "pulumi:pulumi:Stack":
+        if request.type == "pulumi:pulumi:Stack" or not self.record:
             return response
         raw = rpc.deserialize_properties(request.object)
         inputs, secret_paths = unwrap_secrets(raw)
@@ -371,14 +372,17 @@ def run_program(
     preview: bool = False,
     config: Mapping[str, Any] | None = None,
     secret_config: tuple[str, ...] = (),
+    record: bool = True,
 ) -> Recorded:
     """Run ``program`` under fresh mocks; return what it registered and its resolved return value.
+
+    ``record=False`` keeps no registrations (Pulumi's own mock monitor alone): for timing the program.
 
     ``config`` holds stack config by full key (``"k3s-cilium:tier"``); non-string
     values are JSON-encoded as the CLI would. ``secret_config`` names secret keys.
     Exceptions raised by the program (or by an apply) propagate.
     """
-    monitor = RecordingMonitor(mocks or ProgramMocks())
+    monitor = RecordingMonitor(mocks or ProgramMocks(), record)
     recorder = _LogRecorder()
     logger = logging.getLogger(f"tests.mocks.{id(recorder)}")
     logger.propagate = False
