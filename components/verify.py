@@ -439,14 +439,16 @@ class Verification(pulumi.ComponentResource):
         # One dependency each, because the SDK's cycle check walks everything upstream of every
         # dependency of every resource: the smoke pods' discovery comes after Cilium, the
         # kube-proxy cleanup and the smoke workload, so waiting for it waits for all of them.
-        collect: pulumi.Input[str] = command("")
-        waits_for: Sequence[pulumi.Resource] = self._args.depends_on
-        if smoke_pods is not None and any(check.check in ("service-list", "probes") for check in node_checks):
-            waits_for = [smoke_pods]
-            if any(check.check == "probes" for check in node_checks):
-                # Pod and node addresses are not secret (the collector's outputs may be marked so).
-                collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
-                waits_for = []  # the command is made of the discovery's output: it already waits for it
+        collect: pulumi.Input[str]
+        waits_for: Sequence[pulumi.Resource]
+        if smoke_pods is not None and any(check.check == "probes" for check in node_checks):
+            # Pod and node addresses are not secret (the collector's outputs may be marked so).
+            collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
+            waits_for = []  # the command is made of the discovery's output: it already waits for it
+        else:
+            collect = command("")
+            needs_smoke = any(check.check == "service-list" for check in node_checks)
+            waits_for = [smoke_pods] if smoke_pods is not None and needs_smoke else self._args.depends_on
         return self._remote_collector(
             f"{self._name}-collect-{node.name}",
             node,
