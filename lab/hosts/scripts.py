@@ -69,6 +69,30 @@ def in_parallel(hosts: list[Host], work: Callable[[Host], T]) -> dict[str, T]:
         return {name: future.result() for name, future in futures.items()}
 
 
+HostResult = dict[str, Any]
+
+
+def on_every_host(
+    state: LabState,
+    step: Step,
+    work: Callable[[Host], HostResult],
+    problems: Callable[[HostResult], list[str]],
+) -> None:
+    """``work`` on every host at once: the step records each host's result and the worst exit
+    status, and fails naming each host's problems."""
+    results = in_parallel(state.hosts, work)
+    step.details["hosts"] = results
+    step.exit_status = max(result["exit"] for result in results.values())
+    found = [f"{name}: {problem}" for name, result in results.items() for problem in problems(result)]
+    if found:
+        raise StepFailed("; ".join(found))
+
+
+def failed_exit(result: HostResult, output: str = "stderr") -> list[str]:
+    """A host's non-zero exit status as a problem, with what its command printed."""
+    return [f"exit {result['exit']}: {result[output]}"] if result["exit"] else []
+
+
 @dataclass
 class Program:
     """The lab stack's config and resolved features, as the program computes them."""
@@ -101,17 +125,12 @@ def _summary(out: str) -> str:
 def run_preflight(state: LabState, program: Program, step: Step) -> None:
     from components.k3s import preflight_params
 
-    def one(host: Host) -> dict[str, Any]:
+    def one(host: Host) -> HostResult:
         params = preflight_params(program.cfg, program.features, program.node(host.name))
         result = ssh_run(state, host, program.command(host, "preflight", params))
         return {"exit": result.returncode, "stdout": result.stdout.strip(), "stderr": result.stderr.strip()}
 
-    results = in_parallel(state.hosts, one)
-    step.details["hosts"] = results
-    step.exit_status = max(r["exit"] for r in results.values())
-    failed = [f"{name}: exit {r['exit']}: {r['stderr'] or r['stdout']}" for name, r in results.items() if r["exit"]]
-    if failed:
-        raise StepFailed("; ".join(failed))
+    on_every_host(state, step, one, lambda r: failed_exit(r, "stderr" if r["stderr"] else "stdout"))
 
 
 def snapshot(state: LabState, host: Host) -> dict[str, str]:
@@ -127,7 +146,7 @@ def run_host_tuning(state: LabState, program: Program, step: Step, before: dict[
 
     params = {"TUNED_PROFILE": DEFAULT_TUNED_PROFILE, "STATE_DIR": STATE_DIR}
 
-    def one(host: Host) -> dict[str, Any]:
+    def one(host: Host) -> HostResult:
         before[host.name] = snapshot(state, host)
         first = ssh_run(state, host, program.command(host, "host-tuning", params))
         second = ssh_run(state, host, program.command(host, "host-tuning", params))
@@ -141,26 +160,23 @@ def run_host_tuning(state: LabState, program: Program, step: Step, before: dict[
             "tuned": snapshot(state, host),
         }
 
-    results = in_parallel(state.hosts, one)
-    step.details["hosts"] = results
-    step.exit_status = max(r["exit"] for r in results.values())
-    problems = []
-    for name, r in results.items():
+    def problems(r: HostResult) -> list[str]:
         if r["exit"]:
-            problems.append(f"{name}: exit {r['exit']}: {r['stderr']}")
-        elif r["summary"] != r["summarySecondRun"]:
-            problems.append(f"{name}: second run printed {r['summarySecondRun']!r}, first {r['summary']!r}")
-        elif r["tuned"].get("state_dir") != "present":
-            problems.append(f"{name}: no saved state after tuning")
-    if problems:
-        raise StepFailed("; ".join(problems))
+            return failed_exit(r)
+        if r["summary"] != r["summarySecondRun"]:
+            return [f"second run printed {r['summarySecondRun']!r}, first {r['summary']!r}"]
+        if r["tuned"].get("state_dir") != "present":
+            return ["no saved state after tuning"]
+        return []
+
+    on_every_host(state, step, one, problems)
 
 
 def run_host_tuning_revert(state: LabState, program: Program, step: Step, before: dict[str, dict[str, str]]) -> None:
     """host-tuning-revert.sh (HostTuning's delete), twice; the host must read as before the tuning."""
     from components.host_tuning import STATE_DIR
 
-    def one(host: Host) -> dict[str, Any]:
+    def one(host: Host) -> HostResult:
         command = program.command(host, "host-tuning-revert", {"STATE_DIR": STATE_DIR})
         first = ssh_run(state, host, command)
         second = ssh_run(state, host, command)
@@ -175,17 +191,13 @@ def run_host_tuning_revert(state: LabState, program: Program, step: Step, before
             "differencesFromBefore": diff,
         }
 
-    results = in_parallel(state.hosts, one)
-    step.details["hosts"] = results
-    step.exit_status = max(r["exit"] for r in results.values())
-    problems = []
-    for name, r in results.items():
-        if r["exit"]:
-            problems.append(f"{name}: exit {r['exit']}: {r['stderr']}")
+    def problems(r: HostResult) -> list[str]:
+        found = failed_exit(r)
         if r["differencesFromBefore"]:
-            problems.append(f"{name}: not as before the tuning: {r['differencesFromBefore']}")
-    if problems:
-        raise StepFailed("; ".join(problems))
+            found.append(f"not as before the tuning: {r['differencesFromBefore']}")
+        return found
+
+    on_every_host(state, step, one, problems)
 
 
 @dataclass(frozen=True)
@@ -234,7 +246,7 @@ def run_kube_proxy_cleanup(state: LabState, program: Program, step: Step) -> Non
     """Load kube-proxy-style rules into both iptables backends and families, run the cleanup twice."""
     fixtures = {family: load_fixture(family) for family in FAMILIES}
 
-    def one(host: Host) -> dict[str, Any]:
+    def one(host: Host) -> HostResult:
         out: dict[str, Any] = {"problems": []}
         for family, cmd in FAMILIES.items():
             for backend in BACKENDS:
@@ -277,13 +289,7 @@ def run_kube_proxy_cleanup(state: LabState, program: Program, step: Step) -> Non
         out["kubeProxyChainsLeft"] = remaining
         return out
 
-    results = in_parallel(state.hosts, one)
-    step.details["hosts"] = results
-    step.exit_status = max(r["exit"] for r in results.values())
-    problems = [f"{name}: {p}" for name, r in results.items() for p in r["problems"]]
-    problems += [f"{name}: exit {r['exit']}: {r['stderr']}" for name, r in results.items() if r["exit"]]
-    if problems:
-        raise StepFailed("; ".join(problems))
+    on_every_host(state, step, one, lambda r: [*r["problems"], *failed_exit(r)])
 
 
 # Everything the program may leave on a host, checked after destroy (or after the direct steps).
@@ -310,7 +316,7 @@ printf '%s\n' "${bad[@]}"
 
 
 def run_host_clean(state: LabState, step: Step, before: dict[str, dict[str, str]]) -> None:
-    def one(host: Host) -> dict[str, Any]:
+    def one(host: Host) -> HostResult:
         result = ssh_run(state, host, "bash -s", stdin=CLEAN_CHECK)
         leftovers = [line for line in result.stdout.splitlines() if line.strip()]
         if result.returncode:
