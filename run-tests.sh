@@ -17,6 +17,8 @@ install_system_tools() {
   command -v qemu-img >/dev/null || missing+=(qemu-utils)
   command -v vde_switch >/dev/null || missing+=(vde2)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  # The lab's command provider is tested against real sshd servers it starts on 127.0.0.1.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   [ "${#missing[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "run-tests.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
@@ -24,7 +26,11 @@ install_system_tools() {
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No service starts on install (openssh-server would listen on port 22): the tests start their own.
+  local policy=/usr/sbin/policy-rc.d placed=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && placed=1; fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$placed" = 1 ]; then rm -f "$policy"; fi
 }
 
 install_python_packages() {
@@ -32,12 +38,17 @@ install_python_packages() {
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 }
 
-# The Pulumi CLI, our lab Python language host and the provider plugins for the engine tests
-# (tests/engine), actionlint for tests/test_workflows.py and helm for the real chart renders,
-# built from their Go modules into ${K3S_CILIUM_CACHE:-~/.cache/k3s-cilium}/toolchain; a second
-# run builds nothing (needs Go 1.26).
+# The Pulumi CLI, our lab Python language host and command provider, the Kubernetes provider for
+# the engine tests (tests/engine), actionlint for tests/test_workflows.py and helm for the real
+# chart renders, built from their Go modules into ${K3S_CILIUM_CACHE:-~/.cache/k3s-cilium}/toolchain;
+# a second run builds nothing (needs Go 1.26).
 install_toolchain() {
   lab/toolchain.sh build tests
+}
+
+# Our own Go programs' tests: the lab's command provider against real sshd servers.
+go_tests() {
+  (cd lab/command-provider && GOFLAGS=-mod=readonly go test -count=1 ./...)
 }
 
 install_system_tools
@@ -48,6 +59,7 @@ install_toolchain
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
+go_tests
 # Everything but the lab, then the lab's short form (one QEMU host; README "Lab").
 .venv/bin/python -m pytest -m "not lab"
 .venv/bin/python -m pytest -m lab tests/lab

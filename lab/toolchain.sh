@@ -2,9 +2,11 @@
 # The lab toolchain: builds the Pulumi CLI, a Python language host, the provider plugins the
 # program uses and actionlint from their Go modules (the only way to have them on machines that
 # reach the Go module proxy but not GitHub or pulumi.com), into a cache outside git, and prints
-# the environment that runs Pulumi offline against a temporary file backend.
+# the environment that runs Pulumi offline against a temporary file backend. Two of them are our
+# own because the proxy refuses upstream's: the language host (lab/langhost) and the command
+# provider (lab/command-provider), both for the lab and the tests only.
 #
-#   lab/toolchain.sh build [all|tests|actionlint|helm|pulumi|langhost|kubernetes|command|standin]
+#   lab/toolchain.sh build [all|tests|actionlint|helm|pulumi|langhost|kubernetes|command]
 #                                             build what is missing (a second run builds nothing)
 #   lab/toolchain.sh env [--test]             print export lines (eval "$(lab/toolchain.sh env)")
 #   lab/toolchain.sh versions                 print what is built, and from which module versions
@@ -27,9 +29,6 @@ AMBIENT=$CACHE/ambient
 SRC=$CACHE/src
 STAMPS=$CACHE/stamps
 LAB_PULUMI_HOME=$CACHE/pulumi-home
-# lab/command-standin, for timing previews only (tests/bench_preview.py puts it on PATH itself);
-# kept apart from providers/ so that nothing else mistakes it for the command plugin.
-STANDIN=$CACHE/standin
 
 # --- versions -------------------------------------------------------------------------------------
 pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$ROOT/requirements.txt"; }
@@ -52,7 +51,6 @@ HELM_VERSION=3.19.5
 # Bump a recipe to force a rebuild of that binary when this script changes how it is built.
 RECIPE_PULUMI=1
 RECIPE_KUBERNETES=1
-RECIPE_COMMAND=1
 RECIPE_ACTIONLINT=1
 RECIPE_HELM=1
 
@@ -130,7 +128,7 @@ build_langhost() {
   local sdk stamp
   sdk=$(sed -n 's/^require github.com\/pulumi\/pulumi\/sdk\/v3 v\(.*\)$/\1/p; s/^\tgithub.com\/pulumi\/pulumi\/sdk\/v3 v\(.*\)$/\1/p' "$ROOT/lab/langhost/go.mod")
   [ -n "$sdk" ] || die "lab/langhost/go.mod does not require github.com/pulumi/pulumi/sdk/v3"
-  stamp="langhost sdk $sdk source $(cat "$ROOT"/lab/langhost/go.mod "$ROOT"/lab/langhost/go.sum "$ROOT"/lab/langhost/*.go | sha256sum | cut -c1-16)"
+  stamp="langhost sdk $sdk source $(source_digest lab/langhost)"
   if stamp_ok langhost "$stamp" && [ -x "$BIN/pulumi-language-python" ] && [ -f "$BIN/pulumi-language-python-exec" ]; then
     return
   fi
@@ -140,17 +138,6 @@ build_langhost() {
   install -m 0755 "$(moddir github.com/pulumi/pulumi/sdk/v3 "v$sdk")/python/cmd/pulumi-language-python-exec" \
     "$BIN/pulumi-language-python-exec"
   stamp_write langhost "$stamp"
-}
-
-# --- a stand-in for the command plugin, for preview timings (lab/command-standin) -------------------
-build_standin() {
-  local stamp
-  stamp="standin command $COMMAND_PINNED source $(cat "$ROOT"/lab/command-standin/go.mod "$ROOT"/lab/command-standin/go.sum "$ROOT"/lab/command-standin/*.go | sha256sum | cut -c1-16)"
-  if stamp_ok standin "$stamp" && [ -x "$STANDIN/pulumi-resource-command" ]; then return; fi
-  mkdir -p "$STANDIN"
-  (cd "$ROOT/lab/command-standin" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath \
-    -ldflags "-s -w -X main.version=$COMMAND_PINNED" -o "$STANDIN/pulumi-resource-command" .)
-  stamp_write standin "$stamp"
 }
 
 # --- pulumi-resource-kubernetes ---------------------------------------------------------------------
@@ -187,28 +174,24 @@ print(next(r["Version"] for r in json.load(sys.stdin)["Require"] if r["Path"] ==
   stamp_write kubernetes "$stamp"
 }
 
-# --- pulumi-resource-command ------------------------------------------------------------------------
-# Built only when the proxy serves it: github.com/pulumi/pulumi-command/provider@v1.2.1 answers 404
-# (the repository tags v1.2.1, not provider/v1.2.1) and every other version tried answers 403.
+# --- pulumi-resource-command: the lab's own (lab/command-provider) ------------------------------------
+# The proxy serves no version of github.com/pulumi/pulumi-command/provider (v1.2.1: 404, others: 403),
+# so the lab runs its own implementation of pulumi-command 1.2.1's contract. It reports and is
+# installed as the version the SDK asks for, so the engine loads it like the real plugin; it says
+# what it is in every run ("command provider: lab implementation, lab/command-provider").
 build_command() {
-  local stamp module=github.com/pulumi/pulumi-command/provider dir
-  stamp="command $COMMAND_PINNED recipe $RECIPE_COMMAND"
+  local stamp
+  stamp="command $COMMAND_PINNED source $(source_digest lab/command-provider)"
   if stamp_ok command "$stamp" && [ -x "$PROVIDERS/pulumi-resource-command" ]; then return; fi
-  if ! served "$module" "v$COMMAND_PINNED"; then
-    log "pulumi-resource-command $COMMAND_PINNED: NOT BUILT, the Go proxy does not serve $module@v$COMMAND_PINNED;"
-    log "  previews stop at the first command:remote:Command (no plugin to load)"
-    return 0
-  fi
-  dir=$SRC/command
-  rm -rf "$dir" && mkdir -p "$dir" "$PROVIDERS"
-  (
-    cd "$dir"
-    printf 'module k3scilium.local/toolchain/command\n\ngo 1.26\n\nrequire %s v%s\n' "$module" "$COMMAND_PINNED" >go.mod
-    copy_replaces "$(modfile "$module" "v$COMMAND_PINNED")"
-    go build -trimpath -ldflags "-s -w -X $module/pkg/version.Version=$COMMAND_PINNED" \
-      -o "$PROVIDERS/pulumi-resource-command" "$module/cmd/pulumi-resource-command"
-  )
+  mkdir -p "$PROVIDERS"
+  (cd "$ROOT/lab/command-provider" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath \
+    -ldflags "-s -w -X main.version=$COMMAND_PINNED" -o "$PROVIDERS/pulumi-resource-command" .)
   stamp_write command "$stamp"
+}
+
+# source_digest DIR: what a build of our own Go program in DIR depends on (go.mod, go.sum, *.go).
+source_digest() {
+  cat "$ROOT/$1/go.mod" "$ROOT/$1/go.sum" "$ROOT/$1"/*.go | sha256sum | cut -c1-16
 }
 
 # --- actionlint ---------------------------------------------------------------------------------------
@@ -250,9 +233,11 @@ install_plugins() {
 }
 
 versions() {
-  local name
+  local name note
   for name in pulumi langhost kubernetes command actionlint helm; do
-    if [ -f "$STAMPS/$name" ]; then printf '%-11s %s\n' "$name" "$(cat "$STAMPS/$name")"; else printf '%-11s not built\n' "$name"; fi
+    note=""
+    [ "$name" = command ] && note=" (lab implementation, lab/command-provider)"
+    if [ -f "$STAMPS/$name" ]; then printf '%-11s %s%s\n' "$name" "$(cat "$STAMPS/$name")" "$note"; else printf '%-11s not built\n' "$name"; fi
   done
   printf 'pinned in requirements.txt: pulumi %s, pulumi-kubernetes %s, pulumi-command %s\n' \
     "$PULUMI_PINNED" "$KUBERNETES_PINNED" "$COMMAND_PINNED"
@@ -271,37 +256,19 @@ build() {
     pulumi) timed_if_built pulumi build_pulumi ;;
     langhost) timed_if_built pulumi-language-python build_langhost ;;
     kubernetes) timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes ;;
-    command) build_command ;;
-    standin) build_standin ;;
-    tests)
-      # What the test suite needs (run-tests.sh). The Kubernetes provider (the longest build, ~20-35
-      # min cold) only when the command plugin exists: without it every preview stops at the first
-      # command:remote:Command, before any Kubernetes resource.
+    command) timed_if_built ../providers/pulumi-resource-command build_command ;;
+    tests | all)
+      # Everything the test suite (run-tests.sh) and the lab use.
       timed_if_built actionlint build_actionlint
       timed_if_built helm build_helm
       timed_if_built pulumi build_pulumi
       timed_if_built pulumi-language-python build_langhost
-      build_command
-      if [ -x "$PROVIDERS/pulumi-resource-command" ]; then
-        timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes
-      else
-        log "pulumi-resource-kubernetes: not built for the tests (no command plugin, so no preview reaches it);"
-        log "  lab/toolchain.sh build kubernetes builds it"
-      fi
-      install_plugins
-      versions >&2
-      ;;
-    all)
-      timed_if_built actionlint build_actionlint
-      timed_if_built helm build_helm
-      timed_if_built pulumi build_pulumi
-      timed_if_built pulumi-language-python build_langhost
+      timed_if_built ../providers/pulumi-resource-command build_command
       timed_if_built ../providers/pulumi-resource-kubernetes build_kubernetes
-      build_command
       install_plugins
       versions >&2
       ;;
-    *) die "unknown target '$what' (all, tests, actionlint, helm, pulumi, langhost, kubernetes, command, standin)" ;;
+    *) die "unknown target '$what' (all, tests, actionlint, helm, pulumi, langhost, kubernetes, command)" ;;
   esac
 }
 

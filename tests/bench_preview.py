@@ -1,15 +1,13 @@
 """`pulumi preview` with the real CLI, by node count: how long a reviewer waits for the plan.
 
-    lab/toolchain.sh build tests && lab/toolchain.sh build kubernetes && lab/toolchain.sh build standin
+    lab/toolchain.sh build tests
     .venv/bin/python -m tests.bench_preview            # 50 and 200 nodes
     .venv/bin/python -m tests.bench_preview 3 100      # other sizes
 
-Not a test (no timing assertions). Everything is real but one part: the CLI and engine
-(lab/toolchain.sh), the language host (our lab/langhost), the program, the Kubernetes provider,
-on a fresh stack with a file backend. The command provider is a STAND-IN (lab/command-standin):
-the real plugin cannot be built here. It answers Check and Diff and previews no create, so the
-figures time the engine, the program and the Kubernetes provider planning every resource, with
-the commands' outputs unknown as before a first `up`; it runs nothing, and `up` fails with it.
+Not a test (no timing assertions). What runs: the real CLI and engine (lab/toolchain.sh), our
+language host (lab/langhost), the program, the real Kubernetes provider and the lab's command
+provider (lab/command-provider; pulumi-command's own is not served here), on a fresh stack with a
+file backend. A preview runs no command, so no host is needed.
 
 Each size is timed twice: as the engine runs by default, and with PULUMI_SKIP_CHECKPOINTS=true,
 which the pull-request preview sets (a preview persists nothing, yet by default the engine
@@ -64,7 +62,7 @@ def preview(project: Project, skip_checkpoints: bool) -> tuple[float, int]:
 
 
 def main(sizes: list[int]) -> None:
-    env = engine_environment(standin=True)
+    env = engine_environment()
     print("| nodes | resources planned | PULUMI_SKIP_CHECKPOINTS | median s of `pulumi preview` | runs (s) |")
     print("|---:|---:|---|---:|---|")
     for nodes in sizes:

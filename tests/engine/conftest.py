@@ -7,10 +7,9 @@ downloads, and a file backend in a temporary directory (``PULUMI_BACKEND_URL`` w
 Pulumi.yaml's ``backend.url``). Without the toolchain every engine test FAILS with the command
 that builds it; they are never skipped.
 
-``K3S_CILIUM_COMMAND_STANDIN=1`` puts lab/command-standin (``lab/toolchain.sh build standin``)
-on ``PATH`` as the command plugin: it runs nothing and accepts every input, so previews reach every
-resource and the real Kubernetes provider. For runs by hand only, never CI: what passes then was
-planned by the real engine, not checked by the real command provider.
+Two of the plugins are the lab's own, because the Go proxy refuses upstream's: the language host
+(lab/langhost) and the command provider (lab/command-provider). ``COMMAND_PROVIDER`` says so,
+and the session's header prints it.
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ BUILD_HINT = f"build the engine toolchain first: {TOOLCHAIN.relative_to(ROOT)} b
 PASSPHRASE = "engine-test passphrase, not a real one"
 # Secrets whose plaintext must never appear in output, state or stack files.
 TOKEN_SENTINEL = "k3stoken-sentinel-0123456789abcdef0123456789abcdef"
-# What the engine answers when the command provider plugin is not installed (lab/toolchain.sh cannot
-# build it: the Go proxy does not serve github.com/pulumi/pulumi-command/provider at 1.2.1).
-COMMAND_PLUGIN_MISSING = "no resource plugin 'pulumi-resource-command' found in the workspace"
-COMMAND_STANDIN = os.environ.get("K3S_CILIUM_COMMAND_STANDIN") == "1"
+# Which command provider the engine runs here (the real one is not served by the Go proxy).
+COMMAND_PROVIDER = "lab implementation, lab/command-provider"
+# What the lab provider logs once per run, so that no output can pass for the real provider's.
+COMMAND_PROVIDER_LINE = "command provider: lab implementation, lab/command-provider"
 # Parts of the copy the engine does not need (the virtualenv is linked, not copied).
 IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
@@ -60,20 +59,18 @@ def toolchain_bin(env: dict[str, str]) -> Path:
     return Path(env["PATH"].split(os.pathsep)[0])
 
 
-def engine_environment(standin: bool = COMMAND_STANDIN) -> dict[str, str]:
-    """The toolchain's environment, checked; ``standin``: lab/command-standin as the command plugin."""
+def engine_environment() -> dict[str, str]:
+    """The toolchain's environment, checked."""
     env = toolchain_env()
     bin_dir = toolchain_bin(env)
     providers = bin_dir.parent / "providers"
-    wanted = [bin_dir / "pulumi", bin_dir / "pulumi-language-python", bin_dir / "pulumi-language-python-exec"]
-    if standin:
-        standin_dir = bin_dir.parent / "standin"
-        wanted.append(standin_dir / "pulumi-resource-command")
-        env["PATH"] = os.pathsep.join([str(standin_dir), env["PATH"]])
-    if (providers / "pulumi-resource-command").is_file() or standin:
-        # With the command plugin, previews reach the Kubernetes resources (lab/toolchain.sh build tests
-        # builds the Kubernetes provider only then).
-        wanted.append(providers / "pulumi-resource-kubernetes")
+    wanted = [
+        bin_dir / "pulumi",
+        bin_dir / "pulumi-language-python",
+        bin_dir / "pulumi-language-python-exec",
+        providers / "pulumi-resource-command",
+        providers / "pulumi-resource-kubernetes",
+    ]
     missing = [str(path) for path in wanted if not path.is_file()]
     if missing:
         pytest.fail(f"the engine toolchain lacks {', '.join(missing)}: {BUILD_HINT}")
@@ -86,9 +83,31 @@ def engine_environment(standin: bool = COMMAND_STANDIN) -> dict[str, str]:
     return env
 
 
+# What the session's engine tests ran against, for the summary at the end of the run.
+USED: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def engine_env() -> dict[str, str]:
-    return engine_environment()
+    env = engine_environment()
+    providers = toolchain_bin(env).parent / "providers"
+    USED.update(
+        {
+            "pulumi CLI": subprocess.run(["pulumi", "version"], env=env, capture_output=True, text=True).stdout.strip(),
+            "language host": "lab/langhost (ours)",
+            "command provider": f"{COMMAND_PROVIDER} ({providers / 'pulumi-resource-command'})",
+            "kubernetes provider": str(providers / "pulumi-resource-kubernetes"),
+        }
+    )
+    return env
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every run of the engine tests says what it ran against."""
+    if USED:
+        terminalreporter.section("engine tests ran against")
+        for what, which in USED.items():
+            terminalreporter.write_line(f"{what}: {which}")
 
 
 @dataclass

@@ -1,28 +1,20 @@
-"""The program under the real Pulumi engine (issue 9): README's commands on a copy of the project.
+"""The program under the real Pulumi engine: README's commands on a copy of the project.
 
-What runs: the Pulumi CLI and plugins built by ``lab/toolchain.sh build`` (see conftest.py). The
-command provider plugin cannot be built on these machines (the Go proxy does not serve
-github.com/pulumi/pulumi-command/provider at the pinned 1.2.1), so a preview stops at the first
-``command:remote:Command``. The tests that need the whole plan are marked ``xfail(strict=True)``
-with exactly that cause: they are reported as blocked (``XFAIL``), never as passed, any other
-failure fails them, and they turn into failures (``XPASS(strict)``) as soon as the plugin is
-there, so the marker has to come off. Everything that does not need the plugin (the engine's
-config rule, the program's own refusals, secrets in state and output, determinism up to the
-first command) is asserted for real. With K3S_CILIUM_COMMAND_STANDIN=1 (conftest.py) the
-blocked tests run against a command plugin that runs nothing, by hand only.
+What runs: the Pulumi CLI and plugins built by ``lab/toolchain.sh build`` (see conftest.py): the
+real engine and Kubernetes provider, our language host (lab/langhost) and the lab's implementation
+of the command provider (lab/command-provider; the real one is not served by the Go proxy). Every
+preview here plans the whole program; nothing reaches a host (previews run no command).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.engine.conftest import COMMAND_PLUGIN_MISSING, COMMAND_STANDIN, ROOT, TOKEN_SENTINEL, Project, Result
+from tests.engine.conftest import COMMAND_PROVIDER_LINE, ROOT, TOKEN_SENTINEL, Project, Result
 
 pytestmark = pytest.mark.engine
 
@@ -38,31 +30,8 @@ COMPONENTS = {
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 
 
-def _command_plugin_built() -> bool:
-    cache = Path(os.environ.get("K3S_CILIUM_CACHE", Path.home() / ".cache" / "k3s-cilium"))
-    return (cache / "toolchain" / "providers" / "pulumi-resource-command").is_file()
-
-
-class CommandPluginMissing(Exception):
-    """The preview stopped at the first remote.Command because its plugin is not installed."""
-
-
-BLOCKED = pytest.mark.xfail(
-    not (_command_plugin_built() or COMMAND_STANDIN),
-    raises=CommandPluginMissing,
-    strict=True,
-    reason=(
-        "BLOCKED: no pulumi-resource-command plugin (the Go proxy does not serve "
-        "github.com/pulumi/pulumi-command/provider@v1.2.1: 404; other versions 403)"
-    ),
-)
-
-
 def preview(project: Project, stack: str, *args: str) -> Result:
-    """`pulumi preview` of a stack; raises CommandPluginMissing when that is why it failed."""
     result = project.pulumi("preview", "--stack", stack, *args, check=False)
-    if result.returncode != 0 and COMMAND_PLUGIN_MISSING in result.output:
-        raise CommandPluginMissing(result.output[-3000:])
     assert result.returncode == 0, result.output[-6000:]
     return result
 
@@ -89,40 +58,19 @@ def offline_plan(stack: str, project: Project) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stack", sorted(SHIPPED))
-def test_engine_accepts_the_stack_and_runs_the_program_to_its_resources(project, stack):
-    """README "First real deploy" 4-6 (or "Example stacks"), then `pulumi preview --diff`.
+def test_preview_plans_every_component_per_node(project, stack):
+    """README "First real deploy" 4-6 (or "Example stacks"), then `pulumi preview --diff` and `--json`.
 
-    Proves today, without the command plugin: the engine's config validation accepts the shipped
-    stack file with only the secrets set by `pulumi config set --secret` (issue 10 item 1), our
-    language host runs the program, the program validates the config and registers the stack
-    and its component resources; the first failure, if any, is the missing command plugin.
+    The engine's config validation accepts the shipped stack file with only the secrets set by
+    `pulumi config set --secret`, our language host runs the program, and the whole plan is there:
+    every component, each node's commands, and the Helm release with the offline plan's values.
     """
     project.init_stack(stack, SHIPPED[stack])
-    result = project.pulumi("preview", "--diff", "--stack", stack, check=False)
-    assert "missing configuration value" not in result.output
-    assert "must be encrypted" not in result.output
-    assert "k3s-cilium:" not in _errors(result.output), result.output[-4000:]
-    if result.returncode != 0:
-        assert COMMAND_PLUGIN_MISSING in result.output, result.output[-6000:]
-    # The program ran: the stack and the first component were registered with the engine.
-    assert f"[urn=urn:pulumi:{stack}::k3s-cilium::pulumi:pulumi:Stack::k3s-cilium-{stack}]" in result.stdout
-    assert f"[urn=urn:pulumi:{stack}::k3s-cilium::k3s-cilium:index:K3sCluster::k3s]" in result.stdout
-    assert "KeyboardInterrupt" not in result.output
-
-
-def _errors(output: str) -> str:
-    """The lines of the engine's output that report errors from the program."""
-    return "\n".join(line for line in output.splitlines() if "error:" in line and "resource plugin" not in line)
-
-
-# --- the whole plan of every shipped stack (needs the command plugin) --------------------------------
-
-
-@BLOCKED
-@pytest.mark.parametrize("stack", sorted(SHIPPED))
-def test_preview_plans_every_component_per_node(project, stack):
-    project.init_stack(stack, SHIPPED[stack])
-    preview(project, stack, "--diff")
+    shown = preview(project, stack, "--diff")
+    assert "error:" not in shown.output, shown.output[-4000:]
+    assert "KeyboardInterrupt" not in shown.output
+    # The run says which command provider it used.
+    assert COMMAND_PROVIDER_LINE in shown.output
     planned = preview(project, stack, "--json").json()
     plan = offline_plan(stack, project)
     all_steps = steps(planned)
@@ -149,7 +97,6 @@ def test_preview_plans_every_component_per_node(project, stack):
     assert inputs["values"] == plan["ciliumValues"]
 
 
-@BLOCKED
 @pytest.mark.parametrize("stack", ["dev"])
 def test_two_previews_give_the_same_plan(project, stack):
     project.init_stack(stack, SHIPPED[stack])
@@ -176,16 +123,6 @@ def _stable(preview_json: dict[str, Any]) -> str:
         diagnostic.pop("timestamp", None)
     preview_json["diagnostics"] = sorted(preview_json.get("diagnostics") or [], key=lambda d: json.dumps(d))
     return json.dumps(preview_json, sort_keys=True, indent=1)
-
-
-@pytest.mark.parametrize("stack", ["dev"])
-def test_two_runs_register_the_same_resources_up_to_where_they_stop(project, stack):
-    """Determinism that holds with or without the command plugin: the same output twice."""
-    project.init_stack(stack, SHIPPED[stack])
-    first = project.pulumi("preview", "--json", "--stack", stack, check=False)
-    second = project.pulumi("preview", "--json", "--stack", stack, check=False)
-    assert first.returncode == second.returncode
-    assert _stable(first.json()) == _stable(second.json())
 
 
 # --- secrets ----------------------------------------------------------------------------------------
@@ -288,7 +225,6 @@ def test_bad_stack_is_refused_and_nothing_is_created(project, name, change, secr
     assert refused.returncode != 0
     for message in expected:
         assert message in refused.output, refused.output[-4000:]
-    assert COMMAND_PLUGIN_MISSING not in refused.output
     # A real update is refused the same way, before any resource exists.
     update = project.pulumi("up", "--yes", "--skip-preview", "--stack", name, check=False)
     assert update.returncode != 0
