@@ -1,8 +1,12 @@
 """k3s-cilium: load and validate the stack config, build the components, export outputs."""
 
 import gc
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import pulumi
 from pulumi.runtime.config import is_config_secret
@@ -64,6 +68,24 @@ def built_without_collecting() -> Iterator[None]:
         gc.enable()
 
 
+# The exit status by which a Python program tells its language host that the error is already reported.
+EXIT_ALREADY_REPORTED = 32
+
+
+def stop_quietly_when_interrupted() -> None:
+    """When a resource fails, the engine cancels the run and the language host interrupts the program
+    with SIGINT (as on Ctrl-C). The failing resource has reported why; Python's KeyboardInterrupt
+    traceback would only look like a crash of the program and bury that message."""
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ALREADY_REPORTED)
+
+    signal.signal(signal.SIGINT, stop)
+
+
+stop_quietly_when_interrupted()
 config = pulumi.Config(NAMESPACE)
 stack_config, features = load_config(config)
 require_encrypted(config)

@@ -25,6 +25,7 @@ changed artifact re-runs exactly the stage and the install of each node.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,9 +106,9 @@ class AirgapNodes(pulumi.ComponentResource):
         node: Node,
         args: AirgapNodesArgs,
         *,
-        create: str,
-        update: str | None = None,
-        delete: str | None = None,
+        create: ssh.Script,
+        update: ssh.Script | None = None,
+        delete: ssh.Script | None = None,
         stdin: pulumi.Input[str] | None = None,
         depends_on: Sequence[pulumi.Resource] = (),
     ) -> remote.Command:
@@ -115,6 +116,7 @@ class AirgapNodes(pulumi.ComponentResource):
             resource,
             args.connections[node.name],
             self,
+            user=args.cfg.ssh_user(node),
             create=create,
             update=update,
             delete=delete,
@@ -133,9 +135,7 @@ class AirgapNodes(pulumi.ComponentResource):
                 f"{name}-upload-dir-{node.name}",
                 node,
                 args,
-                create=ssh.script_command(
-                    cfg, node, "airgap-upload-dir", {"UPLOAD_DIR": airgap.UPLOAD_DIR, "OWNER": cfg.ssh_user(node)}
-                ),
+                create=ssh.script("airgap-upload-dir", {"UPLOAD_DIR": airgap.UPLOAD_DIR, "OWNER": cfg.ssh_user(node)}),
                 depends_on=args.depends_on,
             )
             for artifact in local:
@@ -150,14 +150,14 @@ class AirgapNodes(pulumi.ComponentResource):
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[upload_dir]),
                     )
                 )
-        stage = ssh.script_command(cfg, node, "airgap-stage", stage_params(resolved))
+        stage = ssh.script("airgap-stage", stage_params(resolved))
         return self._command(
             f"{name}-stage-{node.name}",
             node,
             args,
             create=stage,
             update=stage,
-            delete=ssh.script_command(cfg, node, "airgap-unstage", unstage_params()),
+            delete=ssh.script("airgap-unstage", unstage_params()),
             depends_on=[*args.depends_on, *uploads],
         )
 
@@ -169,7 +169,7 @@ class AirgapNodes(pulumi.ComponentResource):
         document = credentials.apply(
             lambda text: airgap.registries_yaml(registries, airgap.parse_credentials(text))
         )
-        write = ssh.script_command(cfg, node, "airgap-registries", registries_params(node))
+        write = ssh.script("airgap-registries", registries_params(node))
         return self._command(
             f"{name}-registries-{node.name}",
             node,
@@ -177,7 +177,7 @@ class AirgapNodes(pulumi.ComponentResource):
             create=write,
             update=write,
             # K3s' uninstall removes /etc/rancher/k3s anyway; this covers a stack that drops the block.
-            delete=ssh.as_root(cfg.ssh_user(node), f"rm -f {airgap.REGISTRIES_PATH}"),
+            delete=ssh.Script("airgap-registries-remove", f"rm -f {shlex.quote(airgap.REGISTRIES_PATH)}"),
             stdin=pulumi.Output.secret(document),
             depends_on=args.depends_on,
         )

@@ -29,7 +29,7 @@ import yaml
 from pulumi_command import local, remote
 
 from components.airgap import release_chart_args
-from components.remote import node_command, script_command
+from components.remote import Script, node_command, script
 from components.verify import ASSERT_DIR, PROJECT_PYTHON
 from stacks import airgap, cilium_values
 from stacks.config import StackConfig
@@ -221,9 +221,7 @@ class CiliumRelease(pulumi.ComponentResource):
 
         first = cfg.servers[0]
         self.restart_trigger = datapath_fingerprint(cfg, features)
-        restart_command = script_command(
-            cfg,
-            first,
+        restart_command = script(
             "restart-datapath-pods",
             {
                 "TIMEOUT_SECONDS": args.restart_timeout_seconds,
@@ -238,8 +236,9 @@ class CiliumRelease(pulumi.ComponentResource):
             f"{name}-restart-pods",
             args.connections[first.name],
             self,
+            user=cfg.ssh_user(first),
             create=restart_command,
-            update="true",
+            update=Script("restart-only-on-trigger", "true"),
             triggers=[self.restart_trigger],
             depends_on=[self.release],
         )

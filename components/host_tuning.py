@@ -23,7 +23,7 @@ from typing import Literal
 import pulumi
 from pulumi_command import remote
 
-from components.remote import host_identity, node_command, script_command, stdout_by_node
+from components.remote import host_identity, node_command, script, stdout_by_node
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -64,18 +64,17 @@ class HostTuning(pulumi.ComponentResource):
         commands: dict[str, remote.Command] = {}
         if self.enabled:
             for node in cfg.nodes:
-                apply = script_command(
-                    cfg, node, "host-tuning", {"TUNED_PROFILE": args.tuned_profile, "STATE_DIR": STATE_DIR}
-                )
+                apply = script("host-tuning", {"TUNED_PROFILE": args.tuned_profile, "STATE_DIR": STATE_DIR})
                 # The revert is a delete, so a replacement reverts first (node_command); a node moved
                 # to another host (its trigger) is reverted on the old host before the new one is tuned.
                 commands[node.name] = node_command(
                     f"{name}-{node.name}",
                     args.connections[node.name],
                     self,
+                    user=cfg.ssh_user(node),
                     create=apply,
                     update=apply,
-                    delete=script_command(cfg, node, "host-tuning-revert", {"STATE_DIR": STATE_DIR}),
+                    delete=script("host-tuning-revert", {"STATE_DIR": STATE_DIR}),
                     triggers=host_identity(cfg, node),
                     depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else [],
                 )

@@ -60,6 +60,8 @@ KUBECONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
 ADMIN_CLIENT_CERT = "/var/lib/rancher/k3s/server/tls/client-admin.crt"
 CERTIFICATE_RENEW_AFTER_DAYS = 365 - 90
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
+# The cluster CA a server generates when the cluster is created; its fingerprint is in the install's stdout.
+SERVER_CA = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
 # Where the official install script puts things (its defaults on a writable /usr/local).
 INSTALLER_URL = "https://get.k3s.io"
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -153,6 +155,7 @@ def install_params(
         "SYSTEMD_DIR": SYSTEMD_DIR,
         "OWNER": owner,
         "OWNER_MARKER": OWNER_MARKER,
+        "SERVER_CA": SERVER_CA,
         # Air-gapped: install from the staged, verified artifacts; their digest re-runs this converge.
         **airgap.install_params(cfg.airgap, cfg.cilium.version),
     }
@@ -189,6 +192,11 @@ def parse_facts(stdout: str) -> dict[str, str]:
         if pairs and all(len(pair) == 2 for pair in pairs):
             return {key: value for key, value in pairs}
     return {}
+
+
+def cluster_ca(install_stdout: str) -> str:
+    """The cluster CA fingerprint a server's install printed (``ca=sha256:...``); "" if none."""
+    return parse_facts(install_stdout).get("ca", "")
 
 
 def api_server_url(endpoint: str) -> str:
@@ -264,6 +272,7 @@ class K3sCluster(pulumi.ComponentResource):
             pulumi.log.warn(unpinned_warning(unpinned), resource=self)
 
         self.connections = {node.name: ssh.connection(cfg, node, private_key, key_password) for node in cfg.nodes}
+        self._users = {node.name: cfg.ssh_user(node) for node in cfg.nodes}
         # Once for all agents: it renders every server's config.
         self._servers_digest = servers_config_digest(cfg, features, token_configured)
 
@@ -343,9 +352,9 @@ class K3sCluster(pulumi.ComponentResource):
         resource: str,
         node: Node,
         *,
-        create: str | None,
-        update: str | None = None,
-        delete: str | None = None,
+        create: ssh.Script | None,
+        update: ssh.Script | None = None,
+        delete: ssh.Script | None = None,
         stdin: pulumi.Input[str] | None = None,
         triggers: Sequence[Any] | None = None,
         secret_stdout: bool = False,
@@ -355,6 +364,7 @@ class K3sCluster(pulumi.ComponentResource):
             resource,
             self.connections[node.name],
             self,
+            user=self._users[node.name],
             create=create,
             update=update,
             delete=delete,
@@ -368,7 +378,7 @@ class K3sCluster(pulumi.ComponentResource):
         return self._command(
             resource_name(name, ROLE_PREFLIGHT, node),
             node,
-            create=ssh.script_command(cfg, node, "preflight", preflight_params(cfg, features, node)),
+            create=ssh.script("preflight", preflight_params(cfg, features, node)),
             triggers=ssh.host_identity(cfg, node),
         )
 
@@ -389,13 +399,13 @@ class K3sCluster(pulumi.ComponentResource):
         # the uninstall, which is wanted exactly when the node moved to another host.
         owner = install_resource_name(name, node)
         params = install_params(cfg, features, node, token_configured, owner, self._servers_digest)
-        converge = ssh.script_command(cfg, node, "k3s-install", params)
+        converge = ssh.script("k3s-install", params)
         return self._command(
             owner,
             node,
             create=converge,
             update=converge,
-            delete=ssh.script_command(cfg, node, "k3s-uninstall", uninstall_params(node, owner)),
+            delete=ssh.script("k3s-uninstall", uninstall_params(node, owner)),
             stdin=stdin,
             triggers=ssh.host_identity(cfg, node),
             depends_on=[*depends_on, *(self.airgap.ready[node.name] if self.airgap else [])],
@@ -417,9 +427,7 @@ class K3sCluster(pulumi.ComponentResource):
             resource_name(name, ROLE_DEREGISTER, node),
             first,
             create=None,
-            delete=ssh.script_command(
-                cfg, first, "k3s-node-deregister", {"NODE_NAME": node.name, "K3S_BIN": f"{K3S_BIN_DIR}/k3s"}
-            ),
+            delete=ssh.script("k3s-node-deregister", {"NODE_NAME": node.name, "K3S_BIN": f"{K3S_BIN_DIR}/k3s"}),
             triggers=ssh.host_identity(cfg, node),
             depends_on=[first_install],
         )
@@ -438,9 +446,11 @@ class K3sCluster(pulumi.ComponentResource):
         command = self._command(
             resource_name(name, role, first),
             first,
-            create=ssh.script_command(cfg, first, script, params),
-            # A reinstalled first server has a new token, CA and admin credentials: read them again.
-            triggers=[install.id],
+            create=ssh.script(script, params),
+            # A first server installed anew has a new token, CA and admin credentials: read them again
+            # when its CA changes. Not the install's id: a real provider gives a new random one in
+            # every preview of a new stack, and the plan must be the same each time.
+            triggers=[install.stdout.apply(cluster_ca)],
             secret_stdout=True,
             depends_on=[install],
         )

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local, remote
 
-from components.remote import as_root, node_command, script_command, stdout_by_node
+from components.remote import Script, node_command, script, stdout_by_node
 from stacks.config import StackConfig
 from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
@@ -87,7 +87,8 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                 f"{name}-kubernetes",
                 args.connections[first.name],
                 self,
-                create=as_root(cfg.ssh_user(first), K8S_CLEANUP),
+                user=cfg.ssh_user(first),
+                create=Script("kube-proxy-kubernetes-cleanup", K8S_CLEANUP),
                 triggers=[trigger],
                 depends_on=args.depends_on,
             )
@@ -96,7 +97,8 @@ class KubeProxyRemoval(pulumi.ComponentResource):
                     f"{name}-cleanup-{node.name}",
                     args.connections[node.name],
                     self,
-                    create=script_command(cfg, node, "kube-proxy-cleanup"),
+                    user=cfg.ssh_user(node),
+                    create=script("kube-proxy-cleanup"),
                     triggers=[trigger],
                     # The objects' cleanup waits for Cilium: one dependency, one walk of the SDK's cycle check.
                     depends_on=[objects],

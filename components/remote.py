@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import shlex
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -55,14 +56,72 @@ def host_identity(cfg: StackConfig, node: Node) -> list[str | int]:
     return [node.host, cfg.ssh_port(node)]
 
 
+@dataclass(frozen=True)
+class Script:
+    """A script run as root on one node: ``name`` is what its command line says, ``body`` the script."""
+
+    name: str
+    body: pulumi.Input[str]
+
+
+def script(name: str, params: Mapping[str, scripts.ScriptValue] | None = None) -> Script:
+    """Script template ``components/scripts/<name>.sh`` rendered with ``params``."""
+    return Script(name, scripts.render(name, params))
+
+
+_SCRIPT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def command_line(user: str, name: str) -> str:
+    """The command a node runs for script ``name`` of the bundle on its stdin (see ``bundle``)."""
+    if not _SCRIPT_NAME.match(name):
+        raise ValueError(f"script name {name!r}: lowercase letters, digits and '-' only")
+    runner = "bash" if user == "root" else "sudo -n bash"
+    return f"{runner} -s -- {name}"
+
+
+# The bundle is read by `bash -s -- <name>`. bash reads a script from a pipe one byte at a time, so
+# when the dispatch line runs, the rest of stdin (a token, a registries.yaml) is left to the script.
+BUNDLE_HEADER = "# k3s-cilium: one function per script; the command line's argument picks the one that runs."
+BUNDLE_DISPATCH = '"k3s_cilium_${1//-/_}"; exit'
+
+
+def _bundle_text(named: Sequence[tuple[str, str]]) -> str:
+    parts = [BUNDLE_HEADER + "\n"]
+    for name, body in named:
+        parts.append(f"k3s_cilium_{name.replace('-', '_')}() {{\n{body}")
+        parts.append("}\n" if body.endswith("\n") else "\n}\n")
+    parts.append(BUNDLE_DISPATCH + "\n")
+    return "".join(parts)
+
+
+def bundle(*node_scripts: Script) -> pulumi.Input[str]:
+    """The text on a command's stdin: each distinct script of the command as a function, and a last
+    line that runs the one the command line names. A name must not stand for two different scripts."""
+    distinct: dict[str, pulumi.Input[str]] = {}
+    for item in node_scripts:
+        command_line("root", item.name)  # the name's check
+        known = distinct.setdefault(item.name, item.body)
+        if isinstance(known, str) and isinstance(item.body, str) and known != item.body:
+            raise ValueError(f"two different scripts are both named {item.name!r}")
+    names = list(distinct)
+    bodies = list(distinct.values())
+    if all(isinstance(body, str) for body in bodies):
+        return _bundle_text([(name, str(body)) for name, body in zip(names, bodies, strict=True)])
+    return pulumi.Output.all(*bodies).apply(
+        lambda texts: _bundle_text([(name, str(body)) for name, body in zip(names, texts, strict=True)])
+    )
+
+
 def node_command(
     resource: str,
     connection: remote.ConnectionArgs,
     parent: pulumi.Resource,
     *,
-    create: pulumi.Input[str] | None,
-    update: str | None = None,
-    delete: str | None = None,
+    user: str,
+    create: Script | None,
+    update: Script | None = None,
+    delete: Script | None = None,
     stdin: pulumi.Input[str] | None = None,
     triggers: Sequence[Any] | None = None,
     secret_stdout: bool = False,
@@ -71,16 +130,23 @@ def node_command(
 ) -> remote.Command:
     """A command on one node, with the options every such command needs.
 
+    The scripts travel on stdin (``bundle``); ``create``/``update``/``delete`` are command lines
+    that only name the script to run (``bash -s -- k3s-install``). pulumi-command's error message
+    starts with the command line, so a failure reads as the script's name and then what went
+    wrong, not hundreds of lines of script first. ``stdin`` (a token, a file) follows the bundle;
+    when it is a secret, all of stdin is.
+
     ``secret_stdout``: stdout is a secret output and neither logged nor shown (a
     failure still reports the exit status); otherwise ``logging`` applies.
     """
+    bundled = bundle(*(item for item in (create, update, delete) if item is not None))
     return remote.Command(
         resource,
         connection=connection,
-        create=create,
-        update=update,
-        delete=delete,
-        stdin=stdin,
+        create=command_line(user, create.name) if create else None,
+        update=command_line(user, update.name) if update else None,
+        delete=command_line(user, delete.name) if delete else None,
+        stdin=pulumi.Output.concat(bundled, stdin) if stdin is not None else bundled,
         triggers=list(triggers) if triggers else None,
         logging=remote.Logging.NONE if secret_stdout else logging,
         # No script reads PULUMI_COMMAND_STDOUT, and sshd's default AcceptEnv refuses it with a warning.
@@ -93,19 +159,6 @@ def node_command(
             delete_before_replace=True if delete else None,
         ),
     )
-
-
-def as_root(user: str, script: str) -> str:
-    """A command line that runs ``script`` with bash as root; ``sudo -n`` never waits for a password."""
-    runner = "bash -c" if user == "root" else "sudo -n bash -c"
-    return f"{runner} {shlex.quote(script)}"
-
-
-def script_command(
-    cfg: StackConfig, node: Node, name: str, params: dict[str, scripts.ScriptValue] | None = None
-) -> str:
-    """The command line that runs script template ``name`` on ``node`` as root."""
-    return as_root(cfg.ssh_user(node), scripts.render(name, params))
 
 
 def stdout_by_node(commands: Mapping[str, remote.Command]) -> pulumi.Output[dict[str, str]]:

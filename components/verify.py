@@ -58,7 +58,7 @@ import pulumi_kubernetes as k8s
 from packaging.version import Version
 from pulumi_command import local, remote
 
-from components.remote import node_command, script_command
+from components.remote import Script, node_command, script
 from components.scripts import ScriptValue, render
 from stacks import checks, preflight
 from stacks.checks import PlannedCheck, Workloads
@@ -75,6 +75,8 @@ ASSERT_DIR = "."
 PROJECT_PYTHON = ".venv/bin/python"
 ASSERT_PROGRAM = f"{PROJECT_PYTHON} -m verification"
 
+# The script that collects every check of one node in one session (verify-node.sh).
+NODE_COLLECTOR = "verify-node"
 SMOKE_NAME = "smoke"
 SMOKE_LABELS = {"app.kubernetes.io/name": "k3s-cilium-smoke"}
 # Pinned nginx (stable line); any 2xx on GET / will do.
@@ -319,9 +321,8 @@ def node_collector_script(
         "SECTION_MARK": SECTION_MARK,
     }
     for index, check in enumerate(node_checks):
-        script, script_params = collector_script(cfg, check, discovered, placed)
-        params[f"SCRIPT_{index}"] = render(script, script_params)
-    return "verify-node", params
+        params[f"SCRIPT_{index}"] = render(*collector_script(cfg, check, discovered, placed))
+    return NODE_COLLECTOR, params
 
 
 def smoke_pods_params() -> dict[str, ScriptValue]:
@@ -409,7 +410,7 @@ class Verification(pulumi.ComponentResource):
         self,
         resource: str,
         node: Node,
-        command: pulumi.Input[str],
+        collect: Script,
         triggers: list[str],
         depends_on: Sequence[pulumi.Resource],
     ) -> remote.Command:
@@ -417,7 +418,8 @@ class Verification(pulumi.ComponentResource):
             resource,
             self._args.connections[node.name],
             self,
-            create=command,
+            user=self._args.cfg.ssh_user(node),
+            create=collect,
             triggers=triggers,
             # The raw output goes to the assertions (and stays in the state); only problems are shown.
             logging=remote.Logging.STDERR,
@@ -432,9 +434,8 @@ class Verification(pulumi.ComponentResource):
     ) -> remote.Command:
         cfg, placed = self._args.cfg, self._workloads
 
-        def command(discovered: str) -> str:
-            script, params = node_collector_script(cfg, node, node_checks, discovered, placed)
-            return script_command(cfg, node, script, params)
+        def body(discovered: str) -> str:
+            return render(*node_collector_script(cfg, node, node_checks, discovered, placed))
 
         # One dependency each, because the SDK's cycle check walks everything upstream of every
         # dependency of every resource: the smoke pods' discovery comes after Cilium, the
@@ -443,16 +444,16 @@ class Verification(pulumi.ComponentResource):
         waits_for: Sequence[pulumi.Resource]
         if smoke_pods is not None and any(check.check == "probes" for check in node_checks):
             # Pod and node addresses are not secret (the collector's outputs may be marked so).
-            collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: command(str(out or "")))
-            waits_for = []  # the command is made of the discovery's output: it already waits for it
+            collect = pulumi.Output.unsecret(smoke_pods.stdout).apply(lambda out: body(str(out or "")))
+            waits_for = []  # the script is made of the discovery's output: it already waits for it
         else:
-            collect = command("")
+            collect = body("")
             needs_smoke = any(check.check == "service-list" for check in node_checks)
             waits_for = [smoke_pods] if smoke_pods is not None and needs_smoke else self._args.depends_on
         return self._remote_collector(
             f"{self._name}-collect-{node.name}",
             node,
-            collect,
+            Script(NODE_COLLECTOR, collect),
             [digest([check_trigger(self._state_digest, check) for check in node_checks])],
             waits_for,
         )
@@ -460,11 +461,10 @@ class Verification(pulumi.ComponentResource):
     def _collector(self, check: PlannedCheck, after: Sequence[pulumi.Resource]) -> remote.Command:
         """A cluster-wide check's collector on the first server (connectivity test, benchmark)."""
         cfg, first = self._args.cfg, self._first
-        script, params = collector_script(cfg, check)
         collector = self._remote_collector(
             f"{self._name}-{check.check}-{node_label(check)}",
             first,
-            script_command(cfg, first, script, params),
+            script(*collector_script(cfg, check)),
             [check_trigger(self._state_digest, check)],
             [*self._args.depends_on, *after],
         )
@@ -665,7 +665,8 @@ class Verification(pulumi.ComponentResource):
             f"{self._name}-smoke-pods",
             self._args.connections[self._first.name],
             self,
-            create=script_command(cfg, self._first, "verify-smoke-pods", params),
+            user=cfg.ssh_user(self._first),
+            create=script("verify-smoke-pods", params),
             triggers=[trigger],
             depends_on=[*self._args.depends_on, *smoke],
         )

@@ -34,6 +34,7 @@ import gc
 import json
 import logging
 import re
+import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ users:
     client-key-data: RkFLRS1LRVk=
 """
 FAKE_PREFLIGHT = "kernel=6.8.0-45-generic os=ubuntu-24.04 arch=x86_64 k3s=absent"
+# A server install's summary line, with its cluster CA's fingerprint.
+FAKE_SERVER_INSTALL = "role=server k3s=v1.33.3+k3s1 action=installed ca=sha256:" + "c" * 64 + "\n"
 
 # (regex searched in the resource name, stdout). First match wins.
 StdoutRule = tuple[str, "str | Callable[[pulumi_mocks.MockResourceArgs], str]"]
@@ -87,6 +90,7 @@ DEFAULT_COMMAND_STDOUT: tuple[StdoutRule, ...] = (
     (r"-preflight-", FAKE_PREFLIGHT),
     (r"-kubeconfig-", FAKE_KUBECONFIG),
     (r"-token-", FAKE_TOKEN + "\n"),
+    (r"^k3s-server-", FAKE_SERVER_INSTALL),
 )
 
 
@@ -161,6 +165,22 @@ def walk_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from walk_strings(item, f"{path}[{index}]")
 
 
+_BUNDLED_FUNCTION = re.compile(r"^k3s_cilium_([a-z0-9_]+)\(\) \{\n", re.MULTILINE)
+_DISPATCH = '}\n"k3s_cilium_${1//-/_}"; exit\n'
+
+
+def unbundle(stdin: str) -> tuple[dict[str, str], str]:
+    """The scripts of a bundle on a remote command's stdin by name, and what follows them."""
+    end = stdin.index(_DISPATCH)
+    functions, rest = stdin[: end + 2], stdin[end + len(_DISPATCH) :]
+    starts = list(_BUNDLED_FUNCTION.finditer(functions))
+    scripts = {}
+    for match, following in zip(starts, [*starts[1:], None], strict=True):
+        body_end = following.start() if following else len(functions)
+        scripts[match[1].replace("_", "-")] = functions[match.end() : body_end].removesuffix("}\n")
+    return scripts, rest
+
+
 def _covered(path: str, secret_paths: frozenset[str]) -> bool:
     """Whether ``path`` is a secret path or lies inside one."""
     return any(
@@ -195,6 +215,17 @@ class Registration:
         for path, text in walk_strings(self.inputs):
             if not self.is_secret(path.removesuffix("#key")):
                 yield path, text
+
+    def script(self, role: str = "create") -> str:
+        """The script a remote command's ``role`` (create, update, delete) runs: its command line names
+        a script of the bundle on stdin."""
+        name = self.inputs[role].rsplit(" -- ", 1)[1]
+        scripts, _ = unbundle(self.inputs["stdin"])
+        return scripts[name]
+
+    def stdin_data(self) -> str:
+        """What a remote command's stdin holds after its scripts (a token, a file); "" if nothing."""
+        return unbundle(self.inputs["stdin"])[1]
 
     def identity(self) -> tuple[str, dict[str, Any], list[str], dict[str, Any]]:
         """What must be identical when the same program runs twice."""
@@ -402,6 +433,7 @@ def run_program(
 
     result: dict[str, Any] = {}
     collector_thresholds = gc.get_threshold()
+    interrupt_handler = signal.getsignal(signal.SIGINT)
 
     async def body() -> None:
         value = program()
@@ -423,6 +455,8 @@ def run_program(
         gc.unfreeze()
         gc.set_threshold(*collector_thresholds)
         gc.enable()
+        # ...and its SIGINT handler is for the program's own process, not the test runner's.
+        signal.signal(signal.SIGINT, interrupt_handler)
 
     stack_urn = _sync_await(root.urn.future()) if root is not None else None
     return Recorded(

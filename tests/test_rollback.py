@@ -62,8 +62,8 @@ def test_kpr_to_baseline_brings_kube_proxy_back_in_place():
         "kube-proxy-done",
     }
     server = baseline.named("k3s-server-server-1")
-    assert "disable-kube-proxy: false" in server.inputs["update"]
-    assert "disable-kube-proxy: true" in kpr.named("k3s-server-server-1").inputs["update"]
+    assert "disable-kube-proxy: false" in server.script("update")
+    assert "disable-kube-proxy: true" in kpr.named("k3s-server-server-1").script("update")
     # Agents read disable-kube-proxy from the servers at start: their update restarts them.
     assert {"k3s-server-server-1", "k3s-agent-agent-1", "k3s-agent-agent-2"} <= changed
     # In place: same resources, no trigger change that would replace (= uninstall) them.
@@ -95,7 +95,7 @@ def test_destroy_and_recreate_rebuilds_the_same_stack_and_every_install_uninstal
     first, second = run_stack(stack_config()), run_stack(stack_config())
     assert first.snapshot() == second.snapshot()
     for install in installs(first).values():
-        assert "uninstall" in install.inputs["delete"], install.name
+        assert "uninstall" in install.script("delete"), install.name
 
 
 def replaced(before: Registration, after: Registration) -> bool:

@@ -14,7 +14,9 @@
 # The token arrives on stdin (never on a command line, which a failed
 # command prints) and is written to TOKEN_PATH with mode 0600.
 #
-# Prints one summary line, e.g. "role=server k3s=v1.33.3+k3s1 action=installed".
+# Prints one summary line, e.g. "role=agent k3s=v1.33.3+k3s1 action=installed"; a
+# server adds its cluster CA's fingerprint ("ca=sha256:..."), which changes only
+# when the cluster was created anew: Pulumi reads the token and kubeconfig again then.
 #
 # Parameters:
 #   ROLE                   server or agent (also the K3s subcommand)
@@ -35,6 +37,7 @@
 #   SYSTEMD_DIR            where it writes the unit (/etc/systemd/system)
 #   OWNER                  the Pulumi resource that manages K3s on this host
 #   OWNER_MARKER           where OWNER is recorded, for the uninstall script
+#   SERVER_CA              servers: the cluster CA certificate K3s generates
 #   AIRGAP_BINARY          air-gapped: the verified k3s binary staged by
 #                          airgap-stage.sh (empty: download from the internet)
 #   AIRGAP_INSTALLER       air-gapped: the verified install script, run with
@@ -182,10 +185,12 @@ main() {
   fi
   progress_stop
 
+  local ca=""
   if [[ $ROLE == server ]]; then
     wait_for_api_server
+    ca=" ca=sha256:$(sha256sum "$SERVER_CA" | cut -d' ' -f1)"
   fi
-  printf 'role=%s k3s=%s action=%s\n' "$ROLE" "$(installed_version)" "$action"
+  printf 'role=%s k3s=%s action=%s%s\n' "$ROLE" "$(installed_version)" "$action" "$ca"
 }
 
 main

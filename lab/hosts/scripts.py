@@ -1,14 +1,15 @@
 """The program's own remote scripts, rendered exactly as its components render them, run over SSH.
 
-These steps do not go through Pulumi: they take the command line the component
-would hand to pulumi-command (``components.remote.script_command`` with the
-component's parameters) and run it with ``ssh`` as root on the lab's hosts. The
-report labels them so.
+These steps do not go through Pulumi: they take the command line and the stdin
+the component would hand to pulumi-command (``components.remote.command_line``
+and ``bundle`` of the script rendered with the component's parameters) and run
+them with ``ssh`` as root on the lab's hosts. The report labels them so.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,10 +112,15 @@ class Program:
     def node(self, name: str) -> Any:
         return next(node for node in self.cfg.nodes if node.name == name)
 
-    def command(self, host: Host, script: str, params: dict[str, Any] | None = None) -> str:
-        from components.remote import script_command
+    def run(
+        self, state: LabState, host: Host, name: str, params: dict[str, Any] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Script ``name`` on ``host`` as the component runs it: its name on the command line, the script on stdin."""
+        from components.remote import bundle, command_line, script
 
-        return script_command(self.cfg, self.node(host.name), script, params)
+        stdin = bundle(script(name, params))
+        assert isinstance(stdin, str)
+        return ssh_run(state, host, command_line(self.cfg.ssh_user(self.node(host.name)), name), stdin=stdin)
 
 
 def _summary(out: str) -> str:
@@ -127,7 +133,7 @@ def run_preflight(state: LabState, program: Program, step: Step) -> None:
 
     def one(host: Host) -> HostResult:
         params = preflight_params(program.cfg, program.features, program.node(host.name))
-        result = ssh_run(state, host, program.command(host, "preflight", params))
+        result = program.run(state, host, "preflight", params)
         return {"exit": result.returncode, "stdout": result.stdout.strip(), "stderr": result.stderr.strip()}
 
     on_every_host(state, step, one, lambda r: failed_exit(r, "stderr" if r["stderr"] else "stdout"))
@@ -148,8 +154,8 @@ def run_host_tuning(state: LabState, program: Program, step: Step, before: dict[
 
     def one(host: Host) -> HostResult:
         before[host.name] = snapshot(state, host)
-        first = ssh_run(state, host, program.command(host, "host-tuning", params))
-        second = ssh_run(state, host, program.command(host, "host-tuning", params))
+        first = program.run(state, host, "host-tuning", params)
+        second = program.run(state, host, "host-tuning", params)
         return {
             "exit": max(first.returncode, second.returncode),
             "summary": _summary(first.stdout),
@@ -177,9 +183,8 @@ def run_host_tuning_revert(state: LabState, program: Program, step: Step, before
     from components.host_tuning import STATE_DIR
 
     def one(host: Host) -> HostResult:
-        command = program.command(host, "host-tuning-revert", {"STATE_DIR": STATE_DIR})
-        first = ssh_run(state, host, command)
-        second = ssh_run(state, host, command)
+        first = program.run(state, host, "host-tuning-revert", {"STATE_DIR": STATE_DIR})
+        second = program.run(state, host, "host-tuning-revert", {"STATE_DIR": STATE_DIR})
         after = snapshot(state, host)
         diff = tuning_differences(before.get(host.name, {}), after)
         return {
@@ -253,9 +258,8 @@ def run_kube_proxy_cleanup(state: LabState, program: Program, step: Step) -> Non
                 loaded = ssh_run(state, host, f"{cmd}-{backend}-restore", stdin=fixtures[family].seed)
                 if loaded.returncode:
                     out["problems"].append(f"loading {backend}/{family} failed: {loaded.stderr.strip()}")
-        command = program.command(host, "kube-proxy-cleanup")
-        first = ssh_run(state, host, command)
-        second = ssh_run(state, host, command)
+        first = program.run(state, host, "kube-proxy-cleanup")
+        second = program.run(state, host, "kube-proxy-cleanup")
         out.update(
             exit=max(first.returncode, second.returncode),
             stdout=first.stdout.strip().splitlines(),

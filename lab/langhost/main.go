@@ -17,6 +17,9 @@
 //     installed in the virtualenv (their pulumi-plugin.json files).
 //   - GetPluginInfo, About and InstallDependencies (pip install -r requirements.txt into the
 //     virtualenv) are minimal.
+//   - Cancel interrupts the running program with SIGINT, as upstream's Python language host does
+//     (pulumi/pulumi#22397): the engine cancels a run when a resource fails, and the program then
+//     sees a KeyboardInterrupt, exactly as it does under the language host users run.
 //
 // Everything else (Handshake, RunPlugin, GenerateProgram, Pack, toolchains other than pip, ...)
 // answers Unimplemented, which the engine treats as "not supported".
@@ -38,6 +41,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
@@ -62,17 +66,25 @@ type host struct {
 	programs map[*exec.Cmd]struct{}
 }
 
-// stopPrograms ends the running programs with SIGTERM. The engine stops a language host with
-// SIGINT to the host's process group; the programs run in their own group, so that Python does
-// not print a KeyboardInterrupt traceback into the engine's output, and are stopped here instead.
-func (h *host) stopPrograms() {
+// programStopDelay is how long an interrupted program has to end before it is killed (upstream's
+// WaitDelay).
+const programStopDelay = 5 * time.Second
+
+// interruptPrograms sends SIGINT to every running program, as upstream's host does on Cancel.
+func (h *host) interruptPrograms() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for cmd := range h.programs {
 		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			_ = cmd.Process.Signal(os.Interrupt)
 		}
 	}
+}
+
+// Cancel asks the running programs to stop (SIGINT) and returns at once; Run reports how they ended.
+func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	h.interruptPrograms()
+	return &emptypb.Empty{}, nil
 }
 
 func main() {
@@ -97,7 +109,8 @@ func main() {
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-signals
-		h.stopPrograms()
+		h.interruptPrograms()
+		time.Sleep(programStopDelay)
 		os.Exit(1)
 	}()
 	if _, err := os.Stat(h.execScript); err != nil {
@@ -290,9 +303,9 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	// The engine shows what a language host writes on stdout and stderr.
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
-	// Own process group (see stopPrograms); SIGTERM too should this host die without stopping it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	// As upstream: the engine's cancellation interrupts the program, which gets programStopDelay to end.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = programStopDelay
 	if err = cmd.Start(); err == nil {
 		h.mu.Lock()
 		h.programs[cmd] = struct{}{}

@@ -72,15 +72,15 @@ def test_local_files_are_uploaded_verified_and_installed_from(tmp_path: Path) ->
     assert upload.inputs["triggers"] == ["10.0.0.1", 22, hashlib.sha256(b"k3s binary").hexdigest()]
     assert rec.depends_on(upload, rec.named("k3s-airgap-upload-dir-server-1"))
     stage = rec.named("k3s-airgap-stage-server-1")
-    assert hashlib.sha256(b"k3s binary").hexdigest() in stage.inputs["create"]
-    assert stage.inputs["update"] == stage.inputs["create"]
-    assert "airgap-unstage" in stage.inputs["delete"] or airgap.IMAGES_MANIFEST in stage.inputs["delete"]
+    assert hashlib.sha256(b"k3s binary").hexdigest() in stage.script("create")
+    assert stage.script("update") == stage.script("create")
+    assert "airgap-unstage" in stage.script("delete") or airgap.IMAGES_MANIFEST in stage.script("delete")
     assert all(rec.depends_on(stage, rec.named(f"k3s-airgap-upload-server-1-{n}"))
                for n in ("k3s", "install.sh", "k3s-airgap-images-amd64.tar.zst"))
     install = rec.named("k3s-server-server-1")
     assert rec.depends_on(install, stage)
-    assert "AIRGAP_BINARY=/var/lib/k3s-cilium/airgap/k3s" in install.inputs["create"]
-    assert "AIRGAP_DIGEST=" in install.inputs["create"]
+    assert "AIRGAP_BINARY=/var/lib/k3s-cilium/airgap/k3s" in install.script("create")
+    assert "AIRGAP_DIGEST=" in install.script("create")
     # The preflight still runs first: nothing is staged before every node passed it.
     assert rec.longest_chain(rec.named("k3s-preflight-agent-1"), stage) is not None
 
@@ -90,7 +90,7 @@ def test_mirror_urls_are_downloaded_on_the_host_no_upload() -> None:
     assert rec.of_type(COPY) == []
     assert not rec.matching("upload-dir")
     stage = rec.named("k3s-airgap-stage-agent-1")
-    assert f"k3s {'a' * 64} url https://mirror.internal/k3s {airgap.STAGED_BINARY} 0755" in stage.inputs["create"]
+    assert f"k3s {'a' * 64} url https://mirror.internal/k3s {airgap.STAGED_BINARY} 0755" in stage.script("create")
     assert rec.depends_on(rec.named("k3s-agent-agent-1"), stage)
 
 
@@ -128,7 +128,7 @@ def test_registry_credentials_reach_the_host_only_on_secret_stdin() -> None:
     rec = build(config(MIRROR), credentials=CREDENTIALS)
     registries = rec.named("k3s-airgap-registries-server-1")
     assert registries.is_secret("stdin")
-    assert PASSWORD in registries.inputs["stdin"] and "https://registry.internal:5000" in registries.inputs["stdin"]
+    assert PASSWORD in registries.stdin_data() and "https://registry.internal:5000" in registries.stdin_data()
     for resource in rec.resources:
         assert not any(PASSWORD in text for _, text in resource.plain_strings()), resource.name
     assert rec.depends_on(rec.named("k3s-server-server-1"), registries)

@@ -169,14 +169,14 @@ def test_install_from_staged_artifacts_without_download_then_nothing_changes(hos
     assert host.stage().returncode == 0
     first = host.install()
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "role=server k3s=v1.33.3+k3s1 action=installed\n"
+    assert first.stdout == f"role=server k3s=v1.33.3+k3s1 action=installed {host.sandbox.ca}\n"
     assert "installer skip=true version=v1.33.3+k3s1 exec=server" in host.sandbox.calls()
     assert host.sandbox.k3s_bin.read_bytes() == host.files["k3s"]
 
     assert host.stage().returncode == 0
     again = host.install()
     assert again.returncode == 0, again.stderr
-    assert again.stdout == "role=server k3s=v1.33.3+k3s1 action=unchanged\n"
+    assert again.stdout == f"role=server k3s=v1.33.3+k3s1 action=unchanged {host.sandbox.ca}\n"
     assert not any(c.startswith(("installer", "systemctl restart")) for c in host.sandbox.calls())
 
 
@@ -185,13 +185,13 @@ def test_a_new_binary_reinstalls_and_new_images_restart(host: Host) -> None:
     host.put("k3s", STAND_IN_BINARY.format(version="v1.33.3+k3s1").encode() + b"# rebuilt\n")
     assert host.stage().stdout == "airgap: placed=1 unchanged=2 removed=0\n"
     result = host.install()
-    assert result.stdout == "role=server k3s=v1.33.3+k3s1 action=installed\n", result.stderr
+    assert result.stdout == f"role=server k3s=v1.33.3+k3s1 action=installed {host.sandbox.ca}\n", result.stderr
     assert host.sandbox.k3s_bin.read_bytes() == host.files["k3s"]
 
     host.put("k3s-airgap-images-amd64.tar.zst", b"newer images")
     assert host.stage().returncode == 0
     result = host.install()
-    assert result.stdout == "role=server k3s=v1.33.3+k3s1 action=restarted\n", result.stderr
+    assert result.stdout == f"role=server k3s=v1.33.3+k3s1 action=restarted {host.sandbox.ca}\n", result.stderr
 
 
 def test_registries_from_stdin_written_once_and_restart_only_a_running_k3s(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import pulumi
 import pytest
 
 from components import cilium
-from components.remote import script_command
 from components.scripts import render
 from stacks import cilium_values
 from stacks.config import StackConfig, parse
@@ -258,14 +257,11 @@ def test_restart_runs_on_the_first_server_after_the_release() -> None:
     restart = restart_of(rec)
     assert rec.depends_on(restart, release_of(rec))
     assert restart.inputs["connection"]["host"] == "192.168.56.10"
-    assert restart.inputs["create"] == script_command(
-        cfg,
-        cfg.servers[0],
-        "restart-datapath-pods",
-        {"TIMEOUT_SECONDS": cilium.DEFAULT_RESTART_TIMEOUT_SECONDS, "SKIP_NAMESPACES": ""},
+    assert restart.script() == render(
+        "restart-datapath-pods", {"TIMEOUT_SECONDS": cilium.DEFAULT_RESTART_TIMEOUT_SECONDS, "SKIP_NAMESPACES": ""}
     )
     # An edit of the script must not restart every workload: only the trigger replaces it.
-    assert restart.inputs["update"] == "true"
+    assert restart.script("update") == "true\n"
     assert "triggers[*]" in restart.options["replace_on_changes"]
     assert restart.inputs["triggers"] == [component.restart_trigger] == [cilium.datapath_fingerprint(cfg, resolve(cfg))]
 
@@ -318,8 +314,8 @@ def test_restart_trigger_ignores_what_only_restarts_agents(before: StackConfig, 
 def test_restart_options_reach_the_script() -> None:
     cfg = config()
     rec, _ = deploy(cfg, restart_timeout_seconds=120, restart_skip_namespaces=("batch", "ci"))
-    assert restart_of(rec).inputs["create"] == script_command(
-        cfg, cfg.servers[0], "restart-datapath-pods", {"TIMEOUT_SECONDS": 120, "SKIP_NAMESPACES": "batch ci"}
+    assert restart_of(rec).script() == render(
+        "restart-datapath-pods", {"TIMEOUT_SECONDS": 120, "SKIP_NAMESPACES": "batch ci"}
     )
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from components import host_tuning
-from components.remote import script_command
 from components.scripts import render
 from stacks.config import StackConfig
 from stacks.features import resolve
@@ -75,15 +74,11 @@ def test_every_node_is_tuned_and_reverted_on_delete(cfg: StackConfig) -> None:
         others = [n for n in cfg.nodes if n != node]
         assert not any(rec.depends_on(command, rec.named(f"k3s-ready-{other.name}")) for other in others)
         assert command.inputs["connection"]["host"] == node.host
-        apply = script_command(
-            cfg, node, "host-tuning", {"TUNED_PROFILE": "network-latency", "STATE_DIR": host_tuning.STATE_DIR}
-        )
-        assert command.inputs["create"] == apply
+        apply = render("host-tuning", {"TUNED_PROFILE": "network-latency", "STATE_DIR": host_tuning.STATE_DIR})
+        assert command.script("create") == apply
         # A profile change updates in place (the saved original state stays) instead of replacing.
-        assert command.inputs["update"] == apply
-        assert command.inputs["delete"] == script_command(
-            cfg, node, "host-tuning-revert", {"STATE_DIR": host_tuning.STATE_DIR}
-        )
+        assert command.script("update") == apply
+        assert command.script("delete") == render("host-tuning-revert", {"STATE_DIR": host_tuning.STATE_DIR})
         # A replacement must revert before it tunes again, never after.
         assert command.options["delete_before_replace"] is True
         # Only a move to another host replaces it: the trigger is the SSH address, nothing the tuning changes.
@@ -95,8 +90,8 @@ def test_tuned_profile_is_a_parameter() -> None:
     cfg = config("extreme")
     rec = deploy(cfg, tuned_profile="network-throughput")
     node = cfg.nodes[0]
-    assert rec.named(f"{NAME}-{node.name}").inputs["create"] == script_command(
-        cfg, node, "host-tuning", {"TUNED_PROFILE": "network-throughput", "STATE_DIR": host_tuning.STATE_DIR}
+    assert rec.named(f"{NAME}-{node.name}").script() == render(
+        "host-tuning", {"TUNED_PROFILE": "network-throughput", "STATE_DIR": host_tuning.STATE_DIR}
     )
 
 

@@ -124,8 +124,8 @@ def test_token_and_kubeconfig_wait_for_the_first_server() -> None:
     for name in ("k3s-token-server-1", "k3s-kubeconfig-server-1"):
         fetch = rec.named(name)
         assert rec.depends_on(fetch, first)
-        # Re-read when the first server is reinstalled (new id).
-        assert fetch.inputs["triggers"] == [f"{first.name}-id"]
+        # Read again when the first server's cluster is created anew (a new CA), and only then.
+        assert fetch.inputs["triggers"] == ["sha256:" + "c" * 64]
 
 
 def _agent_chain(rec: Recorded) -> int:
@@ -179,9 +179,9 @@ def test_private_key_token_and_kubeconfig_are_secret() -> None:
     for r in rec.of_type(COMMAND):
         assert r.is_secret("connection.privateKey"), r.name
         assert r.is_secret("connection.proxy.privateKey"), r.name
-        if "stdin" in r.inputs:
+        if r.stdin_data():
             assert r.is_secret("stdin"), r.name
-            assert r.inputs["stdin"] == CONFIGURED_TOKEN
+            assert r.stdin_data() == CONFIGURED_TOKEN
     assert rec.is_secret_output("token") and rec.outputs["token"] == CONFIGURED_TOKEN
     assert rec.is_secret_output("kubeconfig")
     assert not rec.is_secret_output("node_info")
@@ -196,7 +196,7 @@ def test_read_back_token_is_secret_unlogged_and_sent_on_stdin() -> None:
     assert reader.options["additional_secret_outputs"] == ["connection", "stdout"]
     assert rec.outputs["token"] == FAKE_TOKEN.strip() and rec.is_secret_output("token")
     for r in [*commands(rec, "agent"), rec.named("k3s-server-server-2")]:
-        assert r.inputs["stdin"] == FAKE_TOKEN.strip() and r.is_secret("stdin"), r.name
+        assert r.stdin_data() == FAKE_TOKEN.strip() and r.is_secret("stdin"), r.name
 
 
 def test_kubeconfig_fetch_is_unlogged_and_secret() -> None:
@@ -220,14 +220,14 @@ def test_token_file_only_when_a_token_is_configured() -> None:
     generated = build(make_config(2, 1), token=None)
     first_configured = configured.named("k3s-server-server-1")
     first_generated = generated.named("k3s-server-server-1")
-    assert "stdin" in first_configured.inputs and "stdin" not in first_generated.inputs
-    assert f"token-file: {k3s_flags.TOKEN_PATH}" in first_configured.inputs["create"]
-    assert f"token-file: {k3s_flags.TOKEN_PATH}" not in first_generated.inputs["create"]
-    assert "TOKEN_FROM_STDIN=false" in first_generated.inputs["create"]
+    assert first_configured.stdin_data() == CONFIGURED_TOKEN and first_generated.stdin_data() == ""
+    assert f"token-file: {k3s_flags.TOKEN_PATH}" in first_configured.script()
+    assert f"token-file: {k3s_flags.TOKEN_PATH}" not in first_generated.script()
+    assert "TOKEN_FROM_STDIN=false" in first_generated.script()
     # Joining nodes always get the token from a file written from stdin.
     for name in ("k3s-server-server-2", "k3s-agent-agent-1"):
-        assert "TOKEN_FROM_STDIN=true" in generated.named(name).inputs["create"]
-        assert f"token-file: {k3s_flags.TOKEN_PATH}" in generated.named(name).inputs["create"]
+        assert "TOKEN_FROM_STDIN=true" in generated.named(name).script()
+        assert f"token-file: {k3s_flags.TOKEN_PATH}" in generated.named(name).script()
 
 
 def test_empty_token_means_generated() -> None:
@@ -280,15 +280,15 @@ def test_non_root_user_gets_sudo() -> None:
     for r in rec.of_type(COMMAND):
         assert r.inputs["connection"]["user"] == "ubuntu" and r.inputs["connection"]["port"] == 2200
         for key in ("create", "update", "delete"):
-            if key in r.inputs and r.inputs[key] != "true":  # a deregistration's create does nothing
-                assert r.inputs[key].startswith("sudo -n bash -c "), (r.name, key)
+            if key in r.inputs:
+                assert r.inputs[key].startswith("sudo -n bash -s -- "), (r.name, key)
 
 
 def test_root_user_runs_bash_directly() -> None:
     rec = build(make_config(1, 1))
     for r in rec.of_type(COMMAND):
-        script = r.inputs["delete"] if "-deregister-" in r.name else r.inputs["create"]
-        assert script.startswith("bash -c "), r.name
+        command = r.inputs["delete"] if "-deregister-" in r.name else r.inputs["create"]
+        assert command.startswith("bash -s -- "), r.name
 
 
 # --- install, update, delete -------------------------------------------------------------------
@@ -298,10 +298,10 @@ def test_install_updates_in_place_and_uninstalls_on_delete() -> None:
     rec = build(make_config(1, 1))
     for role, uninstaller in (("server", "k3s-uninstall.sh"), ("agent", "k3s-agent-uninstall.sh")):
         (install,) = commands(rec, role)
-        assert install.inputs["update"] == install.inputs["create"]
-        assert "get.k3s.io" in install.inputs["create"] and "K3S_VERSION=v1.33.3+k3s1" in install.inputs["create"]
-        assert f"ROLE={role}" in install.inputs["delete"]
-        assert uninstaller in install.inputs["delete"]
+        assert install.script("update") == install.script("create")
+        assert "get.k3s.io" in install.script("create") and "K3S_VERSION=v1.33.3+k3s1" in install.script("create")
+        assert f"ROLE={role}" in install.script("delete")
+        assert uninstaller in install.script("delete")
         # A trigger change replaces = uninstalls: the only trigger is the node's SSH address.
         assert install.inputs["triggers"] == [install.inputs["connection"]["host"], 22]
         assert install.options["delete_before_replace"] is True
@@ -312,9 +312,9 @@ def test_install_updates_in_place_and_uninstalls_on_delete() -> None:
 def test_install_and_uninstall_name_their_own_resource_as_owner() -> None:
     rec = build(make_config(2, 2))
     for install in commands(rec, "server") + commands(rec, "agent"):
-        assert f"OWNER={install.name}\n" in install.inputs["create"], install.name
-        assert f"OWNER={install.name}\n" in install.inputs["delete"], install.name
-        assert f"OWNER_MARKER={k3s.OWNER_MARKER}\n" in install.inputs["delete"]
+        assert f"OWNER={install.name}\n" in install.script("create"), install.name
+        assert f"OWNER={install.name}\n" in install.script("delete"), install.name
+        assert f"OWNER_MARKER={k3s.OWNER_MARKER}\n" in install.script("delete")
 
 
 def test_config_yaml_is_the_rendered_node_config() -> None:
@@ -328,12 +328,22 @@ def test_config_yaml_is_the_rendered_node_config() -> None:
         install = rec.named(f"k3s-{node.role}-{node.name}")
         assert k3s.install_params(cfg, features, node, True, install.name)["CONFIG_YAML"] == text
         # The script carries it as one quoted parameter, not as flags.
-        assert "--flannel-backend" not in install.inputs["create"]
-    assert "cluster-init: true" in rec.named("k3s-server-server-1").inputs["create"]
+        assert "--flannel-backend" not in install.script("create")
+    assert "cluster-init: true" in rec.named("k3s-server-server-1").script("create")
+
+
+ROLES = ("create", "update", "delete")
 
 
 def _inputs(rec: Recorded) -> dict[str, dict[str, Any]]:
-    return {r.name: r.inputs for r in rec.resources}
+    """Every resource's inputs, with a remote command's command lines replaced by the scripts they run."""
+    return {
+        r.name: {
+            **r.inputs,
+            **{role: r.script(role) for role in ROLES if role in r.inputs and r.type == COMMAND},
+        }
+        for r in rec.resources
+    }
 
 
 def test_server_config_change_updates_servers_and_restarts_agents_in_place() -> None:
@@ -376,7 +386,7 @@ def test_version_change_updates_without_replacing() -> None:
 def test_preflight_gets_the_feature_kernel_floors() -> None:
     cfg = make_config(1, 1, tier="extreme", cilium={"version": "1.19.6"})
     rec = build(cfg)
-    create = rec.named("k3s-preflight-agent-1").inputs["create"]
+    create = rec.named("k3s-preflight-agent-1").script()
     for line in ("bpfHostRouting=5.10", "bigTcp=6.3", "bandwidthManager=5.1", "bbr=5.18"):
         assert line in create
     # MIN_KERNEL is Cilium 1.19's own floor; the features' floors are checked one by one.
@@ -480,7 +490,7 @@ def test_every_other_node_is_deregistered_from_the_first_server_after_its_uninst
         node = deregistration.name.removeprefix("k3s-deregister-")
         install = rec.named(f"k3s-{node.split('-')[0]}-{node}")
         assert deregistration.inputs["connection"] == first_connection
-        assert f"NODE_NAME={node}" in deregistration.inputs["delete"]
+        assert f"NODE_NAME={node}" in deregistration.script("delete")
         # The install depends on it, so Pulumi uninstalls the node before deregistering it.
         assert rec.depends_on(install, deregistration)
         assert deregistration.options["delete_before_replace"] is True

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components import kube_proxy
-from components.remote import as_root, script_command
+from components.scripts import render
 from stacks.config import StackConfig
 from stacks.features import resolve
 from tests.lab import LAB, RELEASE_TYPE, cilium_then_removal, config, stand_in_cluster
@@ -73,7 +73,7 @@ def test_every_node_is_cleaned_after_the_cilium_release(tier: str) -> None:
         # kube-proxy pods of a kubeadm-style DaemonSet are gone before their rules are removed, and
         # that waits for Cilium: one dependency, as the SDK's cycle check walks upstream of each.
         assert cleanup.dependencies == (objects.urn,)
-        assert cleanup.inputs["create"] == script_command(cfg, node, "kube-proxy-cleanup")
+        assert cleanup.script() == render("kube-proxy-cleanup")
         assert cleanup.inputs["connection"]["host"] == node.host
         # Deleting the resource (going back to baseline) must do nothing on the node.
         assert "delete" not in cleanup.inputs
@@ -92,7 +92,7 @@ def test_kubernetes_side_cleanup_deletes_kube_proxy_objects_if_present() -> None
     rec = deploy(cfg)
     objects = rec.named(f"{NAME}-kubernetes")
     assert objects.inputs["connection"]["host"] == cfg.servers[0].host
-    assert objects.inputs["create"] == as_root("root", kube_proxy.K8S_CLEANUP)
+    assert objects.script() == kube_proxy.K8S_CLEANUP + "\n"
     command = kube_proxy.K8S_CLEANUP
     assert "k3s kubectl -n kube-system delete daemonset,configmap kube-proxy --ignore-not-found" in command
     assert "--cascade=foreground --wait=true --timeout=" in command
@@ -104,8 +104,8 @@ def test_non_root_users_go_through_sudo() -> None:
     raw_cfg = config("kpr")
     cfg = raw_cfg.model_copy(update={"ssh": raw_cfg.ssh.model_copy(update={"user": "ubuntu"})})
     rec = deploy(cfg)
-    assert rec.named(f"{NAME}-kubernetes").inputs["create"].startswith("sudo -n bash -c ")
-    assert rec.named(f"{NAME}-cleanup-agent-1").inputs["create"].startswith("sudo -n bash -c ")
+    assert rec.named(f"{NAME}-kubernetes").inputs["create"] == "sudo -n bash -s -- kube-proxy-kubernetes-cleanup"
+    assert rec.named(f"{NAME}-cleanup-agent-1").inputs["create"] == "sudo -n bash -s -- kube-proxy-cleanup"
 
 
 def triggers(cfg: StackConfig) -> list[Any]:

@@ -15,7 +15,6 @@ import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
 from components import verify
-from components.remote import script_command
 from components.scripts import ScriptValue, render
 from stacks import checks
 from stacks.config import StackConfig
@@ -53,9 +52,8 @@ def assertion_stdout(args: pulumi_mocks.MockResourceArgs) -> str:
 
 
 def collector_stdout(args: pulumi_mocks.MockResourceArgs) -> str:
-    """A node collector prints one section per check of its node (CHECKS=... in its command)."""
-    create = args.inputs.get("create", "")
-    match = re.search(r"^CHECKS='([^']*)'$", shlex.split(create)[-1] if create else "", re.M)
+    """A node collector prints one section per check of its node (CHECKS=... in its script)."""
+    match = re.search(r"^CHECKS='([^']*)'$", args.inputs.get("stdin", ""), re.M)
     if not match:
         return f"raw output of {args.name}\n"
     return "".join(f"{verify.SECTION_MARK} {check}\nraw {check} of {args.name}\n" for check in match[1].split())
@@ -212,7 +210,8 @@ def test_every_check_of_a_node_is_collected_on_the_node_itself(kpr: Recorded) ->
         assert "delete" not in collector.inputs  # nothing to undo on the hosts
         assert collector.inputs["addPreviousOutputInEnv"] is False
         params = node_collector_params(cfg, node.name)
-        assert collector.inputs["create"] == script_command(cfg, node, "verify-node", params)
+        assert collector.inputs["create"] == "bash -s -- verify-node"
+        assert collector.script() == render("verify-node", params)
         assert params["CHECKS"] == " ".join(PER_NODE)
         scripts_by_check = dict(zip(PER_NODE, (params[f"SCRIPT_{i}"] for i in range(len(PER_NODE))), strict=True))
         agent_params = {"NODE_NAME": node.name, "AGENT_COMMAND": "cilium-dbg status --verbose",
@@ -316,7 +315,7 @@ def test_benchmark_client_and_server_sit_on_different_nodes_behind_a_cluster_ip(
     assert service.inputs["spec"]["clusterIP"] == "10.43.0.254"
     assert [p["port"] for p in service.inputs["spec"]["ports"]] == [12865, 12866]
     bench = rec.named(f"{NAME}-benchmark-cluster")
-    assert "SERVER_HOST=10.43.0.254" in bench.inputs["create"]
+    assert "SERVER_HOST=10.43.0.254" in bench.script()
 
 
 # --- re-running -------------------------------------------------------------------------------------
@@ -422,11 +421,8 @@ def test_smoke_with_every_node_tainted_fails_before_any_check() -> None:
 
 
 def test_the_discovery_script_is_the_one_the_tests_run(kpr: Recorded) -> None:
-    cfg = config("kpr")
     discovery = kpr.named(f"{NAME}-smoke-pods")
-    assert discovery.inputs["create"] == script_command(
-        cfg, cfg.servers[0], "verify-smoke-pods", verify.smoke_pods_params()
-    )
+    assert discovery.script() == render("verify-smoke-pods", verify.smoke_pods_params())
     assert "rollout status" in render("verify-smoke-pods", verify.smoke_pods_params())
 
 
