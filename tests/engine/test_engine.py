@@ -9,12 +9,14 @@ preview here plans the whole program; nothing reaches a host (previews run no co
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.engine.conftest import COMMAND_PROVIDER_LINE, ROOT, TOKEN_SENTINEL, Project, Result
+from tests.engine.sshd import SSHServer, sshd
 
 pytestmark = pytest.mark.engine
 
@@ -123,6 +125,72 @@ def _stable(preview_json: dict[str, Any]) -> str:
         diagnostic.pop("timestamp", None)
     preview_json["diagnostics"] = sorted(preview_json.get("diagnostics") or [], key=lambda d: json.dumps(d))
     return json.dumps(preview_json, sort_keys=True, indent=1)
+
+
+# --- a failed `up`: what the user reads -----------------------------------------------------------
+
+
+def _stack_on(project: Project, name: str, server: SSHServer) -> None:
+    """`dev` with its one server at the test's sshd (127.0.0.1), its host key pinned."""
+    node = {"name": "server-1", "host": "127.0.0.1", "port": server.port, "role": "server", "hostKey": server.host_key}
+    _dev_with(project, name, {"k3s-cilium:nodes": [node]})
+    project.run(f"pulumi config set --stack {name} --secret sshPrivateKey < {project.key}")
+
+
+def test_a_failed_up_shows_the_failing_step_and_why_and_no_crash(project: Project, tmp_path: Path) -> None:
+    """The preflight runs for real over SSH and fails (the test's sshd hides systemd from it): the
+    engine cancels the run and the language host interrupts the program, as upstream's does."""
+    with sshd(tmp_path / "sshd", project.key.with_suffix(".pub"), ["bash -s -- preflight"]) as server:
+        _stack_on(project, "failing", server)
+        result = project.pulumi("up", "--yes", "--skip-preview", "--stack", "failing", check=False, timeout=600)
+    assert result.returncode != 0
+    # The failing resource's message: which script, then why it failed...
+    assert 'error: Process exited with status 1: running "bash -s -- preflight":' in result.output, result.output
+    assert "systemd is not running" in result.output
+    # ...not the script itself,
+    assert "set -euo pipefail" not in result.output
+    # and nothing that looks like a crash of the program.
+    assert "Traceback" not in result.output and "KeyboardInterrupt" not in result.output
+    created = [r["type"] for r in project.resources("failing")]
+    assert "command:remote:Command" not in created
+
+
+def _state(project: Project, stack: str) -> dict[str, dict[str, Any]]:
+    """Each resource of the state by URN, secrets decrypted (their ciphertext changes on every write),
+    without the times the engine stamps it with."""
+    exported = project.pulumi("stack", "export", "--stack", stack, "--show-secrets").json()
+    return {
+        r["urn"]: {key: value for key, value in r.items() if key not in ("created", "modified")}
+        for r in exported["deployment"]["resources"]
+    }
+
+
+def test_after_a_partial_up_what_exists_is_unchanged_and_only_what_failed_is_retried(
+    project: Project, tmp_path: Path
+) -> None:
+    """The preflight passes (the test's sshd shows it a systemd), the K3s install is refused: what a
+    first `up` created must read as unchanged, and a second `up` must try again only what is missing."""
+    with sshd(tmp_path / "sshd", project.key.with_suffix(".pub"), ["bash -s -- preflight"], systemd=True) as server:
+        _stack_on(project, "partial", server)
+        first = project.pulumi("up", "--yes", "--skip-preview", "--stack", "partial", check=False, timeout=600)
+        assert first.returncode != 0
+        assert 'error: Process exited with status 97: running "bash -s -- k3s-install":' in first.output, first.output
+        created = _state(project, "partial")
+        names = {urn.rsplit("::", 1)[1] for urn in created}
+        assert {"k3s-preflight-server-1", "k3s-preflight-passed"} <= names and "k3s-server-server-1" not in names
+
+        planned = preview(project, "partial", "--json", "--show-sames").json()
+        ops = {step["urn"]: step["op"] for step in steps(planned)}
+        # Provider instances are no steps of their own.
+        resources = [urn for urn in created if "::pulumi:providers:" not in urn]
+        assert {ops[urn] for urn in resources} == {"same"}, {urn: ops[urn] for urn in resources if ops[urn] != "same"}
+        assert {op for urn, op in ops.items() if urn not in created} == {"create"}
+
+        again = project.pulumi("up", "--yes", "--skip-preview", "--stack", "partial", check=False, timeout=600)
+        assert again.returncode != 0
+        assert again.output.count('running "bash -s -- k3s-install"') >= 1
+        assert "updated" not in again.output and "replaced" not in again.output and "deleted" not in again.output
+        assert _state(project, "partial") == created
 
 
 # --- secrets ----------------------------------------------------------------------------------------
