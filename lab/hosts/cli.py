@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from . import paths, vms
+from .artifacts import Artifacts, make_artifacts, make_secrets
 from .report import FAILED, KIND_DIRECT, KIND_LAB, NOT_RUN, PASSED, Report, StepFailed
 
 K3S_VERSION = "v1.33.3+k3s1"
@@ -64,7 +65,7 @@ def _current_image_dirs() -> list[Path]:
     return [paths.cache_dir() / f"image-{digest}"]
 
 
-def stack_document(state: vms.LabState) -> dict[str, Any]:
+def stack_document(state: vms.LabState, artifacts: Artifacts) -> dict[str, Any]:
     nodes = [
         {
             "name": host.name,
@@ -85,6 +86,8 @@ def stack_document(state: vms.LabState) -> dict[str, Any]:
             "k3s-cilium:ssh": {"user": "root"},
             "k3s-cilium:k3s": {"version": K3S_VERSION, "clusterCidr": "10.42.0.0/16", "serviceCidr": "10.43.0.0/16"},
             "k3s-cilium:cilium": {"version": CILIUM_VERSION, "nativeRoutingCidr": "10.42.0.0/16"},
+            # No K3s here: the artifacts are the lab's own, and its "k3s" is not K3s (lab/hosts/artifacts.py).
+            "k3s-cilium:airgap": artifacts.airgap_config(),
         }
     }
 
@@ -96,9 +99,11 @@ def write_stack_file(state: vms.LabState, report: Report, out: Path) -> None:
         header = (
             "# The lab stack, written by lab/run: every host is a QEMU VM on this machine, reached through\n"
             "# its SSH forward on 127.0.0.1 with its host key pinned; nodeIp is its address on the lab's\n"
-            "# private L2 segment. The SSH key is the lab's own (set as a secret, never in this file).\n"
+            "# private L2 segment. Air-gapped, from artifacts the lab made: its k3s binary is not K3s.\n"
+            "# The SSH key (encrypted), its passphrase and the token are secrets, never in this file.\n"
         )
-        out.write_text(header + yaml.safe_dump(stack_document(state), sort_keys=False))
+        artifacts = make_artifacts(out.parent / "airgap")
+        out.write_text(header + yaml.safe_dump(stack_document(state, artifacts), sort_keys=False))
         from stacks.stackfile import load
 
         load(out)  # the program's own validation
@@ -284,7 +289,8 @@ def run_steps(state: vms.LabState, report: Report, stack_file: Path, out_dir: Pa
 
         logs = out_dir / "pulumi"
         logs.mkdir(exist_ok=True)
-        run_pulumi_steps(state, report, stack_file, logs)
+        secrets = make_secrets(paths.lab_key(), Path(state.run_dir))
+        run_pulumi_steps(state, report, stack_file, logs, program, secrets)
     with report.step("host-clean", KIND_DIRECT) as step:
         scripts.run_host_clean(state, step, before)
 

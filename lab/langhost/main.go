@@ -257,7 +257,12 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 			venv, venv, python)}, nil
 	}
 
-	config, err := json.Marshal(req.GetConfig())
+	// A stack without config is an empty object to the exec script, not `null` (which it cannot iterate).
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{}
+	}
+	config, err := json.Marshal(configMap)
 	if err != nil {
 		return nil, err
 	}

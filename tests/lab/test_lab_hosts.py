@@ -26,7 +26,16 @@ from typing import Any
 import pytest
 
 from lab.hosts import paths
-from lab.hosts.pulumi_steps import first_error, resource_counts
+from lab.hosts.artifacts import NOT_K3S, Secrets, make_artifacts
+from lab.hosts.pulumi_steps import (
+    HOST_FACTS,
+    check_preview_after_partial_up,
+    diagnostics,
+    first_error,
+    resource_counts,
+    scan_for_secrets,
+)
+from lab.hosts.report import Step, StepFailed
 from lab.hosts.scripts import CLEAN_CHECK, SNAPSHOT, chains_of, load_fixture, tuning_differences
 from tests.shell import lint
 
@@ -149,6 +158,71 @@ def test_first_error_is_the_first_error_line() -> None:
     assert first_error("all fine") is None
 
 
+# What `pulumi up` printed when the install was refused (the engine tests' partial up, shortened).
+FAILED_UP = """\
+ +  pulumi:pulumi:Stack k3s-cilium-lab **creating failed** 1 error; 1 warning; 1 message
+Diagnostics:
+  pulumi:pulumi:Stack (k3s-cilium-lab):
+    command provider: lab implementation, lab/command-provider (not pulumi-command's provider)
+    error: update failed
+
+  command:remote:Command (k3s-airgap-stage-agent-1):
+    error: Process exited with status 1: running "bash -s -- airgap-stage":
+    airgap-stage: the staged k3s binary is not a K3s release; nothing was placed
+
+Resources:
+    + 8 created
+    2 errored
+"""
+
+
+def test_diagnostics_are_read_per_resource() -> None:
+    said = diagnostics(FAILED_UP)
+    assert set(said) == {"k3s-cilium-lab", "k3s-airgap-stage-agent-1"}
+    assert said["k3s-airgap-stage-agent-1"].splitlines() == [
+        'error: Process exited with status 1: running "bash -s -- airgap-stage":',
+        "airgap-stage: the staged k3s binary is not a K3s release; nothing was placed",
+    ]
+    assert resource_counts(FAILED_UP) == {"created": 8, "errored": 2}
+    assert diagnostics("Resources:\n    3 unchanged\n") == {}
+
+
+def test_after_a_partial_up_only_creates_of_what_is_missing_pass() -> None:
+    created = {"urn:a::x": {}, "urn:a::pulumi:providers:command::default": {}}
+    fine = {"steps": [{"urn": "urn:a::x", "op": "same"}, {"urn": "urn:a::y", "op": "create"}]}
+    step = Step("p", "pulumi")
+    check_preview_after_partial_up(step, fine, created)
+    assert step.details["toCreate"] == ["y"]
+    for changed in ({"urn": "urn:a::x", "op": "update"}, {"urn": "urn:a::y", "op": "replace"}):
+        with pytest.raises(StepFailed):
+            check_preview_after_partial_up(Step("p", "pulumi"), {"steps": [changed]}, created)
+
+
+def test_secrets_are_found_in_any_file_under_the_scanned_places(tmp_path: Path) -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\naaaa\nbbbb-middle\ncccc\n-----END OPENSSH PRIVATE KEY-----\n"
+    secrets = Secrets(private_key=key, key_passphrase="pass-123", token="tok-456")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "up.log").write_text("ran with tok-456")
+    (tmp_path / "state.json").write_text('{"cipher": "v1:..."}')
+    (tmp_path / "other.log").write_text("bbbb-middle")
+    found = scan_for_secrets(secrets, [tmp_path / "logs", tmp_path / "state.json", tmp_path / "other.log"])
+    assert found == [
+        f"{tmp_path / 'logs' / 'up.log'}: k3sToken",
+        f"{tmp_path / 'other.log'}: sshPrivateKey (a line of it)",
+    ]
+
+
+def test_the_lab_artifacts_are_a_valid_airgap_block_whose_binary_is_not_k3s(tmp_path: Path) -> None:
+    from stacks.airgap import Airgap
+
+    artifacts = make_artifacts(tmp_path)
+    block = Airgap.model_validate(artifacts.airgap_config())
+    assert block.k3s is not None and block.k3s.binary.path == str(tmp_path / "k3s")
+    version = subprocess.run([str(tmp_path / "k3s"), "--version"], capture_output=True, text=True, check=True)
+    assert "k3s version" not in version.stdout and "not K3s" in NOT_K3S
+    assert make_artifacts(tmp_path / "again").images.sha256 == artifacts.images.sha256  # deterministic
+
+
 def test_fixture_chains_are_what_the_cleanup_must_remove() -> None:
     ipv4 = load_fixture("ipv4")
     assert ("nat", "KUBE-SERVICES") in ipv4.chains
@@ -168,6 +242,7 @@ def test_lab_shell_scripts_pass_lint(script: str, tmp_path: Path) -> None:
 def test_snapshot_and_clean_check_pass_lint(tmp_path: Path) -> None:
     lint("#!/usr/bin/env bash\n" + SNAPSHOT, tmp_path, "snapshot.sh")
     lint("#!/usr/bin/env bash\n" + CLEAN_CHECK, tmp_path, "clean-check.sh")
+    lint("#!/usr/bin/env bash\n" + HOST_FACTS, tmp_path, "host-facts.sh")
 
 
 def test_irq_affinities_count_only_while_irqbalance_is_off() -> None:
