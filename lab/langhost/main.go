@@ -81,6 +81,12 @@ func (h *host) interruptPrograms() {
 	}
 }
 
+func (h *host) running() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.programs)
+}
+
 // Cancel asks the running programs to stop (SIGINT) and returns at once; Run reports how they ended.
 func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
 	h.interruptPrograms()
@@ -110,7 +116,10 @@ func main() {
 	go func() {
 		<-signals
 		h.interruptPrograms()
-		time.Sleep(programStopDelay)
+		// The engine stops a host this way after every use: waiting only while a program still runs.
+		for deadline := time.Now().Add(programStopDelay); h.running() > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
 		os.Exit(1)
 	}()
 	if _, err := os.Stat(h.execScript); err != nil {
