@@ -4,19 +4,25 @@ Per node, as children of the component (all only when the stack's ``airgap``
 block asks for them):
 
 - ``<name>-upload-dir-<node>``: the upload directory, owned by the SSH user
-  (only when an artifact is a local file);
+  (only when an artifact is a local file). Its delete removes the directory
+  with the uploads in it (``CopyToRemote`` deletes nothing on the host), and
+  ``/var/lib/k3s-cilium`` when nothing else is left there; the uploads depend
+  on it, so they are deleted first;
 - ``<name>-upload-<node>-<file>``: ``remote.CopyToRemote`` of each local file
   (``pulumi.FileAsset``). Its triggers are the node's SSH address and the
   file's sha256: an unchanged file is not uploaded again on a no-op ``up``, a
   changed one is uploaded again;
 - ``<name>-stage-<node>``: verifies every artifact's sha256 on the host
-  (uploaded or downloaded from the mirror) before placing any, then puts the
-  binary and install script in the staging directory and the image archives
-  into K3s' images directory. Its script carries the digests, so a changed
-  artifact re-runs it (update = the same idempotent script); its delete
-  removes what it placed;
+  (uploaded or downloaded from the mirror), and that the binary is the
+  ``k3s.version`` release, before placing any, then puts the binary and
+  install script in the staging directory and the image archives into K3s'
+  images directory; a failure while placing puts back what was there. Its
+  script carries the digests, so a changed artifact re-runs it (update = the
+  same idempotent script); its delete removes what it placed;
 - ``<name>-registries-<node>``: ``registries.yaml`` from stdin (the credentials
-  are secret and never on a command line); restarts K3s when it changed.
+  are secret and never on a command line); restarts K3s when it changed, and
+  puts the previous file back when K3s does not come back with the new one.
+  Its delete removes the file and the directories left empty.
 
 The node's K3s install depends on its stage and registries commands, and its
 parameters carry the artifacts' digest (``stacks.airgap.install_params``): a
@@ -25,7 +31,6 @@ changed artifact re-runs exactly the stage and the install of each node.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +57,12 @@ class AirgapNodesArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-def stage_params(resolved: list[airgap.Resolved]) -> dict[str, ScriptValue]:
+def stage_params(cfg: StackConfig, resolved: list[airgap.Resolved]) -> dict[str, ScriptValue]:
     return {
         "ARTIFACTS": airgap.stage_lines(resolved),
+        # The stage refuses a binary that is not the pinned release before it places anything.
+        "BINARY_NAME": next((a.name for a in resolved if a.role == "binary"), ""),
+        "K3S_VERSION": cfg.k3s.version,
         "AIRGAP_DIR": airgap.AIRGAP_DIR,
         "IMAGES_MANIFEST": airgap.IMAGES_MANIFEST,
         "IMAGES_DIR": airgap.IMAGES_DIR,
@@ -68,6 +76,10 @@ def unstage_params() -> dict[str, ScriptValue]:
         "IMAGES_DIR": airgap.IMAGES_DIR,
         "UPLOAD_DIR": airgap.UPLOAD_DIR,
     }
+
+
+def upload_dir_remove_params() -> dict[str, ScriptValue]:
+    return {"UPLOAD_DIR": airgap.UPLOAD_DIR}
 
 
 def registries_params(node: Node) -> dict[str, ScriptValue]:
@@ -136,6 +148,8 @@ class AirgapNodes(pulumi.ComponentResource):
                 node,
                 args,
                 create=ssh.script("airgap-upload-dir", {"UPLOAD_DIR": airgap.UPLOAD_DIR, "OWNER": cfg.ssh_user(node)}),
+                # After a failed stage (never in the state, so its delete never runs) the uploads would stay.
+                delete=ssh.script("airgap-upload-dir-remove", upload_dir_remove_params()),
                 depends_on=args.depends_on,
             )
             for artifact in local:
@@ -150,7 +164,7 @@ class AirgapNodes(pulumi.ComponentResource):
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[upload_dir]),
                     )
                 )
-        stage = ssh.script("airgap-stage", stage_params(resolved))
+        stage = ssh.script("airgap-stage", stage_params(cfg, resolved))
         return self._command(
             f"{name}-stage-{node.name}",
             node,
@@ -176,8 +190,9 @@ class AirgapNodes(pulumi.ComponentResource):
             args,
             create=write,
             update=write,
-            # K3s' uninstall removes /etc/rancher/k3s anyway; this covers a stack that drops the block.
-            delete=ssh.Script("airgap-registries-remove", f"rm -f {shlex.quote(airgap.REGISTRIES_PATH)}"),
+            # K3s' uninstall removes /etc/rancher/k3s anyway; this covers a stack that drops the block, and a
+            # node whose install never succeeded (not in the state: no uninstall ever runs for it).
+            delete=ssh.script("airgap-registries-remove", {"REGISTRIES_PATH": airgap.REGISTRIES_PATH}),
             stdin=pulumi.Output.secret(document),
             depends_on=args.depends_on,
         )

@@ -56,12 +56,13 @@ COMPONENT_TYPE = "k3s-cilium:index:K3sCluster"
 
 API_PORT = 6443
 KUBECONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
+K3S_DATA_DIR = "/var/lib/rancher/k3s"
 # The admin client certificate in it; K3s renews certificates within 90 days of expiry when it starts.
-ADMIN_CLIENT_CERT = "/var/lib/rancher/k3s/server/tls/client-admin.crt"
+ADMIN_CLIENT_CERT = f"{K3S_DATA_DIR}/server/tls/client-admin.crt"
 CERTIFICATE_RENEW_AFTER_DAYS = 365 - 90
-SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
+SERVER_TOKEN_PATH = f"{K3S_DATA_DIR}/server/token"
 # The cluster CA a server generates when the cluster is created; its fingerprint is in the install's stdout.
-SERVER_CA = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+SERVER_CA = f"{K3S_DATA_DIR}/server/tls/server-ca.crt"
 # Where the official install script puts things (its defaults on a writable /usr/local).
 INSTALLER_URL = "https://get.k3s.io"
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -156,6 +157,7 @@ def install_params(
         "OWNER": owner,
         "OWNER_MARKER": OWNER_MARKER,
         "SERVER_CA": SERVER_CA,
+        "K3S_DATA_DIR": K3S_DATA_DIR,
         # Air-gapped: install from the staged, verified artifacts; their digest re-runs this converge.
         **airgap.install_params(cfg.airgap, cfg.cilium.version),
     }

@@ -15,6 +15,13 @@
 # Governor, IRQ affinity and the stopped irqbalance last until the next boot;
 # the tuned profile persists (tuned re-applies it at boot).
 #
+# A first run (nothing saved yet) that fails or is cut short puts back what
+# it changed, with host-tuning-revert.sh's own code, and removes STATE_DIR:
+# pulumi-command keeps no failed create in its state, so the revert (the
+# delete) would never run. A later run that fails leaves the saved state for
+# the revert. What cannot be saved is not changed: a save that fails stops
+# the run.
+#
 # Prints one line, e.g.
 #   tuned=applied governor=performance irqs=8 irqbalance=stopped
 # with tuned=applied|skipped, governor=<GOVERNOR>|skipped,
@@ -39,21 +46,54 @@ readonly IRQ_DIR="$PROCFS/irq"
 
 shopt -s nullglob
 umask 077
+first_run=0
+[[ -e $STATE_DIR ]] || first_run=1
 work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
+trap on_exit EXIT
+# A cut SSH session or a cancelled `pulumi up` is a failure too.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 warn() {
   printf 'host-tuning: warning: %s\n' "$*" >&2
 }
 
+error() {
+  printf 'host-tuning: error: %s\n' "$*" >&2
+}
+
+fail() {
+  error "$*"
+  exit 1
+}
+
+# @include host-tuning-restore
+
+on_exit() {
+  local status=$? summary
+  set +e
+  if ((status != 0 && first_run)) && [[ -e $STATE_DIR ]]; then
+    if summary=$(restore_saved_tuning host-tuning); then
+      printf 'host-tuning: the host was not tuned before this run: it was put back as it was (%s)\n' "$summary" >&2
+    else
+      printf 'host-tuning: the host was not tuned before this run, and not all of it could be put back; %s\n' \
+        "the saved state of what failed stays in ${STATE_DIR} for the revert" >&2
+    fi
+  fi
+  rm -rf "$work_dir"
+  exit "$status"
+}
+
 # save_once FILE VALUE: record VALUE as the state before tuning, unless a
-# previous run already did. Returns 1 when FILE already existed.
+# previous run already did. Returns 1 when FILE already existed. Callers test
+# it, where errexit is off: a save that fails stops the script here, before
+# the value it was to keep is changed.
 save_once() {
   local file=$1 value=$2
   [[ -e $file ]] && return 1
-  mkdir -p "$(dirname "$file")"
-  printf '%s\n' "$value" >"$file.tmp"
-  mv "$file.tmp" "$file"
+  { mkdir -p "$(dirname "$file")" && printf '%s\n' "$value" >"$file.tmp" && mv "$file.tmp" "$file"; } ||
+    fail "could not save the state before tuning to $file: it is left as it is"
 }
 
 # write_value FILE VALUE: write a sysfs/procfs value; on failure warn and return 1.

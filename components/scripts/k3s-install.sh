@@ -14,6 +14,15 @@
 # The token arrives on stdin (never on a command line, which a failed
 # command prints) and is written to TOKEN_PATH with mode 0600.
 #
+# A failed first install (K3s was not installed here when the run started)
+# puts the host back as it was: pulumi-command records a command in the state
+# only once its create succeeded, so no uninstall would ever run for it. What
+# the run wrote is removed (files it replaced are restored), K3s' own
+# uninstall script runs if the official install script got as far as writing
+# it, and what was there before (registries.yaml, staged image archives)
+# survives that uninstall. A failed converge over an existing install leaves
+# that install alone: the next run converges again.
+#
 # Prints one summary line, e.g. "role=agent k3s=v1.33.3+k3s1 action=installed"; a
 # server adds its cluster CA's fingerprint ("ca=sha256:..."), which changes only
 # when the cluster was created anew: Pulumi reads the token and kubeconfig again then.
@@ -45,6 +54,8 @@
 #   AIRGAP_DIGEST          air-gapped: digest of every artifact; a new one
 #                          restarts K3s (new images are imported at start)
 #   AIRGAP_MARKER          where the digest K3s last started with is kept
+#   K3S_DATA_DIR           K3s' data directory, which its uninstall script
+#                          empties (/var/lib/rancher/k3s)
 set -euo pipefail
 # @params
 # @progress
@@ -56,15 +67,29 @@ readonly API_REQUEST_TIMEOUT=5s
 
 # Files written here hold the token; nobody but root may read them.
 umask 077
+first_install=0
 work_dir=$(mktemp -d)
-trap 'progress_stop; rm -rf "$work_dir"' EXIT
+trap on_exit EXIT
+# A cut SSH session or a cancelled `pulumi up` is a failure too: without these
+# traps the EXIT trap would see the status of the last command, not a failure.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 log() {
   printf 'k3s-install: %s\n' "$*" >&2
 }
 
+# After a failed first install the failure stays the last line, below the
+# one saying what was undone. A subshell's failure is told at once: its
+# variables die with it.
+failure=""
 fail() {
-  log "$*"
+  if ((first_install && BASH_SUBSHELL == 0)); then
+    failure=$*
+  else
+    log "$*"
+  fi
   exit 1
 }
 
@@ -77,19 +102,197 @@ unit_name() {
   esac
 }
 
+# --- undoing a failed first install ------------------------------------------------------
+
+undo_dir="${work_dir}/undo"
+uninstaller=""
+# Files this run wrote (once each; a backup in undo_dir/<index> when one was
+# replaced), directories it created (outermost first), what the official
+# install script puts in place that was not there, and the directories K3s'
+# uninstall script removes wholesale, with what was in them before this run.
+written=()
+new_dirs=()
+installed=()
+kept_roots=()
+kept=()
+problems=()
+
+# Before anything is written: only a host without K3s gets undone.
+begin_undo_log() {
+  local unit=$1 bin_dir path root
+  bin_dir=$(dirname "$K3S_BIN")
+  uninstaller="${bin_dir}/k3s-uninstall.sh"
+  [[ $ROLE == agent ]] && uninstaller="${bin_dir}/k3s-agent-uninstall.sh"
+  if [[ -e $K3S_BIN || -e $uninstaller || -e "${SYSTEMD_DIR}/${unit}.service" ]]; then
+    return 0
+  fi
+  first_install=1
+  mkdir "$undo_dir"
+  # What the install script writes before its uninstall script exists (a
+  # failure in between leaves no uninstaller to remove them) and after it.
+  for path in "$K3S_BIN" "${K3S_BIN}.new" "${bin_dir}/k3s-killall.sh" "${bin_dir}/kubectl" "${bin_dir}/crictl" \
+    "${bin_dir}/ctr" "${SYSTEMD_DIR}/${unit}.service" "${SYSTEMD_DIR}/${unit}.service.env"; do
+    [[ -e $path || -L $path ]] || installed+=("$path")
+  done
+  # K3s makes its data directory when it starts; its uninstall script empties
+  # it but leaves it (and /var/lib/rancher) behind.
+  note_new_dirs "$K3S_DATA_DIR"
+  # K3s' uninstall script deletes /etc/rancher/k3s and its data directory,
+  # with whatever other steps put there first (registries.yaml, the staged
+  # image archives): those must come back after it.
+  shopt -s globstar dotglob nullglob
+  for root in "$(dirname "$CONFIG_PATH")" "$K3S_DATA_DIR"; do
+    if [[ -d $root ]]; then
+      kept_roots+=("$root")
+      kept+=("$root"/**)
+    fi
+  done
+  shopt -u globstar dotglob nullglob
+}
+
+# Before a file is written: note it once, with a copy of what it replaces,
+# and the directories that writing it creates.
+note_write() {
+  local path=$1 index
+  ((first_install)) || return 0
+  for index in "${!written[@]}"; do
+    [[ ${written[index]} == "$path" ]] && return 0
+  done
+  index=${#written[@]}
+  written+=("$path")
+  if [[ -e $path ]]; then
+    cp -p -- "$path" "${undo_dir}/${index}" || return 1
+  fi
+  note_new_dirs "$(dirname "$path")"
+}
+
+note_new_dirs() {
+  local dir=$1
+  local -a missing=()
+  ((first_install)) || return 0
+  while [[ ! -e $dir ]]; do
+    missing=("$dir" "${missing[@]}")
+    dir=$(dirname "$dir")
+  done
+  new_dirs+=("${missing[@]}")
+}
+
+# Hard links (a copy across file systems) of what was in root before this
+# run, in a directory beside it that K3s' uninstall script does not touch.
+keep_aside() {
+  local root=$1 hold=$2 path rel
+  for path in "${kept[@]}"; do
+    [[ $path == "$root"/?* ]] || continue
+    rel=${path#"$root"/}
+    if [[ -d $path && ! -L $path ]]; then
+      mkdir -p -- "${hold}/${rel}"
+      chmod --reference="$path" -- "${hold}/${rel}"
+    elif [[ -e $path || -L $path ]]; then
+      ln -P -- "$path" "${hold}/${rel}" 2>/dev/null || cp -a -- "$path" "${hold}/${rel}"
+    fi
+  done
+}
+
+put_back() {
+  local root=$1 hold=$2 path rel
+  [[ -d $root ]] || install -d -m "$(stat -c %a "$hold")" -- "$root"
+  for path in "${kept[@]}"; do
+    [[ $path == "$root"/?* ]] || continue
+    rel=${path#"$root"/}
+    [[ -e $path || -L $path ]] && continue
+    if [[ -d "${hold}/${rel}" && ! -L "${hold}/${rel}" ]]; then
+      install -d -m "$(stat -c %a "${hold}/${rel}")" -- "$path"
+    else
+      ln -P -- "${hold}/${rel}" "$path" 2>/dev/null || cp -a -- "${hold}/${rel}" "$path"
+    fi
+  done
+}
+
+run_uninstaller() {
+  local index root
+  local -a holds=()
+  for index in "${!kept_roots[@]}"; do
+    root=${kept_roots[index]}
+    holds[index]=$(mktemp -d "${root%/}.k3s-install-undo.XXXXXX")
+    chmod --reference="$root" -- "${holds[index]}"
+    keep_aside "$root" "${holds[index]}"
+  done
+  # Its `set -x` trace is long; only a failure shows its last line.
+  if ! "$uninstaller" >"${work_dir}/uninstall.log" 2>&1; then
+    problems+=("${uninstaller} failed: $(tail -n 1 "${work_dir}/uninstall.log")")
+  fi
+  for index in "${!kept_roots[@]}"; do
+    put_back "${kept_roots[index]}" "${holds[index]}"
+    rm -rf -- "${holds[index]}"
+  done
+}
+
+# The run failed on a host without K3s: remove what it wrote and installed.
+undo_first_install() {
+  local index path dir
+  local -a left=()
+  if [[ -e $uninstaller ]]; then
+    run_uninstaller
+  fi
+  for path in "${installed[@]}"; do
+    if [[ -e $path || -L $path ]]; then rm -f -- "$path"; fi
+  done
+  for ((index = ${#written[@]} - 1; index >= 0; index--)); do
+    path=${written[index]}
+    rm -f -- "${path}.new"
+    if [[ -e "${undo_dir}/${index}" ]]; then
+      mkdir -p -- "$(dirname "$path")"
+      mv -f -- "${undo_dir}/${index}" "$path"
+    else
+      rm -f -- "$path"
+    fi
+  done
+  for ((index = ${#new_dirs[@]} - 1; index >= 0; index--)); do
+    dir=${new_dirs[index]}
+    if [[ -d $dir ]] && ! rmdir -- "$dir" 2>/dev/null; then
+      left+=("$dir")
+    fi
+  done
+  if ((${#problems[@]})); then
+    log "K3s was not installed on this host before this run, and it could not be put back as it was: ${problems[*]}"
+  elif ((${#left[@]})); then
+    # K3s' node password (/etc/rancher/node), which K3s' own uninstall keeps
+    # too: a retry joins with it instead of being rejected by the servers.
+    log "K3s was not installed on this host before this run: it was put back as it was, but for what K3s" \
+      "wrote there and its own uninstall keeps (${left[*]})"
+  else
+    log "K3s was not installed on this host before this run: it was put back as it was"
+  fi
+}
+
+on_exit() {
+  local status=$?
+  set +e
+  progress_stop
+  if ((status != 0 && first_install)); then
+    undo_first_install
+  fi
+  if [[ -n $failure ]]; then
+    log "$failure"
+  fi
+  rm -rf "$work_dir"
+  exit "$status"
+}
+
 # Write $2 to $1 unless $1 already holds exactly that, replacing it
 # atomically so that K3s never reads half a file. Succeeds only when it
-# wrote, so callers learn whether anything changed.
+# wrote, so callers learn whether anything changed; callers test it in an
+# `if`, where errexit is off, so an error stops the script explicitly.
 write_if_changed() {
   local path=$1 content=$2 staged
   staged="${work_dir}/staged"
-  printf '%s' "$content" >"$staged"
+  printf '%s' "$content" >"$staged" || fail "could not write ${staged}"
   if [[ -f $path ]] && cmp -s "$staged" "$path"; then
     return 1
   fi
-  mkdir -p "$(dirname "$path")"
-  install -m 0600 "$staged" "${path}.new"
-  mv -f "${path}.new" "$path"
+  note_write "$path" || fail "could not keep a copy of ${path} to put back on failure"
+  { mkdir -p "$(dirname "$path")" && install -m 0600 "$staged" "${path}.new" && mv -f "${path}.new" "$path"; } ||
+    fail "could not write ${path}"
 }
 
 read_token() {
@@ -111,6 +314,7 @@ run_installer() {
   if [[ -n $AIRGAP_BINARY ]]; then
     # Air-gapped: the binary goes in place first; the install script then only
     # writes the unit and (re)starts K3s.
+    note_new_dirs "$(dirname "$K3S_BIN")"
     mkdir -p "$(dirname "$K3S_BIN")"
     install -m 0755 "$AIRGAP_BINARY" "${K3S_BIN}.new"
     mv -f "${K3S_BIN}.new" "$K3S_BIN"
@@ -145,6 +349,7 @@ wait_for_api_server() {
 main() {
   local unit changed=0 action=unchanged version token
   unit=$(unit_name)
+  begin_undo_log "$unit"
 
   if write_if_changed "$CONFIG_PATH" "$CONFIG_YAML"; then
     changed=1

@@ -12,7 +12,10 @@
 #
 # Read-only, so running it again is always safe, except with
 # FIREWALL_OPEN=true: then the ports firewalld closes are opened (permanent
-# and runtime, idempotent: an open port stays open).
+# and runtime, idempotent: an open port stays open), but only when every
+# other check passed: a preflight that fails changes nothing on the host, as
+# no delete would ever undo it. An opening that fails halfway removes what it
+# had added.
 #
 # Parameters:
 #   NODE_NAME          the node's name in the stack, used in every message
@@ -285,15 +288,10 @@ check_firewalld() {
   done
   ((${#closed[@]} + ${#untrusted[@]})) || return 0
   if [[ $FIREWALL_OPEN == true ]]; then
-    for spec in "${closed[@]}"; do
-      firewall-cmd --permanent --zone="$zone" --add-port="$spec" >/dev/null
-    done
-    for source in "${untrusted[@]}"; do
-      firewall-cmd --permanent --zone=trusted --add-source="$source" >/dev/null
-    done
-    firewall-cmd --reload >/dev/null
-    printf 'preflight: node %s: opened %s in firewalld zone %s, trusted %s\n' "$NODE_NAME" \
-      "${closed[*]:-nothing}" "$zone" "${untrusted[*]:-nothing}" >&2
+    # Opened in main, once every other check passed.
+    firewall_zone=$zone
+    firewall_closed=("${closed[@]}")
+    firewall_untrusted=("${untrusted[@]}")
     return 0
   fi
   if ((${#closed[@]})); then
@@ -304,6 +302,61 @@ check_firewalld() {
   if ((${#untrusted[@]})); then
     problem "firewalld does not trust the pod/service networks ${untrusted[*]}; add each with" \
       "firewall-cmd --permanent --zone=trusted --add-source=<cidr>, or set k3s.openFirewall: true"
+  fi
+}
+
+firewall_zone=""
+firewall_closed=()
+firewall_untrusted=()
+
+# Open what check_firewalld found closed, permanent and runtime. Only what
+# this run added is recorded: a failure removes exactly that again (an entry
+# already in the permanent configuration stays), and the runtime follows the
+# permanent configuration only once --reload succeeded.
+open_firewall() {
+  local spec source error
+  local -a added=()
+  for spec in "${firewall_closed[@]}"; do
+    firewall-cmd --permanent --zone="$firewall_zone" --query-port="$spec" >/dev/null 2>&1 && continue
+    if ! error=$(firewall-cmd --permanent --zone="$firewall_zone" --add-port="$spec" 2>&1 >/dev/null); then
+      unopen_firewall "firewall-cmd --add-port=${spec} failed: ${error%%$'\n'*}" "${added[@]}"
+      return
+    fi
+    added+=("port ${spec}")
+  done
+  for source in "${firewall_untrusted[@]}"; do
+    firewall-cmd --permanent --zone=trusted --query-source="$source" >/dev/null 2>&1 && continue
+    if ! error=$(firewall-cmd --permanent --zone=trusted --add-source="$source" 2>&1 >/dev/null); then
+      unopen_firewall "firewall-cmd --add-source=${source} failed: ${error%%$'\n'*}" "${added[@]}"
+      return
+    fi
+    added+=("source ${source}")
+  done
+  if ! error=$(firewall-cmd --reload 2>&1 >/dev/null); then
+    unopen_firewall "firewall-cmd --reload failed: ${error%%$'\n'*}" "${added[@]}"
+    return
+  fi
+  printf 'preflight: node %s: opened %s in firewalld zone %s, trusted %s\n' "$NODE_NAME" \
+    "${firewall_closed[*]:-nothing}" "$firewall_zone" "${firewall_untrusted[*]:-nothing}" >&2
+}
+
+# unopen_firewall WHY ADDED...: remove the permanent entries this run added.
+unopen_firewall() {
+  local why=$1 entry kind value left=""
+  shift
+  for entry in "$@"; do
+    read -r kind value <<<"$entry"
+    if [[ $kind == port ]]; then
+      firewall-cmd --permanent --zone="$firewall_zone" --remove-port="$value" >/dev/null 2>&1 || left+=" ${value}"
+    else
+      firewall-cmd --permanent --zone=trusted --remove-source="$value" >/dev/null 2>&1 || left+=" ${value}"
+    fi
+  done
+  if [[ -n $left ]]; then
+    problem "could not open firewalld for K3s and Cilium (${why}), and could not remove again what it had" \
+      "added:${left}"
+  else
+    problem "could not open firewalld for K3s and Cilium (${why}); its configuration is as it was"
   fi
 }
 
@@ -408,6 +461,15 @@ main() {
     firewall=running
     nic=${nic_facts#nic=}
     check_firewalld "${nic%% *}"
+  fi
+  if ((${#firewall_closed[@]} + ${#firewall_untrusted[@]})); then
+    if ((${#problems[@]})); then
+      printf 'preflight: node %s: firewalld left as it is until the problems below are fixed' "$NODE_NAME" >&2
+      printf ' (k3s.openFirewall would open %s in zone %s, trust %s)\n' "${firewall_closed[*]:-nothing}" \
+        "$firewall_zone" "${firewall_untrusted[*]:-nothing}" >&2
+    else
+      open_firewall
+    fi
   fi
   local skipped_list
   skipped_list=$(IFS=,; printf '%s' "${skipped[*]}")

@@ -11,6 +11,7 @@ import pytest
 
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.k3s import K3sCluster, K3sClusterArgs
+from components.scripts import render
 from stacks import airgap
 from stacks.config import ConfigError, StackConfig, parse
 from stacks.features import resolve
@@ -85,6 +86,27 @@ def test_local_files_are_uploaded_verified_and_installed_from(tmp_path: Path) ->
     assert rec.longest_chain(rec.named("k3s-preflight-agent-1"), stage) is not None
 
 
+def test_the_upload_directory_is_removed_with_its_uploads_on_delete(tmp_path: Path) -> None:
+    # A failed stage is never in the state: only the upload directory's own delete cleans the uploads up.
+    rec = build(config(files(tmp_path)))
+    for node in ("server-1", "agent-1"):
+        upload_dir = rec.named(f"k3s-airgap-upload-dir-{node}")
+        assert upload_dir.script("delete") == render("airgap-upload-dir-remove", {"UPLOAD_DIR": airgap.UPLOAD_DIR})
+        assert upload_dir.inputs["delete"].endswith(" -- airgap-upload-dir-remove")
+        # Replaced (a node moved to another host): removed from the old host before it is made on the new one.
+        assert upload_dir.options["delete_before_replace"] is True
+        # Every upload depends on it, so Pulumi deletes the uploads first.
+        uploads = [u for u in rec.of_type(COPY) if u.name.startswith(f"k3s-airgap-upload-{node}-")]
+        assert len(uploads) == 3 and all(rec.depends_on(u, upload_dir) for u in uploads)
+
+
+def test_the_stage_checks_the_binary_against_the_pinned_k3s_version(tmp_path: Path) -> None:
+    block = files(tmp_path)
+    rec = build(parse({"nodes": NODES, "airgap": block, "k3s": {"version": "v1.32.5+k3s1"}}))
+    stage = rec.named("k3s-airgap-stage-server-1").script("create")
+    assert "\nK3S_VERSION=v1.32.5+k3s1\n" in stage and "\nBINARY_NAME=k3s\n" in stage
+
+
 def test_mirror_urls_are_downloaded_on_the_host_no_upload() -> None:
     rec = build(config(MIRROR))
     assert rec.of_type(COPY) == []
@@ -132,6 +154,13 @@ def test_registry_credentials_reach_the_host_only_on_secret_stdin() -> None:
     for resource in rec.resources:
         assert not any(PASSWORD in text for _, text in resource.plain_strings()), resource.name
     assert rec.depends_on(rec.named("k3s-server-server-1"), registries)
+
+
+def test_registries_yaml_and_the_directories_it_made_go_on_delete() -> None:
+    registries = build(config(MIRROR)).named("k3s-airgap-registries-agent-1")
+    assert registries.script("delete") == render("airgap-registries-remove",
+                                                 {"REGISTRIES_PATH": airgap.REGISTRIES_PATH})
+    assert registries.options["delete_before_replace"] is True
 
 
 def test_bad_credentials_are_refused_without_showing_them() -> None:

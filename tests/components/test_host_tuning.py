@@ -9,6 +9,7 @@ nothing on this machine is touched.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,11 @@ printf 'systemctl %s\n' "$*" >>"$FAKE_DIR/calls"
 state=$FAKE_DIR/irqbalance
 case "$*" in
   "is-active --quiet irqbalance") [[ $(<"$state") == active ]] ;;
-  "stop irqbalance") echo inactive >"$state" ;;
+  "stop irqbalance")
+    echo inactive >"$state"
+    # The SSH session is cut (or `pulumi up` cancelled) right after this change.
+    if [[ -e $FAKE_DIR/cut-after-stop ]]; then kill -TERM "$PPID"; fi
+    ;;
   "start irqbalance")
     [[ -e $FAKE_DIR/irqbalance-broken ]] && { echo "Job for irqbalance.service failed." >&2; exit 1; }
     echo active >"$state" ;;
@@ -179,7 +184,7 @@ class Host:
             files[name] = (self.fake / name).read_text()
         return files
 
-    def run(self, script: str, **params: Any) -> subprocess.CompletedProcess[str]:
+    def run(self, script: str, path: str | None = None, **params: Any) -> subprocess.CompletedProcess[str]:
         values: dict[str, Any] = {
             "SYSFS": str(self.sys),
             "PROCFS": str(self.proc),
@@ -193,11 +198,11 @@ class Host:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "FAKE_DIR": str(self.fake)},
+            env={**os.environ, "FAKE_DIR": str(self.fake), "PATH": path or os.environ["PATH"]},
         )
 
-    def apply(self, **params: Any) -> subprocess.CompletedProcess[str]:
-        return self.run("host-tuning", **params)
+    def apply(self, path: str | None = None, **params: Any) -> subprocess.CompletedProcess[str]:
+        return self.run("host-tuning", path, **params)
 
     def revert(self, **params: Any) -> subprocess.CompletedProcess[str]:
         return self.run("host-tuning-revert", **params)
@@ -403,3 +408,72 @@ def test_a_failed_restore_keeps_its_state_and_a_rerun_retries_it(host: Host) -> 
     assert retried.stdout == "tuned=skipped governor=skipped irqs=0 irqbalance=started\n"
     assert host.snapshot() == original
     assert not host.state.exists()
+
+
+# --- a failed first run leaves the host as it was (issue 20) ---------------------------------------
+# pulumi-command keeps no failed create in its state: its revert (the delete) would never run.
+
+STATE_PARENT = "var/lib/k3s-cilium"
+
+
+def test_a_first_run_cut_short_after_some_changes_puts_the_host_back(host: Host) -> None:
+    original = host.snapshot()
+    (host.fake / "cut-after-stop").touch()
+    result = host.apply()
+    assert result.returncode == 143
+    # The profile and the governors were changed and irqbalance stopped before the session was cut.
+    assert [c for c in host.calls() if not c.startswith(("tuned-adm active", "systemctl is-active"))] == [
+        "tuned-adm profile network-latency", "systemctl stop irqbalance",
+        "systemctl start irqbalance", "tuned-adm profile virtual-guest"]
+    assert result.stderr.splitlines()[-1] == (
+        "host-tuning: the host was not tuned before this run: it was put back as it was "
+        "(tuned=restored governor=restored irqs=0 irqbalance=started)")
+    assert host.snapshot() == original
+    assert not (host.root / STATE_PARENT).exists()
+
+
+def test_a_first_run_that_cannot_save_an_irq_puts_back_what_it_changed(host: Host) -> None:
+    original = host.snapshot()
+    # mkdir cannot make the IRQs' state directory (a full disk): by then the profile, the governors
+    # and irqbalance were changed.
+    stub_dir = host.root / "stubs"
+    stub_dir.mkdir()
+    real = shutil.which("mkdir")
+    (stub_dir / "mkdir").write_text(
+        f'#!/bin/sh\ncase "$*" in */irq) echo "mkdir: No space left on device" >&2; exit 1 ;; esac\n'
+        f'exec {real} "$@"\n')
+    (stub_dir / "mkdir").chmod(0o755)
+    result = host.apply(path=f"{stub_dir}:{os.environ['PATH']}")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert (f"host-tuning: error: could not save the state before tuning to {host.state}/irq/30: "
+            "it is left as it is") in lines
+    assert lines[-1].startswith("host-tuning: the host was not tuned before this run: it was put back as it was")
+    # No IRQ was changed without its saved state, and everything else is back.
+    assert host.snapshot() == original
+    assert not (host.root / STATE_PARENT).exists()
+
+
+def test_a_later_run_that_fails_leaves_the_saved_state_for_the_revert(host: Host) -> None:
+    original = host.snapshot()
+    assert host.apply().returncode == 0
+    saved = {str(p): p.read_text() for p in host.state.rglob("*") if p.is_file()}
+    write(host.fake / "irqbalance", "active\n")  # started again by hand since
+    (host.fake / "cut-after-stop").touch()
+    assert host.apply(TUNED_PROFILE="network-throughput").returncode == 143
+    assert {str(p): p.read_text() for p in host.state.rglob("*") if p.is_file()} == saved
+    (host.fake / "cut-after-stop").unlink()
+    assert host.revert().returncode == 0
+    assert host.snapshot() == original
+
+
+def test_a_first_run_that_cannot_put_everything_back_keeps_the_state_of_what_failed(host: Host) -> None:
+    (host.fake / "cut-after-stop").touch()
+    (host.fake / "irqbalance-broken").touch()
+    result = host.apply()
+    assert result.returncode == 143
+    assert "host-tuning: error: '" in result.stderr and "start irqbalance' failed" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "host-tuning: the host was not tuned before this run, and not all of it could be put back; "
+        f"the saved state of what failed stays in {host.state} for the revert")
+    assert sorted(p.name for p in host.state.iterdir() if p.is_file()) == ["irqbalance"]

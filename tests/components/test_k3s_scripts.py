@@ -212,12 +212,28 @@ cat >"$out" <<'INSTALLER'
 #!/bin/sh
 set -e
 echo "installer version=$INSTALL_K3S_VERSION exec=$INSTALL_K3S_EXEC force=$INSTALL_K3S_FORCE_RESTART" >>"$SANDBOX/calls"
-unit=k3s; [ "$INSTALL_K3S_EXEC" = agent ] && unit=k3s-agent
-mkdir -p "$(dirname "$FAKE_K3S_BIN")" "$FAKE_SYSTEMD_DIR"
+unit=k3s; uninstaller=k3s-uninstall.sh
+[ "$INSTALL_K3S_EXEC" = agent ] && unit=k3s-agent && uninstaller=k3s-agent-uninstall.sh
+bin_dir=$(dirname "$FAKE_K3S_BIN")
+mkdir -p "$bin_dir" "$FAKE_SYSTEMD_DIR"
 printf '#!/bin/sh\\nexec "$SANDBOX/fake-k3s" %s "$@"\\n' "$INSTALL_K3S_VERSION" >"$FAKE_K3S_BIN"
 chmod +x "$FAKE_K3S_BIN"
+# As the real one: stops K3s, removes what the installer put in place, /etc/rancher/k3s and the data directory.
+cat >"$bin_dir/$uninstaller" <<UNINSTALL
+#!/bin/sh
+echo "$uninstaller" >>"\\$SANDBOX/calls"
+rm -f "\\$SANDBOX/active" "$FAKE_SYSTEMD_DIR/$unit.service" "$FAKE_K3S_BIN" "\\$0"
+rm -rf "\\$FAKE_CONFIG_DIR" "\\$FAKE_DATA_DIR"
+UNINSTALL
+chmod +x "$bin_dir/$uninstaller"
 echo "[Service]" >"$FAKE_SYSTEMD_DIR/$unit.service"
+# A cancelled `pulumi up`: the script is told to stop while the installer runs.
+if [ -f "$SANDBOX/cancel" ]; then kill -TERM "$PPID"; exit 143; fi
+# K3s runs: its data directory, and the node password its uninstall script keeps.
 touch "$SANDBOX/active"
+mkdir -p "$FAKE_DATA_DIR/agent" "$FAKE_CONFIG_DIR/../node"
+echo "node password" >"$FAKE_CONFIG_DIR/../node/password"
+if [ -f "$SANDBOX/installer-fails" ]; then echo "Job for $unit.service failed." >&2; exit 3; fi
 INSTALLER
 """
 
@@ -249,15 +265,22 @@ class Sandbox:
         for name, body in (("curl", STUB_CURL), ("systemctl", STUB_SYSTEMCTL)):
             self._executable(self.bin / name, body)
         self._executable(root / "fake-k3s", FAKE_K3S)
+        # /usr/local/bin and the systemd unit directory are on every host; /etc/rancher/k3s and the
+        # K3s data directory are not before K3s (or a step before it) puts something there.
         self.k3s_bin = root / "usr-local-bin" / "k3s"
+        self.k3s_bin.parent.mkdir()
         self.systemd = root / "systemd"
-        self.etc = root / "etc-rancher-k3s"
+        self.systemd.mkdir()
+        (root / "etc").mkdir()
+        self.etc = root / "etc" / "rancher" / "k3s"
+        self.data = root / "var" / "lib" / "rancher" / "k3s"
         # The cluster CA a server has once K3s runs; the install prints its fingerprint.
         self.server_ca = root / "server-ca.crt"
         self.server_ca.write_text("sandbox cluster CA\n")
         self.ca = "ca=sha256:" + hashlib.sha256(self.server_ca.read_bytes()).hexdigest()
         self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "SANDBOX": str(root),
-                    "FAKE_K3S_BIN": str(self.k3s_bin), "FAKE_SYSTEMD_DIR": str(self.systemd)}
+                    "FAKE_K3S_BIN": str(self.k3s_bin), "FAKE_SYSTEMD_DIR": str(self.systemd),
+                    "FAKE_CONFIG_DIR": str(self.etc), "FAKE_DATA_DIR": str(self.data)}
 
     @staticmethod
     def _executable(path: Path, body: str) -> None:
@@ -277,6 +300,7 @@ class Sandbox:
             "K3S_BIN": str(self.k3s_bin),
             "SYSTEMD_DIR": str(self.systemd),
             "SERVER_CA": str(self.server_ca),
+            "K3S_DATA_DIR": str(self.data),
             **overrides,
         }
         return scripts.render("k3s-install", params)
@@ -405,6 +429,132 @@ def test_failed_download_is_reported(sandbox: Sandbox) -> None:
     result = sandbox.run(sandbox.install_script(make_config(), "server-1"), stdin=TOKEN)
     assert result.returncode == 1
     assert "could not download the K3s install script from https://get.k3s.io" in result.stderr
+
+
+# --- install: a failed first install leaves the host as it found it (issue 20) -------------------
+# pulumi-command records a command only when its create succeeded: nothing would ever uninstall it.
+
+PUT_BACK = "k3s-install: K3s was not installed on this host before this run: it was put back as it was"
+
+
+def host_state(sandbox: Sandbox) -> dict[str, tuple[Any, ...]]:
+    """Every directory and file of the sandbox host (its stub tools and call log aside): what the
+    host holds, with each file's content, mode and modification time."""
+    state: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(sandbox.root.rglob("*")):
+        rel = path.relative_to(sandbox.root)
+        if rel.parts[0] == "bin" or rel.name in ("calls", "fake-k3s"):
+            continue
+        info = path.lstat()
+        if path.is_dir():
+            state[str(rel)] = ("dir", stat.S_IMODE(info.st_mode))
+        else:
+            state[str(rel)] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode), info.st_mtime_ns)
+    return state
+
+
+def but_the_node_password(sandbox: Sandbox, state: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    """``state`` without the node password K3s wrote when it ran: K3s' own uninstall keeps it, so that a
+    retry joins with it instead of being rejected as another host with the same name."""
+    assert (sandbox.root / "etc/rancher/node/password").read_text() == "node password\n"
+    return {path: value for path, value in state.items() if not path.startswith("etc/rancher/node")}
+
+
+def prepare_earlier_steps(sandbox: Sandbox) -> None:
+    """What other steps put on a host before its first install: registries.yaml, staged images; and
+    what an earlier failed run (before issue 20) left behind."""
+    sandbox.etc.mkdir(parents=True)
+    (sandbox.etc / "registries.yaml").write_text("mirrors: {}\n")
+    (sandbox.etc / "registries.yaml").chmod(0o600)
+    (sandbox.etc / "pulumi-owner").write_text("k3s-server-old-name\n")
+    images = sandbox.data / "agent" / "images"
+    images.mkdir(parents=True)
+    (images / "k3s-airgap-images-amd64.tar.zst").write_bytes(b"staged images")
+
+
+def test_a_failed_download_on_a_new_host_leaves_nothing_behind(sandbox: Sandbox) -> None:
+    # The first real `pulumi up`: /etc/rancher stayed on the host and destroy ran nothing for it.
+    (sandbox.root / "offline").touch()
+    before = host_state(sandbox)
+    result = sandbox.run(sandbox.install_script(make_config(), "server-1"), stdin=TOKEN)
+    assert result.returncode == 1
+    assert not (sandbox.root / "etc/rancher").exists()
+    assert host_state(sandbox) == before
+    lines = result.stderr.splitlines()
+    assert lines[-2:] == [PUT_BACK, "k3s-install: could not download the K3s install script from https://get.k3s.io"]
+
+
+@pytest.mark.parametrize(("node", "uninstaller"), [("server-1", "k3s-uninstall.sh"),
+                                                   ("agent-1", "k3s-agent-uninstall.sh")])
+def test_a_failed_installer_on_a_new_host_is_uninstalled_and_what_was_there_stays(
+    sandbox: Sandbox, node: str, uninstaller: str
+) -> None:
+    prepare_earlier_steps(sandbox)
+    (sandbox.root / "installer-fails").touch()
+    before = host_state(sandbox)
+    result = sandbox.run(sandbox.install_script(make_config(), node), stdin=TOKEN)
+    assert result.returncode == 3, result.stderr  # the installer's own status
+    # K3s' uninstall script deleted /etc/rancher/k3s and the data directory: what other steps had put
+    # there is back, the same files; what this run wrote is gone, the old owner marker restored.
+    assert but_the_node_password(sandbox, host_state(sandbox)) == before
+    assert sandbox.calls()[-1] == uninstaller
+    unit = "k3s" if node == "server-1" else "k3s-agent"
+    assert result.stderr.splitlines()[-2:] == [f"Job for {unit}.service failed.", PUT_BACK]
+
+
+def test_an_api_server_that_never_answers_on_a_new_host_is_uninstalled(sandbox: Sandbox) -> None:
+    (sandbox.root / "api-down").touch()
+    before = host_state(sandbox)
+    result = sandbox.run(sandbox.install_script(make_config(), "server-1", API_READY_TIMEOUT=0), stdin=TOKEN)
+    assert result.returncode == 1
+    after = but_the_node_password(sandbox, host_state(sandbox))
+    assert after.pop("etc/rancher") == ("dir", 0o700)
+    assert after == before  # its data directory (and /var/lib/rancher) is gone too
+    assert "k3s-uninstall.sh" in sandbox.calls()
+    assert result.stderr.splitlines()[-2:] == [
+        f"{PUT_BACK}, but for what K3s wrote there and its own uninstall keeps ({sandbox.root / 'etc/rancher'})",
+        "k3s-install: the API server did not become ready within 0s: connection refused"]
+
+
+def test_a_cancelled_first_install_is_undone_too(sandbox: Sandbox) -> None:
+    (sandbox.root / "cancel").touch()
+    before = host_state(sandbox)
+    result = sandbox.run(sandbox.install_script(make_config(), "agent-1"), stdin=TOKEN)
+    assert result.returncode == 143
+    assert host_state(sandbox) == before
+    assert result.stderr.splitlines()[-1] == PUT_BACK
+
+
+def test_a_failed_converge_over_an_existing_install_keeps_it(sandbox: Sandbox) -> None:
+    assert sandbox.run(sandbox.install_script(make_config(), "server-1"), stdin=TOKEN).returncode == 0
+    installed = host_state(sandbox)
+    (sandbox.root / "offline").touch()
+    upgrade = sandbox.run(sandbox.install_script(make_config(k3s={"version": "v1.34.1+k3s1"}), "server-1"),
+                          stdin=TOKEN)
+    assert upgrade.returncode == 1
+    assert upgrade.stderr.splitlines()[-1] == (
+        "k3s-install: could not download the K3s install script from https://get.k3s.io")
+    (sandbox.root / "api-down").touch()
+    restart = sandbox.run(sandbox.install_script(make_config(k3s={"disable": ["traefik"]}), "server-1",
+                                                 API_READY_TIMEOUT=0), stdin=TOKEN)
+    assert restart.returncode == 1
+    assert "put back" not in upgrade.stderr + restart.stderr
+    assert not any(call.endswith("uninstall.sh") for call in sandbox.calls())
+    # K3s is still installed with what the failed runs wrote: the next run converges from there.
+    assert sandbox.k3s_bin.exists() and (sandbox.systemd / "k3s.service").exists()
+    assert set(host_state(sandbox)) - {"offline", "api-down"} == set(installed)
+
+
+def test_a_write_that_fails_stops_the_install(sandbox: Sandbox) -> None:
+    # Tested in an `if`, where errexit is off: a write that fails must not read as "unchanged".
+    (sandbox.root / "not-a-directory").write_text("")
+    token_path = sandbox.root / "not-a-directory" / "cluster-token"
+    before = host_state(sandbox)
+    result = sandbox.run(sandbox.install_script(make_config(), "agent-1", TOKEN_PATH=str(token_path)), stdin=TOKEN)
+    assert result.returncode == 1
+    assert not any(call.startswith("installer") for call in sandbox.calls())
+    assert host_state(sandbox) == before
+    assert result.stderr.splitlines()[-2:] == [PUT_BACK, f"k3s-install: could not write {token_path}"]
 
 
 def test_token_never_reaches_output_or_command_line(sandbox: Sandbox) -> None:

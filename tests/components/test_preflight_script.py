@@ -58,9 +58,19 @@ for arg in "$@"; do
     --info-service=*)
       s=${arg#--info-service=}; printf '%s\\n  ports: %s\\n' "$s" "$(cat "$fw/service.$s" 2>/dev/null)" ;;
     --query-source=*) grep -qx "${arg#--query-source=}" "$fw/$zone.sources" 2>/dev/null ;;
+    --query-port=*) tr ' ' '\\n' <"$fw/$zone.ports" 2>/dev/null | grep -qxF -- "${arg#--query-port=}" ;;
     --add-port=*) [ $permanent = 1 ] && printf ' %s' "${arg#--add-port=}" >>"$fw/$zone.ports" ;;
-    --add-source=*) [ $permanent = 1 ] && echo "${arg#--add-source=}" >>"$fw/$zone.sources" ;;
-    --reload) : ;;
+    --add-source=*)
+      if [ -e "$fw/broken-add-source" ]; then echo "Error: INVALID_ADDR: ${arg#--add-source=}" >&2; exit 13; fi
+      [ $permanent = 1 ] && echo "${arg#--add-source=}" >>"$fw/$zone.sources" ;;
+    --remove-port=*)
+      left=$(tr ' ' '\\n' <"$fw/$zone.ports" | grep -vxF -- "${arg#--remove-port=}" | grep . | tr '\\n' ' ')
+      printf ' %s' ${left} >"$fw/$zone.ports" ;;
+    --remove-source=*)
+      left=$(grep -vxF -- "${arg#--remove-source=}" "$fw/$zone.sources")
+      if [ -n "$left" ]; then echo "$left" >"$fw/$zone.sources"; else rm -f "$fw/$zone.sources"; fi ;;
+    --reload)
+      if [ -e "$fw/broken-reload" ]; then echo "Error: COMMAND_FAILED: 'python-nftables' failed" >&2; exit 254; fi ;;
   esac
 done""",
 }
@@ -277,6 +287,50 @@ def test_open_firewall_opens_what_is_closed_once(host: FakeHost) -> None:
     again = host.run(cfg, "server-1")
     assert again.returncode == 0, again.stderr
     assert not any("--add-" in call or "--reload" in call for call in host.calls())
+
+
+def firewall(host: FakeHost) -> dict[str, list[str]]:
+    """firewalld's configuration on the fake host: each zone's ports and sources."""
+    return {path.name: sorted(path.read_text().split()) for path in sorted((host.root / "fw").glob("*.*"))}
+
+
+def test_open_firewall_changes_nothing_while_another_check_fails(host: FakeHost) -> None:
+    # A failed preflight is not in the state: nothing would ever close what it opened.
+    (host.root / "fw/running").touch()
+    (host.root / "fw/public.ports").write_text("22/tcp")
+    host.kernel("5.4.0-216-generic")
+    before = firewall(host)
+    result = host.run(stack(k3s={"openFirewall": True}), "server-1")
+    assert result.returncode == 1
+    assert not any("--add-" in call or "--reload" in call for call in host.calls())
+    assert firewall(host) == before
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("preflight: node server-1: firewalld left as it is until the problems below are fixed "
+                        "(k3s.openFirewall would open 6443/tcp 10250/tcp 4240/tcp in zone public, "
+                        "trust 10.42.0.0/16 10.43.0.0/16)")
+    assert lines[1].startswith("node server-1: kernel 5.4.0 is older than 5.10 required by Cilium 1.19")
+    # Fixed: the same run opens it.
+    host.kernel("6.8.0-45-generic")
+    assert host.run(stack(k3s={"openFirewall": True}), "server-1").returncode == 0
+    assert firewall(host)["public.ports"] == ["10250/tcp", "22/tcp", "4240/tcp", "6443/tcp"]
+
+
+@pytest.mark.parametrize(("broken", "why"), [
+    ("broken-add-source", "firewall-cmd --add-source=10.42.0.0/16 failed: Error: INVALID_ADDR: 10.42.0.0/16"),
+    ("broken-reload", "firewall-cmd --reload failed: Error: COMMAND_FAILED: 'python-nftables' failed"),
+])
+def test_open_firewall_that_fails_halfway_removes_what_it_had_added(host: FakeHost, broken: str, why: str) -> None:
+    (host.root / "fw/running").touch()
+    (host.root / "fw/public.ports").write_text("22/tcp 10250/tcp")
+    (host.root / "fw/trusted.sources").write_text("10.43.0.0/16\n")
+    (host.root / "fw" / broken).touch()
+    before = firewall(host)
+    result = host.run(stack(k3s={"openFirewall": True}), "server-1")
+    assert result.returncode == 1
+    assert "firewall-cmd --permanent --zone=public --add-port=6443/tcp" in host.calls()  # it had started
+    assert firewall(host) == before
+    assert result.stderr.splitlines() == [
+        f"node server-1: could not open firewalld for K3s and Cilium ({why}); its configuration is as it was"]
 
 
 def test_nm_cloud_setup_enabled_is_refused(host: FakeHost) -> None:
