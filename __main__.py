@@ -112,7 +112,7 @@ with built_without_collecting():
     host_tuning = HostTuning(
         "host-tuning",
         HostTuningArgs(
-            cfg=stack_config, features=features, connections=cluster.connections, nodes_ready=cluster.nodes_ready
+            cfg=stack_config, features=features, connections=cluster.connections, after=cluster.preflight_passed
         ),
     )
     cilium = CiliumRelease(

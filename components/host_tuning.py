@@ -17,7 +17,7 @@ the old host is reverted before the new one is tuned, never after.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
@@ -43,9 +43,10 @@ class HostTuningArgs:
     features: Resolved
     # SSH connection per node name (K3sCluster.connections).
     connections: Mapping[str, remote.ConnectionArgs]
-    # Node name -> what must exist on that node first (K3sCluster.nodes_ready): each node's
-    # tuning waits for its own node only, so dependencies grow with the nodes, not their square.
-    nodes_ready: Mapping[str, pulumi.Resource] = field(default_factory=dict)
+    # What every node's tuning waits for (K3sCluster.preflight_passed): the host is tuned as soon as
+    # every preflight passed, beside the K3s install, so that a failed install leaves a tuning the
+    # state knows about (destroy reverts it). One dependency, not one per node.
+    after: pulumi.Resource | None = None
     tuned_profile: TunedProfile = DEFAULT_TUNED_PROFILE
 
 
@@ -76,7 +77,7 @@ class HostTuning(pulumi.ComponentResource):
                     update=apply,
                     delete=script("host-tuning-revert", {"STATE_DIR": STATE_DIR}),
                     triggers=host_identity(cfg, node),
-                    depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else [],
+                    depends_on=[args.after] if args.after is not None else [],
                 )
         self.summaries = stdout_by_node(commands)
 

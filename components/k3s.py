@@ -252,6 +252,8 @@ class K3sCluster(pulumi.ComponentResource):
     """Node name -> that node's preflight facts alone (what depends on one node depends on one preflight)."""
     nodes_ready: dict[str, pulumi.Resource]
     """Node name -> the resource after which K3s on that node is installed and running."""
+    preflight_passed: pulumi.Resource
+    """Done once every node passed preflight (it runs nothing)."""
     connections: dict[str, remote.ConnectionArgs]
     """Node name -> SSH connection (host key pin, bastion) for further commands."""
     token: pulumi.Output[str]
@@ -281,7 +283,7 @@ class K3sCluster(pulumi.ComponentResource):
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
         # Runs nothing (no create, no SSH): what must wait for every preflight depends on it alone,
         # one dependency instead of one per node for each of the nodes' resources.
-        preflights_passed = local.Command(
+        self.preflight_passed = preflights_passed = local.Command(
             f"{name}-{ROLE_PREFLIGHT}-passed",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(preflights.values())),
         )

@@ -59,6 +59,17 @@ def test_order_is_cluster_then_cilium_then_kube_proxy_removal(dev):
         assert depends_transitively(dev, cleanup, release)
 
 
+def test_hosts_are_tuned_once_every_preflight_passed_not_after_the_install():
+    """A failed K3s install must find the tuning in the state, so that destroy reverts it."""
+    rec = run_stack(with_changes(features={"hostTuning": True}))
+    passed = rec.named("k3s-preflight-passed")
+    for node in ("server-1", "agent-1", "agent-2"):
+        tuning = rec.named(f"host-tuning-{node}")
+        assert depends_transitively(rec, tuning, passed)
+        installs = [r for r in rec.matching(r"^k3s-(server|agent)-") if r.type == COMMAND]
+        assert not any(depends_transitively(rec, tuning, install) for install in installs), node
+
+
 def test_no_plaintext_secret_reaches_any_input_or_export(dev):
     needles = ("fake-key-material-9f3a1c", FAKE_TOKEN, "client-key-data")
     for resource in dev.resources:

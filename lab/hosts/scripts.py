@@ -304,7 +304,7 @@ for unit in k3s.service k3s-agent.service; do
   systemctl cat "$unit" >/dev/null 2>&1 && bad+=("unit $unit exists")
 done
 for path in /usr/local/bin/k3s /usr/local/bin/k3s-uninstall.sh /usr/local/bin/k3s-agent-uninstall.sh \
-  /etc/rancher /var/lib/rancher /var/lib/k3s-cilium/host-tuning /sys/fs/bpf/cilium /sys/fs/bpf/tc/globals \
+  /etc/rancher /var/lib/rancher /var/lib/k3s-cilium /sys/fs/bpf/cilium /sys/fs/bpf/tc/globals \
   /var/run/cilium /etc/cni/net.d/05-cilium.conflist; do
   [ -e "$path" ] && bad+=("$path exists")
 done

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi_command import local
 
 from components import host_tuning
 from components.scripts import render
@@ -34,15 +35,12 @@ SUMMARY = "tuned=applied governor=performance irqs=4 irqbalance=stopped"
 
 def deploy(cfg: StackConfig, **extra: Any) -> Recorded:
     def program() -> dict[str, Any]:
-        connections, ready = stand_in_cluster(cfg)
+        connections, _ = stand_in_cluster(cfg)
+        preflight_passed = local.Command("k3s-preflight-passed")
         tuning = host_tuning.HostTuning(
             NAME,
             host_tuning.HostTuningArgs(
-                cfg=cfg,
-                features=resolve(cfg),
-                connections=connections,
-                nodes_ready={node.name: resource for node, resource in zip(cfg.nodes, ready, strict=True)},
-                **extra,
+                cfg=cfg, features=resolve(cfg), connections=connections, after=preflight_passed, **extra
             ),
         )
         return {"summaries": tuning.summaries, "enabled": tuning.enabled}
@@ -70,10 +68,8 @@ def test_every_node_is_tuned_and_reverted_on_delete(cfg: StackConfig) -> None:
     for node in cfg.nodes:
         command = rec.named(f"{NAME}-{node.name}")
         assert command.parent == component.urn
-        # Its own node only: dependencies grow with the nodes, not their square.
-        assert rec.depends_on(command, rec.named(f"k3s-ready-{node.name}"))
-        others = [n for n in cfg.nodes if n != node]
-        assert not any(rec.depends_on(command, rec.named(f"k3s-ready-{other.name}")) for other in others)
+        # After every preflight and nothing else (not the K3s installs): one dependency, however many nodes.
+        assert command.dependencies == (rec.named("k3s-preflight-passed").urn,)
         assert command.inputs["connection"]["host"] == node.host
         apply = render("host-tuning", {"TUNED_PROFILE": "network-latency", "STATE_DIR": host_tuning.STATE_DIR})
         assert command.script("create") == apply
