@@ -44,6 +44,9 @@ PASSPHRASE = "k3s-cilium-lab"  # protects nothing of value: a throwaway state of
 STEP_TIMEOUT_SECONDS = 1800
 PROGRAM_FILES = ("__main__.py", "components", "stacks", "verification", "requirements.txt", ".venv")
 COMMAND_PROVIDER = "lab implementation, lab/command-provider"
+# Without it the engine starts nothing new once a step failed: a node whose staging had not started
+# yet when another node's failed would never say whether it stops there too.
+EVERY_NODE = ("--continue-on-error",)
 NAMES = ["pulumi-preview", "pulumi-up", "pulumi-preview-after-partial-up", "pulumi-up-again", "pulumi-destroy"]
 
 _COUNT = re.compile(
@@ -165,8 +168,9 @@ class PulumiRun:
         return result
 
     def resources(self) -> dict[str, dict[str, Any]]:
-        """The state's resources by URN, secrets decrypted (their ciphertext changes on every write),
-        without the times the engine stamps them with."""
+        """The state's resources by URN, as comparable: secrets decrypted (their ciphertext changes on
+        every write), without the times the engine stamps them with, dependencies sorted (the Python
+        SDK sends them in the order of a set)."""
         result = subprocess.run(
             ["pulumi", "stack", "export", "--stack", STACK, "--show-secrets"],
             cwd=self.project,
@@ -178,10 +182,16 @@ class PulumiRun:
         if result.returncode:
             raise StepFailed(f"pulumi stack export failed: {first_line(result.stderr)}")
         deployment: dict[str, Any] = json.loads(result.stdout).get("deployment", {})
-        return {
-            r["urn"]: {key: value for key, value in r.items() if key not in ("created", "modified")}
-            for r in deployment.get("resources") or []
-        }
+        return {r["urn"]: comparable(r) for r in deployment.get("resources") or []}
+
+
+def comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    kept = {key: value for key, value in resource.items() if key not in ("created", "modified")}
+    kept["dependencies"] = sorted(kept.get("dependencies") or [])
+    kept["propertyDependencies"] = {
+        key: sorted(urns) for key, urns in (kept.get("propertyDependencies") or {}).items()
+    }
+    return kept
 
 
 def passed_or_raise(step: Step, result: subprocess.CompletedProcess[str]) -> None:
@@ -330,10 +340,25 @@ def check_retried_only_what_failed(
     counts = step.resource_counts or {}
     if any(counts.get(kind) for kind in ("updated", "replaced", "deleted", "created")):
         problems.append(f"it changed what exists: {counts}")
-    if after != before:
-        problems.append(f"the state changed: {sorted(set(after) ^ set(before)) or 'same resources, other values'}")
+    changed = state_changes(before, after)
+    if changed:
+        step.details["stateChanges"] = changed
+        problems.append(f"the state changed: {changed}")
     if problems:
         raise StepFailed("; ".join(problems))
+
+
+def state_changes(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Resource name -> what differs (``added``, ``removed`` or the keys whose values changed)."""
+    changes: dict[str, list[str]] = {}
+    for urn in sorted(set(before) | set(after)):
+        name = urn.rsplit("::", 1)[1]
+        if urn not in before or urn not in after:
+            changes[name] = ["added" if urn in after else "removed"]
+        elif before[urn] != after[urn]:
+            old, new = before[urn], after[urn]
+            changes[name] = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    return changes
 
 
 def scan_for_secrets(secrets: Secrets, places: list[Path]) -> list[str]:
@@ -386,7 +411,7 @@ def run_pulumi_steps(
     created: dict[str, dict[str, Any]] = {}
     with report.step("pulumi-up", KIND_PULUMI) as step:
         step.details["expected"] = "stops at every node's staging, which refuses the binary (not K3s)"
-        result = pulumi.run(step, "up", "--yes", "--skip-preview")
+        result = pulumi.run(step, "up", "--yes", "--skip-preview", *EVERY_NODE)
         created = check_stopped_at_the_binary(step, result, expect, pulumi, state)
     if step.status == PASSED:
         with report.step("pulumi-preview-after-partial-up", KIND_PULUMI) as step:
@@ -396,7 +421,7 @@ def run_pulumi_steps(
         with report.step("pulumi-up-again", KIND_PULUMI) as step:
             corrupted = corrupt_one_upload(state, expect)
             step.details["corrupted"] = {"host": corrupted[0].name, "file": expect.binary.upload_path}
-            result = pulumi.run(step, "up", "--yes", "--skip-preview")
+            result = pulumi.run(step, "up", "--yes", "--skip-preview", *EVERY_NODE)
             check_retried_only_what_failed(step, result, expect, created, pulumi.resources(), corrupted)
     else:
         for name in NAMES[2:4]:

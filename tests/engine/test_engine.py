@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.hosts.pulumi_steps import comparable
 from tests.engine.conftest import COMMAND_PROVIDER_LINE, ROOT, TOKEN_SENTINEL, Project, Result
 from tests.engine.sshd import SSHServer, sshd
 
@@ -156,13 +157,9 @@ def test_a_failed_up_shows_the_failing_step_and_why_and_no_crash(project: Projec
 
 
 def _state(project: Project, stack: str) -> dict[str, dict[str, Any]]:
-    """Each resource of the state by URN, secrets decrypted (their ciphertext changes on every write),
-    without the times the engine stamps it with."""
+    """Each resource of the state by URN, as the lab compares them (lab/hosts/pulumi_steps.comparable)."""
     exported = project.pulumi("stack", "export", "--stack", stack, "--show-secrets").json()
-    return {
-        r["urn"]: {key: value for key, value in r.items() if key not in ("created", "modified")}
-        for r in exported["deployment"]["resources"]
-    }
+    return {r["urn"]: comparable(r) for r in exported["deployment"]["resources"]}
 
 
 def test_after_a_partial_up_what_exists_is_unchanged_and_only_what_failed_is_retried(
