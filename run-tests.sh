@@ -46,9 +46,16 @@ install_toolchain() {
   lab/toolchain.sh build tests
 }
 
-# Our own Go programs' tests: the lab's command provider against real sshd servers.
-go_tests() {
-  (cd lab/command-provider && GOFLAGS=-mod=readonly go test -count=1 ./...)
+# Our own Go programs: formatted, vetted, and the lab's command provider tested against real sshd servers.
+go_checks() {
+  local unformatted
+  unformatted=$(gofmt -l lab/command-provider lab/langhost)
+  if [ -n "$unformatted" ]; then
+    echo "run-tests.sh: not gofmt-formatted: $unformatted" >&2
+    return 1
+  fi
+  (cd lab/langhost && GOFLAGS=-mod=readonly go vet ./...)
+  (cd lab/command-provider && GOFLAGS=-mod=readonly go vet ./... && GOFLAGS=-mod=readonly go test -count=1 ./...)
 }
 
 install_system_tools
@@ -59,7 +66,7 @@ install_toolchain
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-go_tests
+go_checks
 # Everything but the lab, then the lab's short form (one QEMU host; README "Lab").
 .venv/bin/python -m pytest -m "not lab"
 .venv/bin/python -m pytest -m lab tests/lab

@@ -315,13 +315,18 @@ func (p *provider) run(ctx context.Context, urn string, c *command, cmd *text, p
 	return runRemote(ctx, c, cmd, prev, warn, sink)
 }
 
-func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
-	typ := resourceType(req.GetUrn(), req.GetType())
-	news, err := unmarshal(req.GetProperties())
+// decodeRequest reads and checks the inputs a Create or Update carries.
+func decodeRequest(urn, typ string, inputs *structpb.Struct) (resource.PropertyMap, *decoder, *command, *copyToRemote, error) {
+	news, err := unmarshal(inputs)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
-	d, c, copySpec, err := decode(typ, news)
+	d, c, copySpec, err := decode(resourceType(urn, typ), news)
+	return news, d, c, copySpec, err
+}
+
+func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
+	news, d, c, copySpec, err := decodeRequest(req.GetUrn(), req.GetType(), req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -393,16 +398,11 @@ func previousOutputs(state resource.PropertyMap) (*previous, resource.PropertyMa
 }
 
 func (p *provider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
-	typ := resourceType(req.GetUrn(), req.GetType())
 	olds, err := unmarshal(req.GetOlds())
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal(req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	d, c, copySpec, err := decode(typ, news)
+	news, d, c, copySpec, err := decodeRequest(req.GetUrn(), req.GetType(), req.GetNews())
 	if err != nil {
 		return nil, err
 	}

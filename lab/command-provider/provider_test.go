@@ -43,7 +43,9 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func urnOf(typ, name string) string { return fmt.Sprintf("urn:pulumi:test::k3s-cilium::%s::%s", typ, name) }
+func urnOf(typ, name string) string {
+	return fmt.Sprintf("urn:pulumi:test::k3s-cilium::%s::%s", typ, name)
+}
 
 // loggedLines are the status lines logged for one resource.
 func (h *harness) loggedLines(typ, name string) []string {
