@@ -136,8 +136,10 @@ def node_command(
     wrong, not hundreds of lines of script first. ``stdin`` (a token, a file) follows the bundle;
     when it is a secret, all of stdin is.
 
-    ``secret_stdout``: stdout is a secret output and neither logged nor shown (a
-    failure still reports the exit status); otherwise ``logging`` applies.
+    ``secret_stdout``: stdout is a secret output and not logged (``logging`` none);
+    otherwise ``logging`` applies. pulumi-command's error after a failure holds
+    the command's combined output whatever ``logging`` says, so a script whose
+    stdout is a secret prints it last, once nothing can fail any more.
     """
     bundled = bundle(*(item for item in (create, update, delete) if item is not None))
     return remote.Command(
