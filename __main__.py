@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 import pulumi
+from pulumi.runtime import config as runtime_config
 from pulumi.runtime.config import is_config_secret
 
 from components.cilium import CiliumRelease, CiliumReleaseArgs
@@ -24,11 +25,15 @@ from stacks.features import Resolved, resolve
 
 def load_config(config: pulumi.Config) -> tuple[StackConfig, Resolved]:
     """The validated stack config; every problem is reported before any resource exists."""
-    raw = {
+    raw: dict[str, object] = {
         key: config.get(key) if key == "tier" else config.get_object(key)
         for key in config_keys(StackConfig)
         if config.get(key) is not None
     }
+    # Every key of the stack in our namespace, known or not: a misspelt one (`featurs`) is refused as
+    # the offline plan refuses it, instead of deploying without the overrides it was meant to hold.
+    stack_keys = {key.partition(":")[2] for key in runtime_config.CONFIG.get() if key.startswith(f"{NAMESPACE}:")}
+    raw |= {key: None for key in stack_keys - raw.keys() - set(config_keys(StackConfig)) - set(SECRET_KEYS)}
     try:
         stack_config = parse(raw)
         features = resolve(stack_config)

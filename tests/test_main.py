@@ -122,6 +122,18 @@ def test_invalid_config_registers_nothing():
     assert "k3s-cilium:k3s.serviceCidr: 10.43.0.0/29 is too small" in errors[1]
 
 
+def test_a_misspelt_key_is_refused_as_the_offline_plan_refuses_it():
+    """The program reads the whole stack config, not only the keys it knows."""
+    misspelt = with_changes(featurs={"dsr": True})
+    with pytest.raises(pulumi.RunError) as caught:
+        run_stack(misspelt)
+    assert "k3s-cilium:featurs: unknown config key; allowed: tier, nodes" in str(caught.value)
+    # ...the same words as `python -m stacks plan`, and nothing registered before it.
+    assert registered_names(lambda: pytest.raises(pulumi.RunError, run_stack, misspelt)) == []
+    # Keys of other namespaces and the secrets are no concern of it.
+    run_stack({**stack_config(), "kubernetes:context": "x", "other:thing": "y"})
+
+
 def test_same_config_twice_is_identical():
     assert run_stack(stack_config()).snapshot() == run_stack(stack_config()).snapshot()
 

@@ -266,6 +266,13 @@ RSA_KEY = (
             id="ssh-rsa-host-key",
         ),
         pytest.param(
+            "misspelt-key",
+            {"k3s-cilium:featurs": {"dsr": True}},
+            True,
+            ["k3s-cilium:featurs: unknown config key; allowed: tier, nodes"],
+            id="misspelt-key",
+        ),
+        pytest.param(
             "plain-token",
             {"k3s-cilium:k3sToken": TOKEN_SENTINEL},
             True,
