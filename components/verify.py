@@ -29,8 +29,10 @@ Re-running: a collector's ``triggers`` hold a hash of the node list, every
 node's K3s config and the K3s version, the Cilium version and rendered
 values, and its checks' expectations. A change of any of them replaces the
 collector (pulumi-command >= 1.0 replaces on a trigger change), so it runs
-again, and its assertions, triggered by the collector's id, run again too. A
-no-op ``pulumi up`` runs nothing. A failed assertion is not stored, so the
+again. An assertion depends only on its command and its stdin, the section of
+the collector's output it judges: it runs again when that output changed
+(pulumi-command runs ``create`` again on any input change). A no-op ``pulumi
+up`` runs nothing. A failed assertion is not stored, so the
 next ``pulumi up`` runs it again, but on the output collected before: after
 fixing the cause, re-run the checks by replacing their collector, ``pulumi up
 --replace <urn>`` (README "Verification" has the commands).
