@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from stacks import cilium_values, k3s_flags
+from stacks import airgap, cilium_values, k3s_flags
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -17,12 +17,17 @@ def digest(state: Any) -> str:
 
 
 def deployed_state(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
-    """Everything that shapes the running cluster: nodes, K3s version and configs, Cilium version and values."""
+    """Everything that shapes the running cluster: nodes, K3s version and configs, Cilium version and values,
+    and the content of a local Cilium chart (a patched chart of the same version is another deploy)."""
+    cilium: dict[str, Any] = {"version": cfg.cilium.version, "values": cilium_values.render(cfg, features)}
+    chart = airgap.chart(cfg.airgap, cfg.cilium.version)
+    if chart is not None and chart.sha256:
+        cilium["chartSha256"] = chart.sha256
     return {
         "nodes": [node.model_dump(mode="json", by_alias=True) for node in cfg.nodes],
         "k3s": {
             "version": cfg.k3s.version,
             "configs": {node.name: k3s_flags.node_config(cfg, features, node) for node in cfg.nodes},
         },
-        "cilium": {"version": cfg.cilium.version, "values": cilium_values.render(cfg, features)},
+        "cilium": cilium,
     }

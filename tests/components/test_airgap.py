@@ -269,3 +269,24 @@ def test_a_local_file_that_does_not_match_its_digest_is_refused(tmp_path: Path) 
 def test_http_is_accepted_only_when_allowed() -> None:
     block = {"allowHttp": True, "registries": {"mirrors": {"docker.io": {"endpoints": ["http://r.internal"]}}}}
     assert config(block).airgap.allow_http
+
+
+def test_a_patched_local_chart_of_the_same_version_is_another_deployed_state(tmp_path: Path) -> None:
+    """Checks re-run (their triggers are this digest) when the chart's content changes, not only its values."""
+    from stacks.digest import deployed_state, digest
+
+    chart_dir = tmp_path / "cilium"
+    chart_dir.mkdir()
+    (chart_dir / "Chart.yaml").write_text("name: cilium\nversion: 1.19.6\n")
+
+    def state() -> str:
+        cfg = config({"cilium": {"chart": str(chart_dir)}})
+        return digest(deployed_state(cfg, resolve(cfg)))
+
+    before = state()
+    assert state() == before
+    (chart_dir / "templates.yaml").write_text("patched: true\n")
+    assert state() != before
+    # A chart from a repository has no local content: the state is what it was before local charts counted.
+    repository = config({"cilium": {"chartRepository": "https://charts.internal/cilium"}})
+    assert "chartSha256" not in deployed_state(repository, resolve(repository))["cilium"]
