@@ -497,8 +497,17 @@ def _resolve_chart(
         return None, [f"{where}: {cilium.chart!r} cannot be read as a Helm chart ({exc})"]
     if found_version != version:
         return None, [f"{where}: {cilium.chart!r} is chart version {found_version}, but cilium.version is {version}"]
-    # A local chart's version is its own; Helm is given the path only.
-    return Chart(kind, str(local), None, None, digest), []
+    # A local chart's version is its own; Helm is given the path only, relative to the project directory
+    # (where the Kubernetes provider runs) when the chart is in it: the release's inputs are then the same
+    # from every checkout, and a no-op `up` from another machine upgrades nothing.
+    return Chart(kind, release_path(local), None, None, digest), []
+
+
+def release_path(local: Path) -> str:
+    """``local`` as the Helm release names it: relative to the project directory when inside it."""
+    root = PROJECT_ROOT.resolve()
+    resolved = local.resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(local)
 
 
 def artifacts(airgap: Airgap | None, cilium_version: str) -> list[Resolved]:

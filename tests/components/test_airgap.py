@@ -202,7 +202,7 @@ def test_chart_sources(tmp_path: Path) -> None:
     chart_dir.mkdir()
     (chart_dir / "Chart.yaml").write_text("name: cilium\nversion: 1.19.6\n")
     local = chart_inputs(config({"cilium": {"chart": str(chart_dir)}}))
-    assert local["chart"] == str(chart_dir) and "version" not in local
+    assert local["chart"] == str(chart_dir) and "version" not in local  # outside the project: as given
     assert local["description"].startswith("k3s-cilium chart dir sha256:")
     (chart_dir / "values.yaml").write_text("x: 1\n")
     assert chart_inputs(config({"cilium": {"chart": str(chart_dir)}}))["description"] != local["description"]
@@ -290,3 +290,19 @@ def test_a_patched_local_chart_of_the_same_version_is_another_deployed_state(tmp
     # A chart from a repository has no local content: the state is what it was before local charts counted.
     repository = config({"cilium": {"chartRepository": "https://charts.internal/cilium"}})
     assert "chartSha256" not in deployed_state(repository, resolve(repository))["cilium"]
+
+
+def test_a_local_chart_in_the_project_is_given_to_helm_relative_to_it(tmp_path: Path, monkeypatch: Any) -> None:
+    """The same stack from two checkouts registers the same release inputs: no helm upgrade from elsewhere."""
+    from stacks import airgap as airgap_module
+
+    inputs = []
+    for checkout in ("laptop/k3s-cilium", "ci-runner/work/k3s-cilium"):
+        root = tmp_path / checkout
+        (root / "airgap" / "cilium").mkdir(parents=True)
+        (root / "airgap" / "cilium" / "Chart.yaml").write_text("name: cilium\nversion: 1.19.6\n")
+        monkeypatch.setattr(airgap_module, "PROJECT_ROOT", root)
+        for configured in ("airgap/cilium", str(root / "airgap" / "cilium")):
+            inputs.append(chart_inputs(config({"cilium": {"chart": configured}})))
+    assert inputs[0]["chart"] == "airgap/cilium"
+    assert all(found == inputs[0] for found in inputs), inputs
