@@ -192,7 +192,7 @@ class AirgapNodes(pulumi.ComponentResource):
             update=write,
             # K3s' uninstall removes /etc/rancher/k3s anyway; this covers a stack that drops the block, and a
             # node whose install never succeeded (not in the state: no uninstall ever runs for it).
-            delete=ssh.script("airgap-registries-remove", {"REGISTRIES_PATH": airgap.REGISTRIES_PATH}),
+            delete=ssh.script("airgap-registries-remove", registries_params(node)),
             stdin=pulumi.Output.secret(document),
             depends_on=args.depends_on,
         )

@@ -129,7 +129,11 @@ def test_a_misspelt_key_is_refused_as_the_offline_plan_refuses_it():
         run_stack(misspelt)
     assert "k3s-cilium:featurs: unknown config key; allowed: tier, nodes" in str(caught.value)
     # ...the same words as `python -m stacks plan`, and nothing registered before it.
-    assert registered_names(lambda: pytest.raises(pulumi.RunError, run_stack, misspelt)) == []
+    def run() -> None:
+        with pytest.raises(pulumi.RunError):
+            run_stack(misspelt)
+
+    assert registered_names(run) == []
     # Keys of other namespaces and the secrets are no concern of it.
     run_stack({**stack_config(), "kubernetes:context": "x", "other:thing": "y"})
 

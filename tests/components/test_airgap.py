@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.airgap import registries_params
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.scripts import render
@@ -158,8 +159,8 @@ def test_registry_credentials_reach_the_host_only_on_secret_stdin() -> None:
 
 def test_registries_yaml_and_the_directories_it_made_go_on_delete() -> None:
     registries = build(config(MIRROR)).named("k3s-airgap-registries-agent-1")
-    assert registries.script("delete") == render("airgap-registries-remove",
-                                                 {"REGISTRIES_PATH": airgap.REGISTRIES_PATH})
+    node = config(MIRROR).nodes[1]
+    assert registries.script("delete") == render("airgap-registries-remove", registries_params(node))
     assert registries.options["delete_before_replace"] is True
 
 

@@ -326,11 +326,14 @@ def test_registries_from_stdin_written_once_and_restart_only_a_running_k3s(tmp_p
     assert "systemctl restart k3s-agent" in sandbox.calls()
 
 
-def registries_run(sandbox: Sandbox, node: int, path: Path, document: str) -> subprocess.CompletedProcess[str]:
+def registries_params(sandbox: Sandbox, node: int, path: Path) -> dict[str, Any]:
     cfg = make_config()
-    params = {**airgap_component.registries_params(cfg.nodes[node]), "REGISTRIES_PATH": str(path),
-              "K3S_BIN": str(sandbox.k3s_bin), "API_READY_TIMEOUT": 0}
-    return sandbox.run(scripts.render("airgap-registries", params), stdin=document)
+    return {**airgap_component.registries_params(cfg.nodes[node]), "REGISTRIES_PATH": str(path),
+            "K3S_BIN": str(sandbox.k3s_bin), "API_READY_TIMEOUT": 0}
+
+
+def registries_run(sandbox: Sandbox, node: int, path: Path, document: str) -> subprocess.CompletedProcess[str]:
+    return sandbox.run(scripts.render("airgap-registries", registries_params(sandbox, node, path)), stdin=document)
 
 
 def without_service(state: dict[str, Any]) -> dict[str, Any]:
@@ -438,10 +441,10 @@ def test_registries_removal_leaves_no_empty_directory_behind(tmp_path: Path) -> 
     before = host_state(sandbox)
     path = sandbox.etc / "registries.yaml"
     assert registries_run(sandbox, 2, path, "mirrors: {}\n").stdout == "registries=written\n"
-    remove = scripts.render("airgap-registries-remove", {"REGISTRIES_PATH": str(path)})
-    for _ in range(2):
+    remove = scripts.render("airgap-registries-remove", registries_params(sandbox, 2, path))
+    for expected in ("registries=removed\n", "registries=absent\n"):
         result = sandbox.run(remove)
-        assert (result.returncode, result.stdout) == (0, "registries=removed\n"), result.stderr
+        assert (result.returncode, result.stdout) == (0, expected), result.stderr
         assert host_state(sandbox) == before
     # What K3s keeps there (its node password) stays, and so do the directories holding it.
     assert registries_run(sandbox, 2, path, "mirrors: {}\n").returncode == 0
@@ -449,3 +452,15 @@ def test_registries_removal_leaves_no_empty_directory_behind(tmp_path: Path) -> 
     (sandbox.etc.parent / "node" / "password").write_text("node password")
     assert sandbox.run(remove).returncode == 0
     assert sorted(p.name for p in sandbox.etc.parent.iterdir()) == ["node"]
+
+
+def test_removing_registries_yaml_restarts_a_running_k3s_to_forget_the_mirrors(tmp_path: Path) -> None:
+    """containerd reads the mirrors and credentials only when K3s starts."""
+    sandbox = Sandbox(tmp_path)
+    path = sandbox.etc / "registries.yaml"
+    assert registries_run(sandbox, 2, path, "mirrors: {}\n").returncode == 0
+    (sandbox.root / "active").touch()
+    result = sandbox.run(scripts.render("airgap-registries-remove", registries_params(sandbox, 2, path)))
+    assert (result.returncode, result.stdout) == (0, "registries=removed restarted=k3s-agent\n"), result.stderr
+    assert "systemctl restart k3s-agent" in sandbox.calls()
+    assert not path.exists()
