@@ -272,6 +272,9 @@ def test_bastion_reaches_proxy() -> None:
         assert (proxy["host"], proxy["port"], proxy["user"], proxy["hostKey"]) == (
             "203.0.113.7", 2222, "jump", BASTION_KEY)
         assert proxy["privateKey"] == PRIVATE_KEY
+        # A dead bastion fails as fast as a dead node: 6 tries of at most 10 s, not pulumi-command's 10 of 15 s.
+        assert (proxy["dialErrorLimit"], proxy["perDialTimeout"]) == (6, 10)
+        assert (r.inputs["connection"]["dialErrorLimit"], r.inputs["connection"]["perDialTimeout"]) == (6, 10)
 
 
 def test_non_root_user_gets_sudo() -> None:
