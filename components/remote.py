@@ -35,7 +35,7 @@ def connection(
             private_key=private_key,
             private_key_password=private_key_password,
             host_key=bastion.host_key,
-            # The same bound as the nodes' (pulumi-command's own default is 10 × 15 s).
+            # The same bound as the nodes' (pulumi-command's own default is 10 tries of 15 s).
             dial_error_limit=DIAL_ERROR_LIMIT,
             per_dial_timeout=PER_DIAL_TIMEOUT,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pulumi
@@ -136,6 +137,20 @@ def test_a_misspelt_key_is_refused_as_the_offline_plan_refuses_it():
     assert registered_names(run) == []
     # Keys of other namespaces and the secrets are no concern of it.
     run_stack({**stack_config(), "kubernetes:context": "x", "other:thing": "y"})
+
+
+def test_every_script_with_a_secret_stdout_prints_it_last(dev):
+    """pulumi-command's error after a failure holds the whole output whatever `logging` says: a script
+    whose stdout is a secret prints it as its very last act, when nothing can fail after it."""
+    secret = [r for r in dev.of_type(COMMAND) if "stdout" in (r.options.get("additional_secret_outputs") or [])]
+    assert {r.name for r in secret} == {"k3s-kubeconfig-server-1", "k3s-token-server-1"}
+    for command in secret:
+        assert command.inputs["logging"] == "none", command.name
+        script = command.script().replace("\\\n", " ")  # continued lines as one
+        lines = [line.strip() for line in script.splitlines() if line.strip()]
+        assert re.fullmatch(r'cat -- "\$[A-Z_]+"', lines[-1]), (command.name, lines[-1])
+        printing = [line for line in lines[:-1] if re.search(r"\b(cat|echo|printf)\b", line) and ">&2" not in line]
+        assert all("<<" in line or ">" in line for line in printing), (command.name, printing)
 
 
 def test_same_config_twice_is_identical():
