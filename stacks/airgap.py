@@ -27,7 +27,7 @@ import tarfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
 import yaml
@@ -58,6 +58,9 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)?$")
 _REPOSITORY = _REGISTRY
 _REGISTRY_HOST = re.compile(r"^([A-Za-z0-9.-]+(:\d{1,5})?|\*)$")
+# K3s releases that brought `disable-default-registry-endpoint` (docs.k3s.io, Private Registry Configuration,
+# "Default Endpoint Fallback": the January 2024 releases); every minor after 1.29 has it from its first release.
+DEFAULT_ENDPOINT_FLAG_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
 _OCI = re.compile(r"^oci://[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)+$")
 
 
@@ -179,6 +182,14 @@ class Registries(_Model):
         default_factory=dict,
         description="Per mirror host: TLS settings. Credentials come from the secret `registryCredentials`.",
     )
+    disable_default_endpoint: bool = Field(
+        False,
+        description="Start K3s with `disable-default-registry-endpoint`: the images of a registry listed in "
+        "`mirrors` come from its endpoints only, never from the public registry when they fail or lack an image. "
+        "Needs K3s "
+        f"{', '.join(f'v1.{minor}.{patch}+k3s1' for minor, patch in sorted(DEFAULT_ENDPOINT_FLAG_SINCE.items()))} "
+        "or a later release.",
+    )
 
     @field_validator("mirrors", "configs")
     @classmethod
@@ -191,7 +202,8 @@ class Registries(_Model):
 
 ImageName = Literal[
     "agent", "operator", "certgen", "hubbleRelay", "hubbleUiBackend", "hubbleUi", "envoy", "nodeinit",
-    "clustermeshApiserver",
+    "clustermeshApiserver", "clustermeshEtcd", "kvstoremesh", "etcdOperator", "spireInit", "spireAgent",
+    "spireServer", "ztunnel",
 ]
 
 
@@ -226,16 +238,21 @@ class CiliumArtifacts(_Model):
     )
     image_registry: str | None = Field(
         None,
-        description="Registry prefix for every Cilium image (`registry.internal:5000/cilium` makes "
-        "`registry.internal:5000/cilium/cilium`, `.../operator-generic`, `.../hubble-relay`, ...).",
+        description="Registry prefix for every image the chart deploys, each under the last segment of the "
+        "chart's repository (`registry.internal:5000/cilium` makes `registry.internal:5000/cilium/cilium`, "
+        "`.../operator-generic`, `.../hubble-relay`, `.../etcd`, `.../spire-agent`, `.../busybox`, ...). An image "
+        "`cilium.values` switch on that it cannot redirect is refused, naming its values key.",
     )
     keep_chart_digests: bool = Field(
         True,
         description="Keep the chart's image digests (right when images were copied by digest, e.g. "
-        "`skopeo copy --all`); false pulls by tag from the registry.",
+        "`skopeo copy --all`); false pulls by tag from the registry (Cilium 1.13, whose chart keeps some "
+        "digests inside `tag`, needs a local `chart` for that).",
     )
     images: dict[ImageName, ImageOverride] = Field(
-        default_factory=dict, description="Per image: repository and/or digest, over `imageRegistry`."
+        default_factory=dict,
+        description="Per image (" + ", ".join(f"`{name}`" for name in get_args(ImageName)) + "; the chart of "
+        "`cilium.version` must have it): repository and/or digest, over `imageRegistry`.",
     )
 
     @field_validator("chart_sha256")
@@ -604,60 +621,288 @@ def registries_yaml(registries: Registries | None, credentials: dict[str, dict[s
 
 # --- Cilium images ------------------------------------------------------------------------------
 
-# Each image the chart can deploy: values path, the image's name in quay.io/cilium (the operator's
-# template appends "-generic"), the key holding its digest, and the first minor that has it.
-IMAGE_KEYS: dict[str, tuple[tuple[str, ...], str, str, Version]] = {
-    "agent": (("image",), "cilium", "digest", Version("1.13")),
-    "preflight": (("preflight", "image"), "cilium", "digest", Version("1.13")),
-    "operator": (("operator", "image"), "operator", "genericDigest", Version("1.13")),
-    "certgen": (("certgen", "image"), "certgen", "digest", Version("1.13")),
-    "hubbleRelay": (("hubble", "relay", "image"), "hubble-relay", "digest", Version("1.13")),
-    "hubbleUiBackend": (("hubble", "ui", "backend", "image"), "hubble-ui-backend", "digest", Version("1.13")),
-    "hubbleUi": (("hubble", "ui", "frontend", "image"), "hubble-ui", "digest", Version("1.13")),
-    "envoy": (("envoy", "image"), "cilium-envoy", "digest", Version("1.14")),
-    "nodeinit": (("nodeinit", "image"), "startup-script", "digest", Version("1.13")),
-    "clustermeshApiserver": (
-        ("clustermesh", "apiserver", "image"), "clustermesh-apiserver", "digest", Version("1.13"),
-    ),
-}
-# Charts that pin a digest inside the tag rather than in a digest key: pulling by tag needs the bare tag.
-_TAG_WITH_DIGEST = {("certgen", Version("1.13")): "v0.1.11"}
-# The preflight check runs the agent image: the `agent` override applies to both.
-_OVERRIDE_OF = {"preflight": "agent"}
+
+@dataclass(frozen=True)
+class ChartImage:
+    """An image the official chart can deploy: where its values are and which charts have it.
+
+    Read from the packaged charts 1.13.18 to 1.20.0 (values.yaml and the templates that render each
+    image with ``include "cilium.image"``).
+    """
+
+    key: str  # its name in airgap.cilium.images
+    path: tuple[str, ...]  # the values path of its {repository, tag, digest, useDigest, override} mapping
+    upstream: str  # the chart's repository; its last segment names the image under imageRegistry
+    since: Version  # first Cilium minor whose chart has it
+    until: Version | None = None  # last one, when a later chart dropped it
+    digest_key: str = "digest"  # the operator's chart appends "-generic" and reads genericDigest
+    override_of: str | None = None  # the preflight check runs the agent's (and envoy's) image: same override
+
+    @property
+    def name(self) -> str:
+        return self.upstream.rsplit("/", 1)[1]
+
+    @property
+    def override_key(self) -> str:
+        return self.override_of or self.key
+
+    @property
+    def values_key(self) -> str:
+        return ".".join(self.path)
+
+    def in_chart(self, minor: Version) -> bool:
+        return self.since <= minor and (self.until is None or minor <= self.until)
+
+
+V1_13, V1_14, V1_15, V1_18, V1_19, V1_20 = (Version(v) for v in ("1.13", "1.14", "1.15", "1.18", "1.19", "1.20"))
+_SPIRE = ("authentication", "mutual", "spire", "install")
+CHART_IMAGES = (
+    ChartImage("agent", ("image",), "quay.io/cilium/cilium", V1_13),
+    ChartImage("preflight", ("preflight", "image"), "quay.io/cilium/cilium", V1_13, override_of="agent"),
+    ChartImage("preflightEnvoy", ("preflight", "envoy", "image"), "quay.io/cilium/cilium-envoy", V1_18,
+               override_of="envoy"),
+    ChartImage("operator", ("operator", "image"), "quay.io/cilium/operator", V1_13, digest_key="genericDigest"),
+    ChartImage("certgen", ("certgen", "image"), "quay.io/cilium/certgen", V1_13),
+    ChartImage("hubbleRelay", ("hubble", "relay", "image"), "quay.io/cilium/hubble-relay", V1_13),
+    ChartImage("hubbleUiBackend", ("hubble", "ui", "backend", "image"), "quay.io/cilium/hubble-ui-backend", V1_13),
+    ChartImage("hubbleUi", ("hubble", "ui", "frontend", "image"), "quay.io/cilium/hubble-ui", V1_13),
+    ChartImage("envoy", ("envoy", "image"), "quay.io/cilium/cilium-envoy", V1_14),
+    ChartImage("nodeinit", ("nodeinit", "image"), "quay.io/cilium/startup-script", V1_13),
+    ChartImage("clustermeshApiserver", ("clustermesh", "apiserver", "image"), "quay.io/cilium/clustermesh-apiserver",
+               V1_13),
+    # From 1.15 on, etcd and kvstoremesh run the clustermesh-apiserver image.
+    ChartImage("clustermeshEtcd", ("clustermesh", "apiserver", "etcd", "image"), "quay.io/coreos/etcd", V1_13, V1_14),
+    ChartImage("kvstoremesh", ("clustermesh", "apiserver", "kvstoremesh", "image"), "quay.io/cilium/kvstoremesh",
+               V1_14, V1_14),
+    # etcd.managed: true (the charts up to 1.15).
+    ChartImage("etcdOperator", ("etcd", "image"), "quay.io/cilium/cilium-etcd-operator", V1_13, V1_15),
+    # authentication.mutual.spire.{enabled, install.enabled}; the 1.14 chart has no such mappings (see below).
+    ChartImage("spireInit", (*_SPIRE, "initImage"), "docker.io/library/busybox", V1_15),
+    ChartImage("spireAgent", (*_SPIRE, "agent", "image"), "ghcr.io/spiffe/spire-agent", V1_15),
+    ChartImage("spireServer", (*_SPIRE, "server", "image"), "ghcr.io/spiffe/spire-server", V1_15),
+    # encryption.enabled with encryption.type: ztunnel.
+    ChartImage("ztunnel", ("encryption", "ztunnel", "image"), "docker.io/istio/ztunnel", V1_19, V1_19),
+    ChartImage("ztunnel", ("encryption", "ztunnel", "image"), "quay.io/cilium/ztunnel", V1_20),
+)
+# The 1.13 charts pin these by a digest inside `tag` (certgen `v0.1.11@sha256:...`) and have no digest key:
+# a digest of our own, or pulling by tag, must replace the tag's digest rather than add one.
+_TAG_CARRIES_DIGEST = {V1_13: frozenset({"certgen", "hubbleUiBackend", "hubbleUi", "etcdOperator", "clustermeshEtcd"})}
+
+
+def minor_of(version: Version | str) -> Version:
+    parsed = Version(str(version))
+    return Version(f"{parsed.major}.{parsed.minor}")
+
+
+def chart_images(version: Version | str) -> list[ChartImage]:
+    """The images the chart of this Cilium version has."""
+    minor = minor_of(version)
+    return [image for image in CHART_IMAGES if image.in_chart(minor)]
+
+
+def local_chart(cilium: CiliumArtifacts | None) -> Path | None:
+    """The local chart (``.tgz`` or directory) the release installs, when there is one on this machine."""
+    if cilium is None or not cilium.chart or cilium.chart.startswith("oci://"):
+        return None
+    local = resolve_path(cilium.chart)
+    return local if local.exists() else None
+
+
+@cache
+def _chart_values(source: Path, size: int, mtime_ns: int) -> dict[str, Any]:
+    if source.name == "values.yaml":
+        text = source.read_text()
+    else:
+        with tarfile.open(source) as archive:
+            member = next(
+                (m for m in archive.getmembers() if m.name.count("/") == 1 and m.name.endswith("/values.yaml")), None
+            )
+            extracted = archive.extractfile(member) if member else None
+            if extracted is None:
+                return {}
+            text = io.TextIOWrapper(extracted, encoding="utf-8").read()
+    document = yaml.safe_load(text)
+    return document if isinstance(document, dict) else {}
+
+
+def chart_values(chart: Path) -> dict[str, Any]:
+    """A local chart's own values.yaml (cached per file size and mtime; do not modify it)."""
+    source = chart / "values.yaml" if chart.is_dir() else chart
+    stat = source.stat()
+    return _chart_values(source, stat.st_size, stat.st_mtime_ns)
+
+
+def _at(values: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(values, dict) or part not in values:
+            return None
+        values = values[part]
+    return values
+
+
+def _tag_carries_digest(image: ChartImage, minor: Version, in_chart: Any) -> bool:
+    if isinstance(in_chart, dict):  # the local chart says it itself
+        return "@" in str(in_chart.get("tag") or "")
+    return image.key in _TAG_CARRIES_DIGEST.get(minor, frozenset())
 
 
 def image_values(cilium: CiliumArtifacts | None, version: Version) -> dict[str, Any]:
     """Helm values pointing every image of the chart (for this minor) at the internal registry."""
     if cilium is None or (cilium.image_registry is None and not cilium.images):
         return {}
-    minor = Version(f"{version.major}.{version.minor}")
+    minor = minor_of(version)
+    chart = local_chart(cilium)
+    try:
+        defaults = chart_values(chart) if chart else None
+    except (OSError, tarfile.TarError, yaml.YAMLError):
+        defaults = None  # the chart's own validation names the problem
     values: dict[str, Any] = {}
-    for key, (path, name, digest_key, since) in IMAGE_KEYS.items():
-        if minor < since:
-            continue
-        override = cilium.images.get(_OVERRIDE_OF.get(key, key))  # type: ignore[call-overload]
+    for image in chart_images(minor):
+        override = cilium.images.get(image.override_key)  # type: ignore[call-overload]
         repository = override.repository if override and override.repository else None
         if repository is None and cilium.image_registry:
-            repository = f"{cilium.image_registry}/{name}"
+            repository = f"{cilium.image_registry}/{image.name}"
         digest = override.digest if override else None
-        image: dict[str, Any] = {}
-        if repository:
-            image["repository"] = repository
-        if digest:
-            image[digest_key] = digest
-            image["useDigest"] = True
-        elif not cilium.keep_chart_digests:
-            if (key, minor) in _TAG_WITH_DIGEST:
-                image["tag"] = _TAG_WITH_DIGEST[(key, minor)]
+        in_chart = _at(defaults, image.path)
+        entry: dict[str, Any] = {}
+        if _tag_carries_digest(image, minor, in_chart):
+            if digest:
+                # A reference by digest alone (`<repository>@sha256:...`) is complete; the chart's
+                # `override` takes it as it is, where a digest key would follow the tag's own digest.
+                upstream = in_chart.get("repository") if isinstance(in_chart, dict) else None
+                entry["override"] = f"{repository or upstream or image.upstream}@{digest}"
             else:
-                image["useDigest"] = False
-        if not image:
+                if repository:
+                    entry["repository"] = repository
+                if not cilium.keep_chart_digests and isinstance(in_chart, dict):
+                    entry["tag"] = str(in_chart["tag"]).partition("@")[0]
+                # Without a local chart the bare tag is unknown: image_problems refuses that stack.
+        else:
+            if repository:
+                entry["repository"] = repository
+            if digest:
+                entry[image.digest_key] = digest
+                entry["useDigest"] = True
+            elif not cilium.keep_chart_digests:
+                entry["useDigest"] = False
+        if not entry:
             continue
         node = values
-        for part in path[:-1]:
+        for part in image.path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = image
+        node[image.path[-1]] = entry
     return values
+
+
+def _mirrored(airgap: Airgap, host: str) -> bool:
+    mirrors = airgap.registries.mirrors if airgap.registries else {}
+    return host in mirrors or "*" in mirrors
+
+
+def _span(key: str) -> str:
+    minors = [image for image in CHART_IMAGES if image.override_key == key]
+    since = min(image.since for image in minors)
+    untils = [image.until for image in minors]
+    until = None if None in untils else max(u for u in untils if u is not None)
+    if until is None:
+        return f"{since} and later"
+    return str(since) if until == since else f"{since} to {until}"
+
+
+def _unmapped(airgap: Airgap, registry: str, minor: Version, user: dict[str, Any]) -> list[str]:
+    """Images that ``cilium.values`` switch on and imageRegistry cannot redirect, each with its fix.
+
+    The program never sets these values itself, so the user's values (over the charts' defaults: all
+    off, spire's install.enabled on) say whether they are on. Truthiness is Helm's: false, 0, "",
+    null and empty collections are off.
+    """
+    found = []
+    install = _at(user, (*_SPIRE, "enabled"))
+    spire = bool(_at(user, ("authentication", "mutual", "spire", "enabled"))) and (install is None or bool(install))
+    if minor == V1_14 and spire:
+        for part in ("agent", "server"):
+            if not isinstance(_at(user, (*_SPIRE, part, "image")), str):
+                found.append(
+                    f"cilium.values.{'.'.join((*_SPIRE, part, 'image'))}: the Cilium 1.14 chart gives SPIRE's {part} "
+                    f"image as one string (ghcr.io/spiffe/spire-{part}:<tag>@<digest>), which "
+                    "airgap.cilium.imageRegistry cannot redirect; set it to your registry's copy, e.g. "
+                    f"'{registry}/spire-{part}:<tag>@<digest>'"
+                )
+        if not _mirrored(airgap, "docker.io"):
+            found.append(
+                "cilium.values.authentication.mutual.spire.enabled: the Cilium 1.14 chart's SPIRE init containers "
+                "run docker.io/library/busybox, written into its templates with no values key; mirror docker.io "
+                "in airgap.registries.mirrors, or use Cilium 1.15 or later (its chart has "
+                "authentication.mutual.spire.install.initImage, which imageRegistry redirects)"
+            )
+    if V1_13 <= minor <= V1_15 and bool(_at(user, ("etcd", "managed"))):
+        missing = [host for host in ("quay.io", "docker.io") if not _mirrored(airgap, host)]
+        if missing:
+            found.append(
+                "cilium.values.etcd.managed: the cilium-etcd-operator it deploys (etcd.image, redirected) starts "
+                "the etcd-operator, etcd and busybox images itself (quay.io/coreos/etcd-operator, "
+                "quay.io/coreos/etcd, docker.io/library/busybox), outside the chart's values; mirror "
+                f"{' and '.join(missing)} in airgap.registries.mirrors, or use an external etcd (etcd.endpoints) "
+                "instead of etcd.managed"
+            )
+    if minor >= V1_19 and bool(_at(user, ("standaloneDnsProxy", "enabled"))):
+        image = _at(user, ("standaloneDnsProxy", "image"))
+        if not (isinstance(image, dict) and (image.get("override") or image.get("repository"))):
+            found.append(
+                "cilium.values.standaloneDnsProxy.image: the chart has no image for the standalone DNS proxy "
+                "(its repository is empty), so airgap.cilium.imageRegistry has none to redirect; set "
+                "standaloneDnsProxy.image.repository, tag and digest to your registry's copy"
+            )
+    return found
+
+
+def image_problems(airgap: Airgap, cilium_version: str, user_values: dict[str, Any]) -> list[str]:
+    """Problems of ``airgap.cilium``'s images against the chart of ``cilium_version`` and ``cilium.values``."""
+    cilium = airgap.cilium
+    if cilium is None:
+        return []
+    minor = minor_of(cilium_version)
+    images = chart_images(minor)
+    found = [
+        f"airgap.cilium.images.{key}: the Cilium {minor} chart has no such image (the charts of Cilium "
+        f"{_span(key)} have it); remove it"
+        for key in cilium.images
+        if key not in {image.override_key for image in images}
+    ]
+    chart_is_local = bool(cilium.chart) and not str(cilium.chart).startswith("oci://")
+    if (cilium.image_registry or cilium.images) and not cilium.keep_chart_digests and not chart_is_local:
+        pinned = [
+            image.values_key
+            for image in images
+            if image.key in _TAG_CARRIES_DIGEST.get(minor, frozenset())
+            and not ((override := cilium.images.get(image.override_key)) and override.digest)  # type: ignore[call-overload]
+        ]
+        if pinned:
+            found.append(
+                f"airgap.cilium.keepChartDigests: false cannot pull {', '.join(pinned)} by tag: the Cilium {minor} "
+                "chart pins them by a digest inside `tag`, and the bare tag is read from the chart itself, which "
+                "is not local here; give airgap.cilium.chart as the local chart (cilium-<version>.tgz), pin each "
+                "one's digest in airgap.cilium.images, or keep the chart's digests"
+            )
+    if cilium.image_registry:
+        found += _unmapped(airgap, cilium.image_registry, minor, user_values)
+    return found
+
+
+def default_endpoint_problems(airgap: Airgap, k3s_version: str) -> list[str]:
+    """``registries.disableDefaultEndpoint`` needs a K3s release that has the flag."""
+    if not (airgap.registries and airgap.registries.disable_default_endpoint):
+        return []
+    minor, patch = (int(part) for part in k3s_version.removeprefix("v").split("+")[0].split(".")[1:3])
+    since = DEFAULT_ENDPOINT_FLAG_SINCE.get(minor)
+    if minor > max(DEFAULT_ENDPOINT_FLAG_SINCE) or (since is not None and patch >= since):
+        return []
+    releases = ", ".join(f"v1.{m}.{p}+k3s1" for m, p in sorted(DEFAULT_ENDPOINT_FLAG_SINCE.items()))
+    return [
+        f"airgap.registries.disableDefaultEndpoint: K3s {k3s_version} (k3s.version) has no "
+        f"disable-default-registry-endpoint; it came with {releases} and is in every later release: raise "
+        "k3s.version or leave disableDefaultEndpoint false"
+    ]
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -679,6 +924,8 @@ def plan(airgap: Airgap | None, cilium_version: str) -> dict[str, Any] | None:
         out["install"] = "INSTALL_K3S_SKIP_DOWNLOAD=true with the verified binary and install script"
     if airgap.registries:
         out["registries"] = yaml.safe_load(registries_yaml(airgap.registries, {}))
+        # K3s' disable-default-registry-endpoint (in every node's K3s config): no pull from the public registry.
+        out["defaultEndpointFallback"] = not airgap.registries.disable_default_endpoint
     if chart_source:
         out["chart"] = {"kind": chart_source.kind, "chart": chart_source.chart, "repository": chart_source.repository,
                         "sha256": chart_source.sha256}
@@ -695,6 +942,11 @@ def plan_text(section: dict[str, Any]) -> list[str]:
     if section.get("registries"):
         for host, mirror in sorted(section["registries"].get("mirrors", {}).items()):
             lines.append(f"  registry mirror {host}: {', '.join(mirror['endpoint'])}")
+        lines.append(
+            "  mirrored registries fall back to the public registry when their endpoints fail"
+            if section.get("defaultEndpointFallback", True)
+            else "  mirrored registries never fall back to the public registry (disable-default-registry-endpoint)"
+        )
     if section.get("chart"):
         chart_row = section["chart"]
         where = chart_row["repository"] or chart_row["chart"]

@@ -422,6 +422,9 @@ class StackConfig(_Model):
                 )
         # Local files, digests and URLs of the airgap block, before any resource (stacks/airgap.py).
         problems += airgap.problems(self.airgap, self.cilium.version)
+        # Every image the chart deploys must be one the registry serves; the K3s release must have the flags.
+        problems += airgap.image_problems(self.airgap, self.cilium.version, self.cilium.values)
+        problems += airgap.default_endpoint_problems(self.airgap, self.k3s.version)
         if problems:
             raise ValueError("\n".join(problems))
         return self

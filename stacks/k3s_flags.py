@@ -41,6 +41,15 @@ def _node_common(node: Node, token_file: bool = True) -> dict[str, Any]:
     return common
 
 
+def _registry_flags(cfg: StackConfig) -> dict[str, Any]:
+    """Air-gapped with ``airgap.registries.disableDefaultEndpoint``: containerd never falls back from a mirrored
+    registry's endpoints to the registry itself (K3s applies it to the registries ``registries.yaml`` mirrors)."""
+    registries = cfg.airgap.registries
+    if registries is not None and registries.disable_default_endpoint:
+        return {"disable-default-registry-endpoint": True}
+    return {}
+
+
 def _tls_sans(cfg: StackConfig) -> list[str]:
     names = {cfg.api_endpoint}
     for server in cfg.servers:
@@ -63,6 +72,7 @@ def server_config(cfg: StackConfig, features: Resolved, node: Node, token_config
         "service-node-port-range": cfg.cilium.node_port_range,
         "tls-san": _tls_sans(cfg),
         "write-kubeconfig-mode": "0600",
+        **_registry_flags(cfg),
     }
     if cfg.k3s.disable:
         config["disable"] = list(cfg.k3s.disable)
@@ -76,7 +86,7 @@ def server_config(cfg: StackConfig, features: Resolved, node: Node, token_config
 
 def agent_config(cfg: StackConfig, node: Node) -> dict[str, Any]:
     # Agents take disable-kube-proxy and the CIDRs from the servers when they start.
-    return {**_node_common(node), "server": join_url(cfg)}
+    return {**_node_common(node), "server": join_url(cfg), **_registry_flags(cfg)}
 
 
 def node_config(cfg: StackConfig, features: Resolved, node: Node, token_configured: bool = True) -> dict[str, Any]:

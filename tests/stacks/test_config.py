@@ -238,3 +238,34 @@ def test_secrets_are_not_part_of_the_model(raw):
 def test_missing_nodes(raw):
     del raw["nodes"]
     assert only_problem(raw) == "k3s-cilium:nodes: is required but not set"
+
+
+# --- airgap.registries.disableDefaultEndpoint: K3s has the flag since its January 2024 releases ------------
+# (docs.k3s.io, Private Registry Configuration: v1.26.13+k3s1, v1.27.10+k3s1, v1.28.6+k3s1, v1.29.1+k3s1)
+
+def _no_fallback(raw: dict[str, Any], k3s_version: str) -> dict[str, Any]:
+    raw["k3s"] = {"version": k3s_version}
+    raw["airgap"] = {"registries": {"mirrors": {"docker.io": {"endpoints": ["https://registry.internal:5000"]}},
+                                    "disableDefaultEndpoint": True}}
+    return raw
+
+
+@pytest.mark.parametrize("version", ["v1.26.13+k3s1", "v1.27.10+k3s1", "v1.28.6+k3s1", "v1.29.1+k3s1",
+                                     "v1.28.15+k3s1", "v1.30.0+k3s1", "v1.33.3+k3s1"])
+def test_no_fallback_with_a_k3s_release_that_has_the_flag(raw, version):
+    assert parse(_no_fallback(raw, version)).airgap.registries.disable_default_endpoint is True
+
+
+@pytest.mark.parametrize("version", ["v1.26.12+k3s1", "v1.27.9+k3s1", "v1.28.5+k3s1", "v1.29.0+k3s1",
+                                     "v1.25.16+k3s4"])
+def test_no_fallback_with_an_older_k3s_is_refused_naming_the_key_and_both_versions(raw, version):
+    message = only_problem(_no_fallback(raw, version))
+    assert message.startswith("k3s-cilium:airgap.registries.disableDefaultEndpoint: ")
+    assert version in message and "disable-default-registry-endpoint" in message
+    assert "v1.28.6+k3s1" in message
+
+
+def test_an_older_k3s_is_fine_while_the_fallback_stays(raw):
+    raw = _no_fallback(raw, "v1.25.16+k3s4")
+    raw["airgap"]["registries"]["disableDefaultEndpoint"] = False
+    parse(raw)

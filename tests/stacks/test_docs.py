@@ -167,3 +167,47 @@ def test_pulumi_yaml_lists_every_feature_and_node_key():
     assert [name.strip() for name in listed[1].split(",")] == list(FEATURE_NAMES)
     node_keys = _described_keys(PROJECT["config"]["nodes"]["description"])
     assert set(node_keys) == set(config_keys(Node))
+
+
+def _described_tree(description: str) -> dict[str, str]:
+    """``{a: x, b?: {c: y}}`` -> {"a": "x", "b": "{c: y}"} (the value as written, "" when none is given)."""
+    body = description[description.index("{") + 1 :]
+    parts, depth, current = [], 0, ""
+    for char in body:
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth < 0:
+                break
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    tree = {}
+    for part in (p.strip() for p in parts):
+        name, _, value = part.partition(":")
+        tree[name.rstrip("?").strip()] = value.strip()
+    return tree
+
+
+def _check_section(model: type[BaseModel], described: dict[str, str], where: str) -> None:
+    assert set(described) == set(config_keys(model)), where
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        shown = described[key]
+        nested = field.annotation
+        if typing.get_origin(nested) in (typing.Union, types.UnionType):
+            nested = next(a for a in typing.get_args(nested) if a is not type(None))
+        if isinstance(nested, type) and issubclass(nested, BaseModel) and nested.__name__ != "Artifact":
+            _check_section(nested, _described_tree(shown), f"{where}.{key}")
+        elif shown:
+            assert shown == _flow(field.get_default(call_default_factory=True, validated_data={})), f"{where}.{key}"
+
+
+def test_pulumi_yaml_airgap_description_names_every_key_with_its_default():
+    from stacks.airgap import Airgap
+
+    _check_section(Airgap, _described_tree(PROJECT["config"]["airgap"]["description"]), "airgap")

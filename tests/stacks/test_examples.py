@@ -205,3 +205,13 @@ def test_extreme_uses_a_separate_data_network():
         assert node["k3sConfig"]["node-ip"].startswith("10.100.0.")
         assert node["host"].startswith("192.168.100.")
     assert plan["nodes"][1]["k3sConfig"]["server"] == "https://10.100.0.10:6443"
+
+
+# --- airgap -----------------------------------------------------------------------------------
+
+
+def test_airgap_closes_the_fallback_to_the_public_registries_on_every_node():
+    plan = plan_json("airgap")
+    assert plan["airgap"]["registries"]["mirrors"], "the fallback is closed for mirrored registries only"
+    for node in plan["nodes"]:
+        assert node["k3sConfig"]["disable-default-registry-endpoint"] is True, node["name"]

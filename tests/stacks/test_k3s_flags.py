@@ -66,3 +66,23 @@ def test_first_server_generates_the_token_when_none_is_configured(raw):
 def test_node_port_range_matches_cilium(raw):
     raw["cilium"] = {"nodePortRange": "31000-31999"}
     assert configs(raw)["server-1"]["service-node-port-range"] == "31000-31999"
+
+
+MIRRORS = {"docker.io": {"endpoints": ["https://registry.internal:5000"]}}
+
+
+def test_no_fallback_to_the_public_registries_on_every_node_when_asked(raw):
+    raw["airgap"] = {"registries": {"mirrors": MIRRORS, "disableDefaultEndpoint": True}}
+    raw["nodes"][1]["role"] = "server"
+    for name, config in configs(raw).items():
+        assert config["disable-default-registry-endpoint"] is True, name
+
+
+def test_the_public_registries_stay_the_fallback_by_default(raw):
+    plain = configs(raw)
+    raw["airgap"] = {"registries": {"mirrors": MIRRORS}}
+    mirrored = configs(raw)
+    for config in (*plain.values(), *mirrored.values()):
+        assert "disable-default-registry-endpoint" not in config
+    # Nothing else changes either: a stack that leaves it unset keeps its K3s config (no restart).
+    assert plain == mirrored
