@@ -2,13 +2,14 @@
 
 Each check of :func:`stacks.checks.planned_checks` is collected, then asserted:
 
-1. the checks of a node (agent status, kube-proxy rules, service list,
-   probes) are collected by one command on the node itself,
+1. the checks of a node (agent status, kube-proxy rules, KPR integrity,
+   service list, probes) are collected by one command on the node itself,
    ``<name>-collect-<node>`` (``remote.Command``, ``verify-node.sh``): one SSH
    session per node, whatever the number of checks. It runs each check's own
    collector script in turn (``verify-agent-exec.sh`` asks the local Cilium
    agent container through K3s' crictl, ``verify-iptables.sh``,
-   ``verify-probes.sh``) and prints their raw output in sections. The
+   ``verify-kpr-node.sh``, ``verify-probes.sh``) and prints their raw output
+   in sections. The
    connectivity test and the benchmark have collectors of their own on the
    first server, ``<name>-<check>-<node>``. A collector fails only when it
    cannot collect anything;
@@ -67,6 +68,7 @@ from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
+from stacks.k3s_flags import CONFIG_PATH
 
 COMPONENT_TYPE = "k3s-cilium:index:Verification"
 # The ``--node`` of checks about the whole cluster, and their key in the output.
@@ -97,7 +99,7 @@ CILIUM_DBG_SINCE = Version("1.15")
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
 # Checks collected together on the node itself (verify-node.sh); the others run on the first server.
-NODE_CHECKS = ("agent-status", "no-kube-proxy-rules", "service-list", "probes")
+NODE_CHECKS = ("agent-status", "no-kube-proxy-rules", "kpr-integrity", "service-list", "probes")
 # Starts the line before each check's output in a node collector's stdout.
 SECTION_MARK = "### k3s-cilium check"
 
@@ -207,6 +209,13 @@ def headline(check: str, figures: Mapping[str, Any]) -> Any:
         return figures.get("kubeProxyReplacement")
     if check == "no-kube-proxy-rules":
         return _figure_total(figures)
+    if check == "kpr-integrity":
+        api = figures.get("apiServer")
+        return {
+            "kubeProxyRunning": figures.get("kubeProxyRunning"),
+            "healthzPort": figures.get("healthzPort"),
+            "apiServer": api.get("result") if isinstance(api, dict) else None,
+        }
     if check == "service-list":
         frontends = figures.get("frontends") or {}
         return {
@@ -268,6 +277,12 @@ def collector_script(
         }
     if check.check == "no-kube-proxy-rules":
         return "verify-iptables", {}
+    if check.check == "kpr-integrity":
+        params: dict[str, ScriptValue] = {"NODE_NAME": node_label(check), "CONFIG_PATH": CONFIG_PATH}
+        target = check.expect.get("apiServer")
+        if target:
+            params.update({"API_TARGET": str(target), "API_URL": f"https://{target}/version"})
+        return "verify-kpr-node", params
     if check.check == "connectivity-test":
         return "verify-connectivity-test", {"TIMEOUT_SECONDS": CONNECTIVITY_TEST_TIMEOUT_SECONDS}
     placed = placed or checks.workloads(cfg)

@@ -28,7 +28,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from stacks import preflight
+from stacks import cilium_values, preflight
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.features import Resolved
 
@@ -43,6 +43,9 @@ BENCHMARK_CONTROL_PORT = 12865
 BENCHMARK_DATA_PORT = 12866
 # Figures the benchmark must yield (TCP_RR latencies and rate, TCP_STREAM throughput); never thresholds.
 BENCHMARK_FIGURES = ("meanLatencyUs", "p99LatencyUs", "transactionsPerSec", "throughputMbps")
+# kube-proxy's health check port (its --healthz-bind-address, 0.0.0.0:10256 by default; K3s' embedded
+# kube-proxy binds 127.0.0.1:10256): with kube-proxy replacement only the Cilium agent may listen there.
+KUBE_PROXY_HEALTHZ_PORT = 10256
 
 V1_14, V1_15, V1_16 = Version("1.14"), Version("1.15"), Version("1.16")
 
@@ -177,6 +180,34 @@ def service_list_expect(cfg: StackConfig, features: Resolved, node: Node) -> dic
     return expect
 
 
+def host_port(host: str, port: int) -> str:
+    """``127.0.0.1:6444``; an IPv6 address in brackets, ``[fd00::1]:6443``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def kpr_integrity_expect(node: Node, values: dict[str, Any]) -> dict[str, Any]:
+    """What a node with kube-proxy replacement must show, from the Helm values the release really gets.
+
+    K3s must run there as the node's role with kube-proxy disabled (a server
+    by its own config, an agent by its servers'), nothing but the Cilium agent
+    may listen on kube-proxy's health port (the agent does only when
+    ``kubeProxyReplacementHealthzBindAddr`` is set, which the program leaves
+    empty), and the API server the agent uses (``k8sServiceHost``/``Port``;
+    by default K3s' load balancer on 127.0.0.1:6444) must answer from the node.
+    ``k8sServiceHost: auto`` (read from the cluster at run time) is not probed.
+    """
+    expect: dict[str, Any] = {"role": node.role, "kubeProxyHealthzPort": KUBE_PROXY_HEALTHZ_PORT}
+    bind = values.get("kubeProxyReplacementHealthzBindAddr")
+    if bind:
+        expect["ciliumHealthz"] = str(bind)
+    host, port = str(values.get("k8sServiceHost") or ""), str(values.get("k8sServicePort") or "")
+    if host and host != "auto" and port.isdigit():
+        expect["apiServer"] = host_port(host, int(port))
+        default = (cilium_values.K3S_API_LB_HOST, cilium_values.K3S_API_LB_PORT)
+        expect["apiServerIsK3s"] = (host, int(port)) == default
+    return expect
+
+
 def probe_names(cfg: StackConfig, node: Node) -> list[str]:
     """The probes run from ``node``; ``remote-pod`` only when a smoke pod is sure to run on another node."""
     placed = workloads(cfg)
@@ -213,10 +244,13 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
         for key in preflight.NIC_FEATURES[name]
         if key in agent
     )
+    kpr = "kubeProxyReplacement" in features
+    values = cilium_values.render(cfg, features) if kpr else {}
     for node in cfg.nodes:
         checks.append(PlannedCheck("agent-status", node.name, agent, skippable))
-        if "kubeProxyReplacement" in features:
+        if kpr:
             checks.append(PlannedCheck("no-kube-proxy-rules", node.name, {}))
+            checks.append(PlannedCheck("kpr-integrity", node.name, kpr_integrity_expect(node, values)))
         if cfg.verify.smoke:
             checks.append(PlannedCheck("service-list", node.name, service_list_expect(cfg, features, node)))
             checks.append(PlannedCheck("probes", node.name, probes_expect(cfg, node)))

@@ -58,6 +58,33 @@ no-kube-proxy-rules
     at least one table). Figures: ``{"<label>": {"entries": n, "KUBE-SVC": n,
     "KUBE-SEP": n, "KUBE-NODEPORTS": n}}``.
 
+kpr-integrity
+    stdin: what ``verify-kpr-node.sh`` prints on a node with kube-proxy
+    replacement, in parts under ``### <part> [key=value ...]`` lines: ``ss``
+    (``ss -ltnp``), ``k3s unit=<unit> pid=<pid> started=<Unix time>`` (or
+    ``unit=none``), ``cmdline`` (``/proc/<pid>/cmdline``, one argument a line;
+    a running K3s retitles itself ``/usr/local/bin/k3s server``),
+    ``execstart`` (the unit's ExecStart arguments), ``config path=<file>
+    source=...``, one ``file path=<file> mtime=<Unix time>`` per config file
+    K3s reads with its ``disable-kube-proxy`` lines, and ``api-server`` (one
+    probe line). Fails when anything but the Cilium agent listens on
+    ``kubeProxyHealthzPort`` (kube-proxy's 10256; K3s' own kube-proxy,
+    found on 10256 or 10249, is named as such), when a kube-proxy process
+    listens anywhere, when ``ciliumHealthz`` (the agent's
+    kubeProxyReplacementHealthzBindAddr) is given and the agent does not hold
+    its port, when no K3s runs or it runs as another ``role``, on a server
+    when what K3s reads (its config files in K3s' order, then its arguments,
+    which win) does not make ``disable-kube-proxy`` true or a config file
+    changed after K3s started, when ``apiServer`` ("host:port") does not
+    answer, and with ``apiServerIsK3s`` when something else than K3s holds
+    it. Each problem ends with ``; fix: <what to do>``. Keys: ``role``
+    ("server"|"agent"), ``kubeProxyHealthzPort``, ``ciliumHealthz``,
+    ``apiServer``, ``apiServerIsK3s``. Figures: kubeProxyHealthzPort,
+    healthzPort (its listeners), kubeProxyRunning, k3s (unit, pid, role,
+    started, argv), disableKubeProxy (value, source, raw; servers),
+    configPath, configSource, configFiles, apiServer (the probe's fields),
+    unparsedSsLines.
+
 service-list
     stdin: ``cilium-dbg service list``. Keys: ``nodePort``, ``nodeIPs``
     (each must be a NodePort frontend on nodePort; without nodeIPs any

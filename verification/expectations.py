@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeAlias
 
 from verification import parsers
@@ -20,6 +21,8 @@ Expectations: TypeAlias = Mapping[str, JsonValue]
 Figures: TypeAlias = dict[str, JsonValue]
 
 NOT_FOUND = "nothing (not found in output)"
+# Stands for the node's name in a Problem's fix.
+NODE = "{node}"
 
 
 class ExpectationError(ValueError):
@@ -28,15 +31,21 @@ class ExpectationError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One unmet expectation; ``seen`` is ``None`` when the item was not found."""
+    """One unmet expectation; ``seen`` is ``None`` when the item was not found.
+
+    ``fix``, when given, says what to do about it and ends the message; ``{node}``
+    in it reads as the node's name.
+    """
 
     item: str
     expected: str
     seen: str | None
+    fix: str | None = None
 
     def message(self, node: str, check: str) -> str:
         seen = NOT_FOUND if self.seen is None else self.seen
-        return f"node {node}: check {check}: expected {self.item} {self.expected}, saw {seen}"
+        text = f"node {node}: check {check}: expected {self.item} {self.expected}, saw {seen}"
+        return f"{text}; fix: {self.fix.replace(NODE, node)}" if self.fix else text
 
 
 @dataclass
@@ -697,6 +706,314 @@ def evaluate_benchmark(text: str, expect: Expectations) -> Verdict:
 
 
 # --------------------------------------------------------------------------
+# kpr-integrity
+# --------------------------------------------------------------------------
+
+# kube-proxy's default metrics address is 127.0.0.1:10249 (K3s' embedded one keeps it).
+KUBE_PROXY_METRICS_PORT = 10249
+KUBE_PROXY = "kube-proxy"
+CILIUM_AGENT = "cilium-agent"
+# How K3s' main process is named: K3s execs its data directory's k3s-server or
+# k3s-agent; "k3s" when the binary is run under its own name.
+K3S_PROCESSES = ("k3s-server", "k3s-agent", "k3s")
+K3S_UNITS = {"server": "k3s", "agent": "k3s-agent"}
+WILDCARDS = ("0.0.0.0", "*", "::")
+K3S_LOAD_BALANCER = "127.0.0.1:6444"
+
+KPR_INTEGRITY_KEYS: dict[str, KeySpec] = {
+    "role": KeySpec('"server"|"agent": what K3s must run as on this node', _one_of("server", "agent")),
+    "kubeProxyHealthzPort": KeySpec(
+        "kube-proxy's health port (10256): nothing but the Cilium agent may listen there", _is_int
+    ),
+    "ciliumHealthz": KeySpec(
+        'Cilium\'s kubeProxyReplacementHealthzBindAddr ("0.0.0.0:10256"): the agent must hold its port', _is_str
+    ),
+    "apiServer": KeySpec('"host:port" of k8sServiceHost/k8sServicePort: must answer from the node', _is_str),
+    "apiServerIsK3s": KeySpec("true: apiServer is K3s' node-local load balancer, which K3s must hold", _is_bool),
+}
+
+
+def split_endpoint(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:6444"`` -> ("127.0.0.1", 6444); ``"[::]:10256"`` -> ("::", 10256); ``":10256"`` -> ("", 10256)."""
+    host, _, port = text.strip().rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _held_by(listener: parsers.Listener, names: Iterable[str]) -> bool:
+    wanted = set(names)
+    return any(owner.name in wanted for owner in listener.owners)
+
+
+def _describe(listeners: Iterable[parsers.Listener]) -> str:
+    return "; ".join(listener.describe() for listener in listeners)
+
+
+def _utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _unit(node: parsers.KprNode, role: str | None) -> str:
+    if node.k3s is not None:
+        return node.k3s.unit
+    return K3S_UNITS.get(role or "", "k3s-agent")
+
+
+# How to check again once the cause is fixed (README "Verification", "Re-running checks").
+RECHECK = f"then check again: `pulumi up --replace` the node's collector, verify-collect-{NODE}"
+# A no-op `pulumi up` runs no cleanup: replacing them runs them again (components/kube_proxy.py).
+CLEANUP = (
+    f"`pulumi up --replace` kube-proxy-cleanup-{NODE} (it removes kube-proxy's iptables rules) and "
+    f"verify-collect-{NODE} to check again"
+)
+
+
+def _kube_proxy_fix() -> str:
+    return (
+        f"a kube-proxy of its own (a DaemonSet or a static pod, not K3s') runs on {NODE}, with its iptables rules "
+        "and kube-proxy's ports: remove it (a DaemonSet kube-system/kube-proxy is what `pulumi up --replace` "
+        "kube-proxy-kubernetes deletes; a static pod's manifest is in /var/lib/rancher/k3s/agent/pod-manifests), "
+        f"then {CLEANUP}"
+    )
+
+
+def _healthz_port_problems(ss: parsers.SsListing, port: int, cilium_port: int | None) -> Iterable[Problem]:
+    """Anything but the Cilium agent on kube-proxy's health port (K3s' own kube-proxy is reported on its own)."""
+    wanted = "held by cilium-agent only" if cilium_port == port else "free, or held by cilium-agent"
+    for listener in ss.on_port(port):
+        if _held_by(listener, K3S_PROCESSES):
+            continue
+        strangers = [owner for owner in listener.owners if owner.name != CILIUM_AGENT]
+        if listener.owners and not strangers:
+            continue
+        if _held_by(listener, [KUBE_PROXY]):
+            fix = _kube_proxy_fix()
+        elif not listener.owners:
+            fix = f"find what holds it (as root: `ss -ltnp 'sport = :{port}'`) and stop it, {RECHECK}"
+        else:
+            names = ", ".join(str(owner) for owner in strangers)
+            fix = (
+                f"stop {names} or move it off port {port}, kube-proxy's health port, which load balancers probe "
+                f"and which only the Cilium agent may serve with kube-proxy replacement; {RECHECK}"
+            )
+        yield Problem(f"kube-proxy's health port {port}", wanted, listener.describe(), fix)
+
+
+def _cilium_healthz_problem(ss: parsers.SsListing, bind: str, port: int) -> Problem | None:
+    holders = ss.on_port(port)
+    if any(_held_by(listener, [CILIUM_AGENT]) for listener in holders):
+        return None
+    seen = _describe(holders) or f"nothing listening on port {port}"
+    fix = (
+        f"the Cilium agent on {NODE} could not bind {bind}: its log says why (its pod: `k3s kubectl -n kube-system "
+        f"get pod -l k8s-app=cilium --field-selector spec.nodeName={NODE}`); free the port, delete that pod so "
+        f"that the agent starts again, {RECHECK}"
+    )
+    return Problem(f"Cilium's kube-proxy health server ({bind}, kubeProxyReplacementHealthzBindAddr)", "held by "
+                   f"{CILIUM_AGENT}", seen, fix)
+
+
+def _kube_proxy_running_problems(
+    node: parsers.KprNode, ss: parsers.SsListing, port: int | None, role: str | None
+) -> Iterable[Problem]:
+    ports = [p for p in (port, KUBE_PROXY_METRICS_PORT) if p is not None]
+    embedded = [listener for p in ports for listener in ss.on_port(p) if _held_by(listener, K3S_PROCESSES)]
+    if embedded:
+        unit = _unit(node, role)
+        if (node.k3s.role if node.k3s else role) == "agent":
+            why = (
+                "K3s agents take disable-kube-proxy from their servers when they start, and this one started "
+                "before they had it"
+            )
+        else:
+            why = "K3s on this server does not run with disable-kube-proxy: true"
+        fix = (
+            f"{why}: `systemctl restart {unit}` on {NODE}, then {CLEANUP}"
+        )
+        yield Problem("K3s' embedded kube-proxy", "not running (disable-kube-proxy)", f"running: {_describe(embedded)}",
+                      fix)
+    others = [
+        listener for listener in ss.listeners if _held_by(listener, [KUBE_PROXY]) and listener.port != port
+    ]
+    if others:
+        yield Problem("kube-proxy", "not running", f"running: {_describe(others)}", _kube_proxy_fix())
+
+
+def _setting_seen(setting: parsers.FlagSetting | None, node: parsers.KprNode) -> str:
+    if setting is None:
+        read = ", ".join(config.path for config in node.config_files) or f"none ({node.config_path} is missing)"
+        return f"not set in the config files K3s reads ({read}) nor in its arguments: K3s' default, false"
+    if setting.value is None:
+        return f"{setting.raw!r} in {setting.source}, not a boolean K3s accepts"
+    return f"{str(setting.value).lower()} from {setting.source} ({setting.raw})"
+
+
+def _server_problems(node: parsers.KprNode, process: parsers.K3sProcess) -> Iterable[Problem]:
+    setting = parsers.effective_disable_kube_proxy(node)
+    if setting is None or setting.value is not True:
+        where = setting.source if setting is not None else node.config_path
+        fix = (
+            f"the program writes `disable-kube-proxy: true` to {node.config_path or 'the config file'}; a later "
+            f"config.yaml.d drop-in or a flag in the unit's ExecStart overrides it: correct it in {where}, "
+            f"`systemctl restart {process.unit}` on {NODE}, {RECHECK}"
+        )
+        yield Problem("disable-kube-proxy K3s runs with", "true", _setting_seen(setting, node), fix)
+    if process.started is None:
+        return
+    for config in node.config_files:
+        if config.mtime is not None and config.mtime > process.started:
+            yield Problem(
+                f"K3s config file {config.path}",
+                f"unchanged since K3s started ({_utc(process.started)})",
+                f"changed at {_utc(config.mtime)}, so K3s does not run with what it says",
+                f"K3s reads its config only when it starts: `systemctl restart {process.unit}` on {NODE}, {RECHECK}",
+            )
+
+
+def _k3s_problems(node: parsers.KprNode, role: str | None) -> Iterable[Problem]:
+    if node.k3s_unit is None:
+        yield Problem("K3s' main process", "reported", None)
+        return
+    process = node.k3s
+    if process is None:
+        unit = _unit(node, role)
+        yield Problem(
+            "K3s' main process (MainPID of the k3s or k3s-agent unit)",
+            "running",
+            "neither unit has a main process",
+            f"K3s does not run on {NODE}: `systemctl status {unit}` and `journalctl -u {unit}` there say why; start "
+            f"it, {RECHECK}",
+        )
+        return
+    seen_role = process.role
+    if role is not None and seen_role != role:
+        yield Problem(
+            "K3s role",
+            role,
+            f"{seen_role or 'none'} ({process.unit}, pid {process.pid}: {' '.join(process.argv)})",
+            f"the stack lists this node as a K3s {role}: uninstall what runs here (k3s-uninstall.sh or "
+            "k3s-agent-uninstall.sh) and run `pulumi up`, or correct the node's role in the stack",
+        )
+    if (seen_role or role) == "server":
+        yield from _server_problems(node, process)
+
+
+def _api_server_problems(node: parsers.KprNode, target: str, is_k3s: bool) -> Iterable[Problem]:
+    unit = _unit(node, None)
+    if is_k3s:
+        fix = (
+            f"K3s' load balancer on {target}, through which the Cilium agent reaches the API server without "
+            f"kube-proxy (k8sServiceHost/k8sServicePort), does not answer: `systemctl status {unit}` and "
+            f"`journalctl -u {unit}` on {NODE} say why (it answers once K3s reaches a server); {RECHECK}"
+        )
+    else:
+        fix = (
+            f"the Cilium agent reaches the API server at {target} (cilium.k8sServiceHost/k8sServicePort), which "
+            "does not answer from this node: make it reachable from every node without Service routing, or "
+            f"remove the two settings to use K3s' load balancer on {K3S_LOAD_BALANCER}; {RECHECK}"
+        )
+    probe = node.api_probe
+    if probe is None:
+        yield Problem(f"API server {target} probe", "reported", None)
+    elif probe.fields.get("result") != "ok":
+        detail = probe.fields.get("detail", "no detail")
+        attempts = probe.fields.get("attempts", "?")
+        yield Problem(f"API server {target} from this node", "answering (any HTTP status)",
+                      f"no answer after {attempts} attempts ({detail})", fix)
+    endpoint = split_endpoint(target)
+    if not is_k3s or node.ss is None or endpoint is None:
+        return
+    host, port = endpoint
+    there = [listener for listener in node.ss.on_port(port) if listener.address in (host, *WILDCARDS)]
+    if there and not any(_held_by(listener, K3S_PROCESSES) for listener in there):
+        yield Problem(
+            f"listener on {target}",
+            "K3s' load balancer (k3s-server or k3s-agent)",
+            _describe(there),
+            f"stop what holds {target}, which K3s' load balancer must have, `systemctl restart {unit}` on {NODE}, "
+            f"{RECHECK}",
+        )
+
+
+def _kpr_figures(node: parsers.KprNode, port: int | None) -> Figures:
+    ss = node.ss or parsers.SsListing()
+    process = node.k3s
+    setting = parsers.effective_disable_kube_proxy(node) if process and process.role == "server" else None
+    running = [
+        listener
+        for listener in ss.listeners
+        if _held_by(listener, [KUBE_PROXY])
+        or (listener.port in (port, KUBE_PROXY_METRICS_PORT) and _held_by(listener, K3S_PROCESSES))
+    ]
+    probe = node.api_probe
+    return {
+        "kubeProxyHealthzPort": port,
+        "healthzPort": [listener.describe() for listener in ss.on_port(port)] if port is not None else [],
+        "kubeProxyRunning": bool(running) if node.ss is not None else None,
+        "k3s": (
+            {
+                "unit": process.unit,
+                "pid": process.pid,
+                "role": process.role,
+                "started": _utc(process.started) if process.started is not None else None,
+                "argv": list(process.argv),
+            }
+            if process
+            else None
+        ),
+        "disableKubeProxy": (
+            {"value": setting.value, "source": setting.source, "raw": setting.raw} if setting is not None else None
+        ),
+        "configPath": node.config_path,
+        "configSource": node.config_source,
+        "configFiles": [
+            {
+                "path": config.path,
+                "mtime": _utc(config.mtime) if config.mtime is not None else None,
+                "disableKubeProxy": [setting.raw for setting in config.settings],
+            }
+            for config in node.config_files
+        ],
+        "apiServer": dict(probe.fields) if probe is not None else None,
+        "unparsedSsLines": len(ss.unparsed),
+    }
+
+
+def _endpoint_port(expect: Expectations, key: str) -> int | None:
+    text = _str(expect, key)
+    if text is None:
+        return None
+    endpoint = split_endpoint(text)
+    if endpoint is None:
+        raise ExpectationError(f'expectation {key}: {text!r} is not "host:port"')
+    return endpoint[1]
+
+
+def evaluate_kpr_integrity(text: str, expect: Expectations) -> Verdict:
+    port = _int(expect, "kubeProxyHealthzPort")
+    cilium_port = _endpoint_port(expect, "ciliumHealthz")
+    _endpoint_port(expect, "apiServer")
+    role = (_str(expect, "role") or "").lower() or None
+    node = parsers.parse_kpr_node(text)
+    verdict = Verdict(figures=_kpr_figures(node, port))
+    ss = node.ss
+    if ss is None:
+        verdict.add(Problem("listening sockets (ss -ltnp)", "listed", None))
+    else:
+        if port is not None:
+            verdict.problems.extend(_healthz_port_problems(ss, port, cilium_port))
+        if cilium_port is not None:
+            verdict.add(_cilium_healthz_problem(ss, str(_str(expect, "ciliumHealthz")), cilium_port))
+        verdict.problems.extend(_kube_proxy_running_problems(node, ss, port, role))
+    verdict.problems.extend(_k3s_problems(node, role))
+    target = _str(expect, "apiServer")
+    if target is not None:
+        verdict.problems.extend(_api_server_problems(node, target, _bool(expect, "apiServerIsK3s") is True))
+    return verdict
+
+
+# --------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------
 
@@ -736,5 +1053,11 @@ CHECKS: dict[str, Check] = {
             evaluate_connectivity_test,
         ),
         Check("benchmark", "netperf TCP_RR / TCP_STREAM output", BENCHMARK_KEYS, evaluate_benchmark),
+        Check(
+            "kpr-integrity",
+            "verify-kpr-node.sh output: ss -ltnp, K3s' process, unit and config files, an API server probe",
+            KPR_INTEGRITY_KEYS,
+            evaluate_kpr_integrity,
+        ),
     )
 }

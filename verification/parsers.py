@@ -743,3 +743,294 @@ def parse_netperf(text: str) -> NetperfResult:
             result.tests.append(test)
         result.figures.update(figures)
     return result
+
+
+# --------------------------------------------------------------------------
+# kpr-integrity: what verify-kpr-node.sh prints on a node
+# --------------------------------------------------------------------------
+
+# "### <part> [key=value ...]" starts each part of the collector's output; values are shell-quoted.
+KPR_PART_MARK = "### "
+# ss names each socket's processes: users:(("k3s-agent",pid=2786,fd=8),("systemd",pid=1,fd=103)).
+_SS_OWNER = re.compile(r'\("(?P<name>(?:[^"\\]|\\.)*)",pid=(?P<pid>\d+),fd=\d+\)')
+_SS_NETIDS = ("tcp", "udp", "sctp", "raw")
+_K3S_FLAG = "disable-kube-proxy"
+# A top-level ``disable-kube-proxy:`` (or ``disable-kube-proxy+:``) line of a K3s config file.
+_CONFIG_SETTING = re.compile(
+    r"""^(?P<quote>["']?)(?P<key>disable-kube-proxy\+?)(?P=quote)[ \t]*:(?:[ \t]+(?P<value>.*?))?[ \t]*$"""
+)
+# go-yaml v2 (which K3s reads its config with) resolves these plain scalars to booleans.
+_YAML11_TRUE = frozenset(["y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"])
+_YAML11_FALSE = frozenset(["n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"])
+# Go's strconv.ParseBool, which the K3s CLI applies to a boolean flag's value.
+_PARSE_BOOL_TRUE = frozenset(["1", "t", "T", "TRUE", "true", "True"])
+_PARSE_BOOL_FALSE = frozenset(["0", "f", "F", "FALSE", "false", "False"])
+
+
+@dataclass(frozen=True)
+class SocketOwner:
+    name: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening TCP socket of ``ss -ltnp``: its local address and the processes that hold it."""
+
+    address: str  # "127.0.0.1", "::1", "0.0.0.0", "*" (scope and brackets removed)
+    port: int
+    owners: tuple[SocketOwner, ...]
+    raw: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+    def describe(self) -> str:
+        held_by = ", ".join(str(owner) for owner in self.owners) or "a process ss did not name (not root?)"
+        return f"{self.endpoint} held by {held_by}"
+
+
+@dataclass
+class SsListing:
+    listeners: list[Listener] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)
+
+    def on_port(self, port: int) -> list[Listener]:
+        return [listener for listener in self.listeners if listener.port == port]
+
+
+def _socket_address(text: str) -> tuple[str, int] | None:
+    """``127.0.0.53%lo:53`` -> (127.0.0.53, 53); ``[::1]:10256`` -> (::1, 10256); ``*:10250`` -> (*, 10250)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    return host.split("%", 1)[0], int(port)
+
+
+def parse_ss_listening(text: str) -> SsListing:
+    """Parse ``ss -ltnp`` (or ``ss -lntpu``, with its Netid column); only LISTEN rows are kept.
+
+    The Process column is absent when ss runs without root: the listener then has no owners.
+    """
+    listing = SsListing()
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0] in ("State", "Netid"):
+            continue
+        if words[0] in _SS_NETIDS:
+            words = words[1:]
+        if not words or words[0] != "LISTEN":
+            if not (words and words[0].isupper()):  # another state (UNCONN, ESTAB) is a row to skip
+                listing.unparsed.append(line.strip())
+            continue
+        address = _socket_address(words[3]) if len(words) >= 5 else None
+        if address is None:
+            listing.unparsed.append(line.strip())
+            continue
+        owners = tuple(SocketOwner(match["name"], int(match["pid"])) for match in _SS_OWNER.finditer(line))
+        listing.listeners.append(Listener(address[0], address[1], owners, line.strip()))
+    return listing
+
+
+@dataclass(frozen=True)
+class K3sProcess:
+    """K3s' main process: its systemd unit, pid, start (Unix time) and ``/proc/<pid>/cmdline``.
+
+    ``cmdline`` holds the arguments one per entry as the collector printed them
+    (anything but the subcommand and the arguments about kube-proxy and the
+    config file is ``<hidden>``). K3s retitles itself (``gspt.SetProcTitle(os.Args[0]
+    + " server")``), so a running K3s shows one entry ``/usr/local/bin/k3s server``
+    and none of its flags.
+    """
+
+    unit: str
+    pid: int
+    started: int | None
+    cmdline: tuple[str, ...]
+
+    @property
+    def retitled(self) -> bool:
+        entries = [entry for entry in self.cmdline if entry]
+        return len(entries) == 1 and " " in entries[0]
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        entries = tuple(entry for entry in self.cmdline if entry)
+        return tuple(entries[0].split()) if self.retitled else entries
+
+    @property
+    def role(self) -> str | None:
+        return next((arg for arg in self.argv[1:] if arg in ("server", "agent")), None)
+
+
+@dataclass(frozen=True)
+class ConfigSetting:
+    """A ``disable-kube-proxy:`` line of a K3s config file, and the flag value K3s makes of it."""
+
+    path: str
+    raw: str
+    value: bool | None  # None: not a boolean K3s accepts
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: str
+    mtime: int | None
+    settings: tuple[ConfigSetting, ...]
+
+
+@dataclass
+class KprNode:
+    """Everything ``verify-kpr-node.sh`` printed, by part; a part it did not print is ``None``/empty."""
+
+    parts: list[str] = field(default_factory=list)
+    ss: SsListing | None = None
+    # "none" when no k3s/k3s-agent unit has a main process; None when the part is missing.
+    k3s_unit: str | None = None
+    k3s: K3sProcess | None = None
+    execstart: tuple[str, ...] | None = None
+    config_path: str | None = None
+    config_source: str | None = None
+    config_files: list[ConfigFile] = field(default_factory=list)
+    api_probe: ProbeLine | None = None
+    api_lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FlagSetting:
+    """Where the effective ``disable-kube-proxy`` comes from: a config file or a command-line argument."""
+
+    value: bool | None
+    source: str
+    raw: str
+
+
+def parse_bool(text: str) -> bool | None:
+    """Go's ``strconv.ParseBool``; ``None`` for anything else."""
+    if text in _PARSE_BOOL_TRUE:
+        return True
+    if text in _PARSE_BOOL_FALSE:
+        return False
+    return None
+
+
+def _yaml_flag_value(value: str | None) -> bool | None:
+    """The value K3s gives ``--disable-kube-proxy`` for a config scalar (YAML 1.1, then ParseBool)."""
+    if not value:
+        return None
+    if value[0] in "\"'":
+        quote = value[0]
+        end = value.find(quote, 1)
+        return parse_bool(value[1:end]) if end > 0 else None
+    scalar = value.split(" #", 1)[0].strip()
+    if scalar in _YAML11_TRUE:
+        return True
+    if scalar in _YAML11_FALSE:
+        return False
+    return parse_bool(scalar)
+
+
+def parse_config_setting(path: str, line: str) -> ConfigSetting | None:
+    match = _CONFIG_SETTING.match(line.rstrip("\r\n"))
+    if match is None:
+        return None
+    return ConfigSetting(path, line.strip(), _yaml_flag_value(match["value"]))
+
+
+def _marker_fields(words: list[str]) -> dict[str, str]:
+    return dict(word.split("=", 1) for word in words if "=" in word)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def _kpr_parts(text: str) -> list[tuple[list[str], list[str]]]:
+    """(marker words, lines) per part; lines before the first marker are dropped."""
+    parts: list[tuple[list[str], list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith(KPR_PART_MARK):
+            try:
+                words = shlex.split(line[len(KPR_PART_MARK) :])
+            except ValueError:
+                words = line[len(KPR_PART_MARK) :].split()
+            if words:
+                parts.append((words, []))
+                continue
+        if parts:
+            parts[-1][1].append(line)
+    return parts
+
+
+def _config_file(fields: dict[str, str], lines: list[str]) -> ConfigFile:
+    path = fields.get("path", "")
+    settings = tuple(setting for line in lines if (setting := parse_config_setting(path, line)) is not None)
+    return ConfigFile(path, _int_or_none(fields.get("mtime")), settings)
+
+
+def parse_kpr_node(text: str) -> KprNode:
+    """Parse ``verify-kpr-node.sh`` output (parts: ss, k3s, cmdline, execstart, config, file, api-server)."""
+    node = KprNode()
+    unit: dict[str, str] = {}
+    cmdline: list[str] | None = None
+    for words, lines in _kpr_parts(text):
+        name, fields = words[0], _marker_fields(words[1:])
+        node.parts.append(name)
+        if name == "ss":
+            node.ss = parse_ss_listening("\n".join(lines))
+        elif name == "k3s":
+            unit = fields
+            node.k3s_unit = fields.get("unit", "none")
+        elif name == "cmdline":
+            cmdline = lines
+        elif name == "execstart":
+            node.execstart = tuple(line for line in lines if line)
+        elif name == "config":
+            node.config_path, node.config_source = fields.get("path"), fields.get("source")
+        elif name == "file":
+            node.config_files.append(_config_file(fields, lines))
+        elif name == "api-server":
+            node.api_lines = [line for line in lines if line.strip()]
+            probes = parse_probe_lines("\n".join(lines)).probes
+            node.api_probe = probes[-1] if probes else None
+    pid = _int_or_none(unit.get("pid"))
+    if node.k3s_unit not in (None, "none") and pid:
+        node.k3s = K3sProcess(str(node.k3s_unit), pid, _int_or_none(unit.get("started")), tuple(cmdline or ()))
+    return node
+
+
+def _flag_in_args(args: tuple[str, ...], source: str) -> FlagSetting | None:
+    """The last ``--disable-kube-proxy[=v]`` among command-line arguments (urfave/cli: the last one wins)."""
+    found: FlagSetting | None = None
+    for arg in args[1:]:
+        name, has_value, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name == _K3S_FLAG:
+            found = FlagSetting(parse_bool(value) if has_value else True, source, arg)
+    return found
+
+
+def effective_disable_kube_proxy(node: KprNode) -> FlagSetting | None:
+    """What a K3s server runs with: its config files in the order K3s reads them, then its arguments.
+
+    K3s puts the config files' values before the command-line arguments, so an
+    argument wins over every file, and a later file over an earlier one
+    (k3s ``pkg/configfilearg``). The arguments are the process's own when its
+    command line still shows them, else its unit's ExecStart. ``None``: set
+    nowhere, so K3s' default (false) applies.
+    """
+    found: FlagSetting | None = None
+    for config in node.config_files:
+        for setting in config.settings:
+            found = FlagSetting(setting.value, config.path, setting.raw)
+    process = node.k3s
+    if process is not None and not process.retitled and len(process.argv) > 2:
+        return _flag_in_args(process.argv, f"/proc/{process.pid}/cmdline") or found
+    if node.execstart:
+        return _flag_in_args(node.execstart, f"ExecStart of {node.k3s_unit}") or found
+    return found

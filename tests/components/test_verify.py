@@ -28,7 +28,7 @@ COMPONENT_TYPE = "k3s-cilium:index:Verification"
 REMOTE = "command:remote:Command"
 LOCAL = "command:local:Command"
 NODES = [node["name"] for node in LAB["nodes"]]
-PER_NODE = ("agent-status", "no-kube-proxy-rules", "service-list", "probes")
+PER_NODE = ("agent-status", "no-kube-proxy-rules", "kpr-integrity", "service-list", "probes")
 
 SMOKE_PODS = (
     "node=server-1 ip=192.168.56.10\nnode=agent-1 ip=192.168.56.11\nnode=agent-2 ip=192.168.56.12\n"
@@ -37,6 +37,7 @@ SMOKE_PODS = (
 FIGURES = {
     "agent-status": {"kubeProxyReplacement": "True", "version": "1.19.6"},
     "no-kube-proxy-rules": {"ipv4-nft": {"entries": 0}, "ipv6-nft": {"entries": 0}},
+    "kpr-integrity": {"kubeProxyRunning": False, "healthzPort": [], "apiServer": {"result": "ok", "code": "401"}},
     "service-list": {"services": 9, "frontends": {"10.43.0.253:80 (ClusterIP)": [{"usableBackends": 2}]}},
     "probes": {"probes": 4, "passed": 4, "failed": []},
     "connectivity-test": {"tests": 71, "failedTests": 0},
@@ -125,6 +126,7 @@ def test_every_node_gets_one_collector_and_an_assertion_per_check(kpr: Recorded)
 def test_baseline_has_no_kube_proxy_rules_checks() -> None:
     rec = deploy(config("baseline"))
     assert not rec.matching("no-kube-proxy-rules")
+    assert not rec.matching("kpr-integrity")
     for node in NODES:
         for check in ("agent-status", "service-list", "probes"):
             rec.named(f"{NAME}-{check}-assert-{node}")
@@ -221,6 +223,13 @@ def test_every_check_of_a_node_is_collected_on_the_node_itself(kpr: Recorded) ->
                           "WAIT_FOR": ":30085(/TCP)?[[:space:]]+NodePort"}
         assert scripts_by_check["service-list"] == render("verify-agent-exec", listing_params)
         assert scripts_by_check["no-kube-proxy-rules"] == render("verify-iptables")
+        kpr_params = {
+            "NODE_NAME": node.name,
+            "CONFIG_PATH": "/etc/rancher/k3s/config.yaml",
+            "API_TARGET": "127.0.0.1:6444",
+            "API_URL": "https://127.0.0.1:6444/version",
+        }
+        assert scripts_by_check["kpr-integrity"] == render("verify-kpr-node", kpr_params)
 
 
 def test_probes_target_a_pod_on_another_node(kpr: Recorded) -> None:
@@ -388,6 +397,11 @@ def test_verification_output_has_an_entry_per_node_and_check() -> None:
         entry = result["nodes"][node]["agent-status"]
         assert entry == {"status": "pass", "seen": "True", "figures": FIGURES["agent-status"]}
         assert result["nodes"][node]["no-kube-proxy-rules"]["seen"] == 0
+        assert result["nodes"][node]["kpr-integrity"]["seen"] == {
+            "kubeProxyRunning": False,
+            "healthzPort": [],
+            "apiServer": "ok",
+        }
         assert result["nodes"][node]["probes"]["seen"] == "4/4 ok"
         assert result["nodes"][node]["service-list"]["seen"] == {"10.43.0.253:80 (ClusterIP)": 2}
     assert result["nodes"]["server-1"]["connectivity-test"]["seen"] == {"tests": 71, "failedTests": 0}

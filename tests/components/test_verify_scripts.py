@@ -126,6 +126,7 @@ def test_every_verify_script_is_linted() -> None:
         "verify-connectivity-test",
         "verify-benchmark",
         "verify-node",
+        "verify-kpr-node",
     }
 
 
@@ -135,6 +136,7 @@ def test_every_verify_script_is_linted() -> None:
         "agent-status/agent-1",
         "service-list/agent-1",
         "no-kube-proxy-rules/agent-1",
+        "kpr-integrity/agent-1",
         "probes/agent-1",
         "connectivity-test/server-1",
         "benchmark",
@@ -637,7 +639,7 @@ def test_node_collector_renders_every_check_of_the_node_and_passes_lint(tmp_path
     cfg = lab()
     node = cfg.nodes[1]
     script, params = verify.node_collector_script(cfg, node, node_checks(cfg, node.name), DISCOVERED)
-    assert params["CHECKS"] == "agent-status no-kube-proxy-rules service-list probes"
+    assert params["CHECKS"] == "agent-status no-kube-proxy-rules kpr-integrity service-list probes"
     lint(render(script, params), tmp_path, "verify-node.sh")
 
 
@@ -650,6 +652,7 @@ def test_node_collector_gives_each_check_its_own_output_and_names_what_it_could_
     stand_ins = {
         "agent-status": "echo 'KubeProxyReplacement: True'",
         "no-kube-proxy-rules": "printf '*filter\\nCOMMIT\\n'",
+        "kpr-integrity": "printf '### ss\\n'",
         "service-list": "echo 'no agent' >&2; exit 1",
         "probes": "echo 'probe=localhost-nodeport ok'",
     }
@@ -662,6 +665,7 @@ def test_node_collector_gives_each_check_its_own_output_and_names_what_it_could_
     assert sections == {
         "agent-status": "KubeProxyReplacement: True\n",
         "no-kube-proxy-rules": "*filter\nCOMMIT\n",
+        "kpr-integrity": "### ss\n",
         "service-list": "",
         "probes": "probe=localhost-nodeport ok\n",
     }

@@ -67,7 +67,7 @@ def verify_cli(check: PlannedCheck, stdin: str) -> subprocess.CompletedProcess[s
 
 def test_kpr_lab_checks_every_node_in_order() -> None:
     planned = plan_of(cfg_of("kpr"))
-    per_node = ["agent-status", "no-kube-proxy-rules", "service-list", "probes"]
+    per_node = ["agent-status", "no-kube-proxy-rules", "kpr-integrity", "service-list", "probes"]
     assert [(c.check, c.node) for c in planned] == [
         (check, node) for node in ("server-1", "agent-1", "agent-2") for check in per_node
     ]
@@ -81,7 +81,13 @@ def test_baseline_keeps_kube_proxy_so_has_no_rules_check() -> None:
 
 def test_cluster_checks_follow_verify_switches() -> None:
     planned = plan_of(cfg_of("kpr", verify={"smoke": False, "connectivityTest": True, "benchmark": True}))
-    assert {c.check for c in planned} == {"agent-status", "no-kube-proxy-rules", "connectivity-test", "benchmark"}
+    assert {c.check for c in planned} == {
+        "agent-status",
+        "no-kube-proxy-rules",
+        "kpr-integrity",
+        "connectivity-test",
+        "benchmark",
+    }
     keyed = by_key(planned)
     assert keyed["connectivity-test/server-1"].expect == {"minTests": 1}
     assert keyed["benchmark"].node is None
@@ -282,7 +288,7 @@ def test_no_schedulable_node_is_a_config_error_naming_the_switches() -> None:
         plan_of(parse(raw))
     assert [p.split(":")[1] for p in caught.value.problems] == ["verify.smoke", "verify.benchmark"]
     raw["verify"] = {"smoke": False}
-    assert {c.check for c in plan_of(parse(raw))} == {"agent-status", "no-kube-proxy-rules"}
+    assert {c.check for c in plan_of(parse(raw))} == {"agent-status", "no-kube-proxy-rules", "kpr-integrity"}
 
 
 def test_probes_plan_against_probe_output() -> None:
@@ -309,3 +315,59 @@ def test_nic_dependent_expectations_are_skippable_per_node(raw):
     assert all(c.skippable == ("xdp",) for c in planned_checks(forced, resolve(forced)) if c.check == "agent-status")
     kpr = parse(dict(raw, tier="kpr"))
     assert all(c.skippable == () for c in planned_checks(kpr, resolve(kpr)))
+
+
+# --- kpr-integrity: what kube-proxy replacement rests on, per node --------------------------------------
+
+
+def test_kpr_integrity_on_every_node_only_with_kube_proxy_replacement() -> None:
+    kpr = by_key(plan_of(cfg_of("kpr")))
+    assert kpr["kpr-integrity/server-1"].expect == {
+        "role": "server",
+        "kubeProxyHealthzPort": 10256,
+        "apiServer": "127.0.0.1:6444",
+        "apiServerIsK3s": True,
+    }
+    assert kpr["kpr-integrity/agent-2"].expect["role"] == "agent"
+    for cfg in (cfg_of("baseline"), cfg_of("kpr", features={"kubeProxyReplacement": False})):
+        assert not [c for c in plan_of(cfg) if c.check == "kpr-integrity"]
+
+
+def test_a_configured_api_endpoint_is_probed_instead_of_k3s_load_balancer() -> None:
+    custom = cfg_of("kpr", cilium={"k8sServiceHost": "10.0.0.5", "k8sServicePort": 6443})
+    expect = by_key(plan_of(custom))["kpr-integrity/agent-1"].expect
+    assert (expect["apiServer"], expect["apiServerIsK3s"]) == ("10.0.0.5:6443", False)
+    # The same endpoint through raw values, an IPv6 address in brackets.
+    raw = cfg_of("kpr", cilium={"values": {"k8sServiceHost": "fd00::5", "k8sServicePort": "6443"}})
+    expect = by_key(plan_of(raw))["kpr-integrity/agent-1"].expect
+    assert (expect["apiServer"], expect["apiServerIsK3s"]) == ("[fd00::5]:6443", False)
+    # The default, spelt out: still K3s' load balancer.
+    spelt = cfg_of("kpr", cilium={"k8sServiceHost": "127.0.0.1", "k8sServicePort": 6444})
+    assert by_key(plan_of(spelt))["kpr-integrity/agent-1"].expect["apiServerIsK3s"] is True
+    # "auto" is resolved by the agent at run time: nothing to probe from here.
+    auto = cfg_of("kpr", cilium={"values": {"k8sServiceHost": "auto"}})
+    assert "apiServer" not in by_key(plan_of(auto))["kpr-integrity/agent-1"].expect
+
+
+def test_cilium_serving_kube_proxy_health_checks_is_expected_only_when_switched_on() -> None:
+    assert "ciliumHealthz" not in by_key(plan_of(cfg_of("kpr")))["kpr-integrity/agent-1"].expect
+    on = cfg_of("kpr", cilium={"values": {"kubeProxyReplacementHealthzBindAddr": "0.0.0.0:10256"}})
+    assert by_key(plan_of(on))["kpr-integrity/agent-1"].expect["ciliumHealthz"] == "0.0.0.0:10256"
+
+
+def test_kpr_integrity_plan_against_real_ss_samples() -> None:
+    def node_output(ss_fixture: str) -> str:
+        lines = (FIXTURES / ss_fixture).read_text().splitlines(keepends=True)
+        ss = "".join(line for line in lines if not line.startswith("# "))
+        return (
+            f"### ss\n{ss}### k3s unit=k3s-agent pid=11095 started=1796248160\n### cmdline\n"
+            "/usr/local/bin/k3s agent\n### execstart\n/usr/local/bin/k3s\nagent\n"
+            "### config path=/etc/rancher/k3s/config.yaml source=default\n### api-server\n"
+            "probe=api-server target=127.0.0.1:6444 result=ok code=401 attempts=1\n"
+        )
+
+    check = by_key(plan_of(cfg_of("kpr")))["kpr-integrity/agent-1"]
+    assert verify_cli(check, node_output("ss_kpr_agent_clean.txt")).returncode == 0
+    failed = verify_cli(check, node_output("ss_kpr_agent_embedded_kube_proxy.txt"))
+    assert failed.returncode == 1
+    assert "node agent-1: check kpr-integrity: expected K3s' embedded kube-proxy not running" in failed.stderr

@@ -36,7 +36,13 @@ def test_json_plan_is_deterministic_and_complete():
     document = json.loads(first.stdout)
     assert [n["role"] for n in document["nodes"]] == ["server", "agent", "agent"]
     assert document["ciliumValues"]["routingMode"] == "native"
-    assert {c["check"] for c in document["checks"]} == {"agent-status", "no-kube-proxy-rules", "service-list", "probes"}
+    assert {c["check"] for c in document["checks"]} == {
+        "agent-status",
+        "no-kube-proxy-rules",
+        "kpr-integrity",
+        "service-list",
+        "probes",
+    }
     kernel_rows = {row["name"]: row.get("minKernel") for row in document["features"]}
     assert kernel_rows["bpfHostRouting"] == "5.10" and kernel_rows["bigTcp"] == "6.3"
 
@@ -108,3 +114,24 @@ def test_plan_shows_the_nic_dependent_features_preflight_decides_per_node(raw):
     text = plan.to_text(document)
     assert "per node: NICs with tso_max_size > 65536 only: preflight leaves it off (and unverified)" in text
     assert "PARTLY SKIPPED" not in text  # 1.19.6 takes distributedLRU
+
+
+def test_the_plan_shows_the_closed_fallback_to_the_public_registries(tmp_path):
+    stack_file = tmp_path / "Pulumi.closed.yaml"
+    stack_file.write_text(
+        "config:\n"
+        "  k3s-cilium:nodes:\n"
+        "    - {name: server-1, host: 10.0.0.1, role: server}\n"
+        "    - {name: agent-1, host: 10.0.0.2, role: agent}\n"
+        "  k3s-cilium:airgap:\n"
+        "    registries:\n"
+        "      mirrors: {docker.io: {endpoints: ['https://registry.internal:5000']}}\n"
+        "      disableDefaultEndpoint: true\n"
+    )
+    text = run_plan(str(stack_file))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.count("disable-default-registry-endpoint: true") == 2
+    assert "never fall back to the public registry" in text.stdout
+    document = json.loads(run_plan(str(stack_file), "--json").stdout)
+    assert [n["k3sConfig"]["disable-default-registry-endpoint"] for n in document["nodes"]] == [True, True]
+    assert document["airgap"]["defaultEndpointFallback"] is False
