@@ -335,12 +335,7 @@ func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*p
 		if req.GetPreview() {
 			return p.created("", news)
 		}
-		if err := resolved(d); err != nil {
-			return nil, err
-		}
-		ctx, done := p.operation(ctx)
-		defer done()
-		if err := copyTo(ctx, copySpec); err != nil {
+		if err := p.copy(ctx, d, copySpec); err != nil {
 			return nil, err
 		}
 		id, err := uniqueID("")
@@ -367,6 +362,16 @@ func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*p
 		}
 	}
 	return p.created(id, commandState(news, outputProperties(result)))
+}
+
+// copy runs a CopyToRemote once every input is known.
+func (p *provider) copy(ctx context.Context, d *decoder, spec *copyToRemote) error {
+	if err := resolved(d); err != nil {
+		return err
+	}
+	ctx, done := p.operation(ctx)
+	defer done()
+	return copyTo(ctx, spec)
 }
 
 func (p *provider) created(id string, state resource.PropertyMap) (*pulumirpc.CreateResponse, error) {
@@ -408,12 +413,7 @@ func (p *provider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*p
 	}
 	if copySpec != nil {
 		if !req.GetPreview() && copyNeeded(olds, news) {
-			if err := resolved(d); err != nil {
-				return nil, err
-			}
-			ctx, done := p.operation(ctx)
-			defer done()
-			if err := copyTo(ctx, copySpec); err != nil {
+			if err := p.copy(ctx, d, copySpec); err != nil {
 				return nil, err
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/archive"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/asset"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // --- a harness that drives the provider as the engine does: Check, then Diff/Create/Update/Delete ---
@@ -114,7 +115,8 @@ func (h *harness) mustCreate(typ, name string, inputs resource.PropertyMap) reso
 	return state
 }
 
-func (h *harness) update(typ, name string, olds, inputs resource.PropertyMap, preview bool) (resource.PropertyMap, error) {
+// oldAndNew: a resource's last state and its new inputs (checked as the engine would) on the wire.
+func (h *harness) oldAndNew(typ string, olds, inputs resource.PropertyMap) (*structpb.Struct, *structpb.Struct) {
 	h.t.Helper()
 	oldProps, err := marshal(olds)
 	if err != nil {
@@ -124,6 +126,12 @@ func (h *harness) update(typ, name string, olds, inputs resource.PropertyMap, pr
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return oldProps, newProps
+}
+
+func (h *harness) update(typ, name string, olds, inputs resource.PropertyMap, preview bool) (resource.PropertyMap, error) {
+	h.t.Helper()
+	oldProps, newProps := h.oldAndNew(typ, olds, inputs)
 	resp, err := h.p.Update(context.Background(), &pulumirpc.UpdateRequest{
 		Urn: urnOf(typ, name), Type: typ, Name: name, Id: name + "0000", Olds: oldProps, News: newProps, Preview: preview,
 	})
@@ -149,14 +157,7 @@ func (h *harness) delete(typ, name string, state resource.PropertyMap) error {
 
 func (h *harness) diff(typ string, olds, inputs resource.PropertyMap) *pulumirpc.DiffResponse {
 	h.t.Helper()
-	oldProps, err := marshal(olds)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	newProps, err := marshal(h.checked(typ, inputs))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	oldProps, newProps := h.oldAndNew(typ, olds, inputs)
 	resp, err := h.p.Diff(context.Background(), &pulumirpc.DiffRequest{Urn: urnOf(typ, "x"), Type: typ, Olds: oldProps, News: newProps})
 	if err != nil {
 		h.t.Fatal(err)

@@ -117,27 +117,39 @@ def test_pulumi_yaml_tier_default_is_the_model_default():
     assert PROJECT["config"]["tier"]["default"] == StackConfig.model_fields["tier"].default
 
 
-def _described_keys(description: str) -> dict[str, str | None]:
-    """``{a: x, b?, c: [y, z], d?: {...}}`` -> {"a": "x", "b": None, "c": "[y, z]", "d": None}."""
-    body = description[description.index("{") + 1 : description.rindex("}")]
+def _described_parts(description: str) -> list[tuple[str, bool, str]]:
+    """``{a: x, b?: {c: y}}`` -> [("a", False, "x"), ("b", True, "{c: y}")]: the keys of the first braces,
+    optional or not, each with its value as written ("" when none is given)."""
+    body = description[description.index("{") + 1 :]
     parts, depth, current = [], 0, ""
     for char in body:
         if char in "{[":
             depth += 1
         elif char in "}]":
             depth -= 1
+            if depth < 0:
+                break
         if char == "," and depth == 0:
             parts.append(current)
             current = ""
         else:
             current += char
     parts.append(current)
-    keys: dict[str, str | None] = {}
+    described = []
     for part in (p.strip() for p in parts):
         name, _, value = part.partition(":")
-        optional = name.endswith("?")
-        keys[name.rstrip("?")] = None if optional or not value else value.strip()
-    return keys
+        described.append((name.rstrip("?").strip(), name.strip().endswith("?"), value.strip()))
+    return described
+
+
+def _described_keys(description: str) -> dict[str, str | None]:
+    """``{a: x, b?, c: [y, z], d?: {...}}`` -> {"a": "x", "b": None, "c": "[y, z]", "d": None}."""
+    return {name: None if optional or not value else value for name, optional, value in _described_parts(description)}
+
+
+def _described_tree(description: str) -> dict[str, str]:
+    """``{a: x, b?: {c: y}}`` -> {"a": "x", "b": "{c: y}"}."""
+    return {name: value for name, _, value in _described_parts(description)}
 
 
 def _flow(value: Any) -> str:
@@ -167,30 +179,6 @@ def test_pulumi_yaml_lists_every_feature_and_node_key():
     assert [name.strip() for name in listed[1].split(",")] == list(FEATURE_NAMES)
     node_keys = _described_keys(PROJECT["config"]["nodes"]["description"])
     assert set(node_keys) == set(config_keys(Node))
-
-
-def _described_tree(description: str) -> dict[str, str]:
-    """``{a: x, b?: {c: y}}`` -> {"a": "x", "b": "{c: y}"} (the value as written, "" when none is given)."""
-    body = description[description.index("{") + 1 :]
-    parts, depth, current = [], 0, ""
-    for char in body:
-        if char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth < 0:
-                break
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    tree = {}
-    for part in (p.strip() for p in parts):
-        name, _, value = part.partition(":")
-        tree[name.rstrip("?").strip()] = value.strip()
-    return tree
 
 
 def _check_section(model: type[BaseModel], described: dict[str, str], where: str) -> None:
