@@ -11,13 +11,19 @@ def lint(script: str, tmp_path: Path, name: str = "script.sh") -> None:
     """Fail unless ``bash -n`` and ``shellcheck`` accept ``script`` with no findings."""
     path = tmp_path / name
     path.write_text(script)
+    lint_file(path)
+
+
+def lint_file(path: Path, sources: Path | None = None) -> None:
+    """:func:`lint` of a file as it is; with ``sources``, also the files it sources (paths relative to ``sources``)."""
     syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
-    assert syntax.returncode == 0, f"bash -n {name}:\n{syntax.stderr}"
+    assert syntax.returncode == 0, f"bash -n {path.name}:\n{syntax.stderr}"
     checker = shutil.which("shellcheck")
     assert checker, "shellcheck is not installed (apt-get install shellcheck; .ci/run does this)"
+    follow = ["--external-sources", f"--source-path={sources}"] if sources else []
     found = subprocess.run(
-        [checker, "--shell=bash", "--severity=style", "--format=gcc", str(path)],
+        [checker, "--shell=bash", "--severity=style", "--format=gcc", *follow, str(path)],
         capture_output=True,
         text=True,
     )
-    assert found.returncode == 0, f"shellcheck {name}:\n{found.stdout}{found.stderr}"
+    assert found.returncode == 0, f"shellcheck {path.name}:\n{found.stdout}{found.stderr}"

@@ -37,7 +37,7 @@ from lab.hosts.pulumi_steps import (
 )
 from lab.hosts.report import Step, StepFailed
 from lab.hosts.scripts import CLEAN_CHECK, SNAPSHOT, chains_of, load_fixture, tuning_differences
-from tests.shell import lint
+from tests.shell import lint, lint_file
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_RUN = ROOT / "lab" / "run"
@@ -234,9 +234,18 @@ def test_fixture_chains_are_what_the_cleanup_must_remove() -> None:
     }
 
 
-@pytest.mark.parametrize("script", ["lab/hosts/build-image.sh", "lab/run"])
-def test_lab_shell_scripts_pass_lint(script: str, tmp_path: Path) -> None:
-    lint((ROOT / script).read_text(), tmp_path, Path(script).name)
+LAB_SHELL_SCRIPTS = [
+    "lab/hosts/build-image.sh",
+    "lab/run",
+    "lab/toolchain.sh",
+    "lab/go-modules.bash",
+    "lab/datapath/build.sh",
+]
+
+
+@pytest.mark.parametrize("script", LAB_SHELL_SCRIPTS)
+def test_lab_shell_scripts_pass_lint(script: str) -> None:
+    lint_file(ROOT / script, sources=ROOT)
 
 
 def test_snapshot_and_clean_check_pass_lint(tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""The namespace cluster (issue 22), as far as it goes today.
+
+    python -m lab.cluster up [--nodes N] [--out DIR] [--keep]
+
+starts upstream Kubernetes (built by ``lab/datapath/build.sh``) on N nodes
+(default 3: one server, the others agents), each a set of Linux namespaces on a
+bridge in a namespace of its own: the control plane in the server's network
+namespace, containerd and kubelet on every node. It checks that the control
+plane serves and every node registers, writes ``report.json`` into ``--out``
+and removes everything it made. Needs root and Debian's containerd, runc and
+containernetworking-plugins. No CNI is installed yet, so nodes stay NotReady.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import node as nodes
+from .control_plane import API_PORT, ControlPlane
+
+KUBERNETES_VERSION = "v1.33.13"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+SERVICE_CIDR = "10.96.0.0/16"
+CLUSTER_CIDR = "10.244.0.0/16"
+CLUSTER_DNS = "10.96.0.10"
+BRIDGE, PREFIX = "lab0", 24
+# Kubelet sets these host-wide on start (protectKernelDefaults: false); the lab puts them back at teardown.
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops")
+
+
+def node_address(index: int) -> str:
+    return f"10.99.0.{10 + index}"
+
+
+def cache_root() -> Path:
+    """``${K3S_CILIUM_CACHE:-$HOME/.cache/k3s-cilium}``, shared with lab/datapath/build.sh; never in git."""
+    return Path(os.environ.get("K3S_CILIUM_CACHE") or Path.home() / ".cache" / "k3s-cilium")
+
+
+def binaries_dir() -> Path:
+    return cache_root() / "datapath" / "bin"
+
+
+def up(out: Path, node_count: int, keep: bool) -> int:
+    binaries = binaries_dir()
+    missing = [name for name in COMPONENTS if not (binaries / name).is_file()]
+    if missing:
+        print(f"not built: {', '.join(missing)} in {binaries}; run lab/datapath/build.sh build", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    tag = os.getpid()
+    lab_netns = f"k3s-cilium-lab-net-{tag}"
+    run_dir = Path(tempfile.mkdtemp(prefix="k3s-cilium-cluster-"))
+    (run_dir / "logs").mkdir()
+    names = ["server-1"] + [f"agent-{i}" for i in range(1, node_count)]
+    members = [
+        nodes.Node(name, f"k3s-cilium-lab-{name}-{tag}", node_address(i), run_dir / "nodes" / name)
+        for i, name in enumerate(names)
+    ]
+    server = members[0]
+    report: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "what": f"upstream Kubernetes {KUBERNETES_VERSION} built here from Go modules: control plane (etcd, "
+        "kube-apiserver, kube-controller-manager, kube-scheduler) in server-1's network namespace; on every node "
+        "Debian's containerd and our kubelet in the node's own network, mount, PID, UTS, IPC and cgroup namespaces. "
+        "K3s did not run (it cannot be had here); no CNI yet.",
+        "nodes": [
+            {"name": m.name, "address": m.address, "netns": m.netns, "cgroups": [str(c) for c in m.cgroups()]}
+            for m in members
+        ],
+        "steps": [],
+        "ok": False,
+    }
+    plane = ControlPlane(netns=server.netns, address=server.address, directory=run_dir, binaries=binaries)
+    sysctls = {name: Path("/proc/sys", name).read_text() for name in KUBELET_SYSCTLS}
+
+    def step(name: str, started: float, **details: Any) -> None:
+        report["steps"].append({"name": name, "seconds": round(time.monotonic() - started, 1), **details})
+
+    try:
+        started = time.monotonic()
+        for command in (
+            ["ip", "netns", "add", lab_netns],
+            ["ip", "-n", lab_netns, "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "-n", lab_netns, "link", "set", BRIDGE, "up"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+        for member in members:
+            nodes.attach(member, lab_netns, BRIDGE, PREFIX)
+        step("network", started, labNetns=lab_netns, bridge=BRIDGE)
+
+        started = time.monotonic()
+        ready = plane.start(SERVICE_CIDR, CLUSTER_CIDR, timeout=180)
+        step("control-plane", started, secondsUntilReady=round(ready, 1))
+
+        started = time.monotonic()
+        version = json.loads(plane.kubectl("version", "-o", "json").stdout)
+        server_version = version["serverVersion"]["gitVersion"]
+        if server_version != KUBERNETES_VERSION:
+            raise RuntimeError(f"the API server reports {server_version}, not {KUBERNETES_VERSION}")
+        step("version", started, server=server_version, client=version["clientVersion"]["gitVersion"])
+
+        started = time.monotonic()
+        # The controller manager gives every namespace its default service account.
+        created = plane.kubectl("create", "namespace", "lab-smoke")
+        if created.returncode != 0:
+            raise RuntimeError(f"kubectl create namespace: {created.stderr.strip()}")
+        wait_for(
+            lambda: plane.kubectl("get", "serviceaccount", "default", "-n", "lab-smoke").returncode == 0,
+            60,
+            "the controller manager made no default service account",
+        )
+        step("controllers", started)
+
+        started = time.monotonic()
+        for member in members:
+            nodes.make_cgroups(member)
+            nodes.configure(member, plane.authority, f"https://{server.address}:{API_PORT}", CLUSTER_DNS)
+            nodes.start(member, binaries)
+
+        def registered() -> set[str]:
+            listed = plane.kubectl("get", "nodes", "-o", "json")
+            return {item["metadata"]["name"] for item in json.loads(listed.stdout or "{}").get("items", [])}
+
+        def all_registered() -> bool:
+            exited = [m.name for m in members if m.process is not None and m.process.poll() is not None]
+            if exited:
+                raise RuntimeError(f"node stopped: {', '.join(exited)} (logs in {run_dir / 'nodes'})")
+            return registered() == set(names)
+
+        wait_for(all_registered, 180, "not every node registered")
+        listed = json.loads(plane.kubectl("get", "nodes", "-o", "json").stdout)
+        step(
+            "nodes",
+            started,
+            registered=[
+                {
+                    "name": item["metadata"]["name"],
+                    "kubelet": item["status"]["nodeInfo"]["kubeletVersion"],
+                    "containerRuntime": item["status"]["nodeInfo"]["containerRuntimeVersion"],
+                    "addresses": [a["address"] for a in item["status"].get("addresses", [])],
+                    "ready": next(
+                        (c["status"] for c in item["status"].get("conditions", []) if c["type"] == "Ready"), None
+                    ),
+                }
+                for item in listed["items"]
+            ],
+        )
+        report["peakRssBytes"] = plane.peak_rss_bytes()
+        report["ok"] = True
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError, KeyError, json.JSONDecodeError) as error:
+        report["error"] = str(error)
+    finally:
+        if not keep:
+            for member in reversed(members):
+                nodes.stop(member)
+            plane.stop()
+            for member in members:
+                nodes.remove_cgroups(member)
+            subprocess.run(["ip", "netns", "delete", lab_netns], capture_output=True)
+            for name, value in sysctls.items():
+                Path("/proc/sys", name).write_text(value)
+        shutil.copytree(run_dir / "logs", out / "logs", dirs_exist_ok=True)
+        for member in members:
+            if (member.directory / "logs").is_dir():
+                shutil.copytree(member.directory / "logs", out / "logs" / member.name, dirs_exist_ok=True)
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.cluster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the cluster, check it, remove it")
+    start.add_argument("--nodes", type=int, default=3, help="nodes, the first a server (default 3)")
+    start.add_argument("--out", type=Path, default=None, help="where report.json and the logs go")
+    start.add_argument("--keep", action="store_true", help="leave the processes and namespaces running")
+    args = parser.parse_args()
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    out = args.out or cache_root() / "lab" / "reports" / datetime.now(UTC).strftime("cluster-%Y%m%dT%H%M%S")
+    return up(out, args.nodes, args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

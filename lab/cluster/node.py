@@ -1,0 +1,200 @@
+"""A node of the namespace cluster: a network namespace on the lab's bridge, and node-init.sh inside it.
+
+Each node has its own network, mount, PID, UTS and IPC namespaces, its own
+containerd and kubelet, and cgroups under the cgroup this process runs in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pki
+from .control_plane import write_kubeconfig
+
+NODE_INIT = Path(__file__).with_name("node-init.sh")
+CNI_PLUGINS = Path("/usr/lib/cni")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+LAB_CGROUP = "k3s-cilium-lab"
+MOUNT_OPTIONS = ("rw", "ro", "relatime", "nosuid", "nodev", "noexec")
+
+
+@dataclass
+class Node:
+    name: str
+    netns: str
+    address: str
+    directory: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def cgroups(self) -> list[Path]:
+        """The node's cgroup in every hierarchy, below the cgroup this process runs in there."""
+        return [CGROUP_ROOT / mount / own.lstrip("/") / LAB_CGROUP / self.name for mount, own in own_cgroups().items()]
+
+
+def cgroup_hierarchies() -> list[str]:
+    """The machine's cgroup v1 mounts below /sys/fs/cgroup as ``<controllers>:<directory>`` (``cpu:cpu``)."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, kind, options, *_ = line.split()
+        if kind == "cgroup" and target.startswith(f"{CGROUP_ROOT}/"):
+            controllers = [o for o in options.split(",") if o not in MOUNT_OPTIONS]
+            found.append(f"{','.join(controllers)}:{target.removeprefix(f'{CGROUP_ROOT}/')}")
+    return found
+
+
+def own_cgroups() -> dict[str, str]:
+    """Directory below /sys/fs/cgroup -> the cgroup this process runs in there (``memory`` -> ``/a/b``)."""
+    mounts = {frozenset(entry.split(":")[0].split(",")): entry.split(":")[1] for entry in cgroup_hierarchies()}
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            own["unified"] = path
+        elif frozenset(controllers.split(",")) in mounts:
+            own[mounts[frozenset(controllers.split(","))]] = path
+    return own
+
+
+def attach(node: Node, lab_netns: str, bridge: str, prefix: int) -> None:
+    """The node's namespace and a veth pair: ``eth0`` inside, its peer on the lab's bridge."""
+    outside = f"veth-{node.name}"[:15]
+    for command in (
+        ["ip", "netns", "add", node.netns],
+        ["ip", "-n", node.netns, "link", "set", "lo", "up"],
+        ["ip", "-n", lab_netns, "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", node.netns],
+        ["ip", "-n", lab_netns, "link", "set", outside, "master", bridge, "up"],
+        ["ip", "-n", node.netns, "addr", "add", f"{node.address}/{prefix}", "dev", "eth0"],
+        ["ip", "-n", node.netns, "link", "set", "eth0", "up"],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
+
+
+def make_cgroups(node: Node) -> None:
+    """The node's cgroups; a cpuset cgroup takes its parent's cpus and mems (v1 leaves them empty)."""
+    for cgroup in node.cgroups():
+        for path in (cgroup.parent, cgroup):
+            path.mkdir(exist_ok=True)
+            for key in ("cpuset.cpus", "cpuset.mems"):
+                if (path / key).exists() and not (path / key).read_text().strip():
+                    (path / key).write_text((path.parent / key).read_text())
+
+
+def remove_cgroups(node: Node) -> None:
+    """The node's cgroups and what kubelet made below them; the lab's parent once it is empty."""
+    for cgroup in node.cgroups():
+        if not cgroup.is_dir():
+            continue
+        # Children first: a cgroup is removed only once it holds no cgroup.
+        for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            path.rmdir()
+        cgroup.rmdir()
+        if not any(p.is_dir() for p in cgroup.parent.iterdir()):
+            cgroup.parent.rmdir()
+
+
+def configure(node: Node, authority: pki.Pair, server: str, cluster_dns: str) -> None:
+    """Certificates, kubeconfig, kubelet and containerd configuration for the node."""
+    certs = node.directory / "pki"
+    certs.mkdir(parents=True, exist_ok=True)
+    client = pki.signed(authority, certs, "kubelet-client", f"/CN=system:node:{node.name}/O=system:nodes")
+    serving = pki.signed(
+        authority, certs, "kubelet", f"/CN={node.name}", server=True, sans=[f"IP:{node.address}", f"DNS:{node.name}"]
+    )
+    write_kubeconfig(node.directory / "kubelet.kubeconfig", server, authority.cert, client)
+    (node.directory / "kubelet.yaml").write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\n"
+        "kind: KubeletConfiguration\n"
+        # The node's cgroup namespace starts at its own cgroup: kubelet's kubepods goes below it.
+        "cgroupDriver: cgroupfs\n"
+        "failSwapOn: false\n"
+        "containerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n"
+        "authentication:\n  anonymous: {enabled: false}\n  webhook: {enabled: true}\n"
+        f"  x509: {{clientCAFile: {authority.cert}}}\n"
+        "authorization: {mode: Webhook}\n"
+        f"tlsCertFile: {serving.cert}\n"
+        f"tlsPrivateKeyFile: {serving.key}\n"
+        f"clusterDNS: [{cluster_dns}]\n"
+        "clusterDomain: cluster.local\n"
+        "resolvConf: /etc/resolv.conf\n"
+        # The node shares the machine's disk: eviction thresholds would judge the machine, not the node.
+        "evictionHard: {}\n"
+        "imageGCHighThresholdPercent: 100\n"
+        "localStorageCapacityIsolation: false\n"
+    )
+    (node.directory / "containerd.toml").write_text(
+        "version = 2\n"
+        'root = "/var/lib/containerd"\n'
+        'state = "/run/containerd"\n'
+        "[grpc]\n"
+        '  address = "/run/containerd/containerd.sock"\n'
+        '[plugins."io.containerd.grpc.v1.cri"]\n'
+        '  sandbox_image = "registry.k8s.io/pause:3.10"\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+        '  snapshotter = "overlayfs"\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+        '  runtime_type = "io.containerd.runc.v2"\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+        "  SystemdCgroup = false\n"
+        '[plugins."io.containerd.grpc.v1.cri".cni]\n'
+        '  bin_dir = "/opt/cni/bin"\n'
+        '  conf_dir = "/etc/cni/net.d"\n'
+    )
+
+
+def start(node: Node, binaries: Path) -> None:
+    (node.directory / "logs").mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "NODE_NAME": node.name,
+        "NODE_DIR": str(node.directory),
+        "NODE_IP": node.address,
+        "DATAPATH_BIN": str(binaries),
+        "CNI_PLUGINS": str(CNI_PLUGINS),
+        "CGROUP_HIERARCHIES": " ".join(cgroup_hierarchies()),
+        "PATH": f"{binaries}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+    }
+    log = (node.directory / "logs" / "node-init.log").open("ab")
+    cgroups = node.cgroups()
+
+    def enter_cgroups() -> None:
+        # Before unshare: the cgroup namespace it makes starts at the node's cgroups.
+        for cgroup in cgroups:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    namespaces = [
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--pid",
+        "--cgroup",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+    ]
+    node.process = subprocess.Popen(
+        ["ip", "netns", "exec", node.netns, "unshare", *namespaces, "--", "bash", str(NODE_INIT)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=enter_cgroups,
+    )
+
+
+def stop(node: Node) -> None:
+    """Stop the node: its PID namespace's init (unshare's child) takes every process of the node with it."""
+    if node.process is not None and node.process.poll() is None:
+        os.killpg(node.process.pid, signal.SIGTERM)
+        try:
+            node.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.wait()
+    # The bind mounts lived in the node's mount namespace and went with it.
+    subprocess.run(["ip", "netns", "delete", node.netns], capture_output=True)
