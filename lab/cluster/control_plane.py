@@ -37,16 +37,15 @@ class ControlPlane:
     def admin_kubeconfig(self) -> Path:
         return self.directory / "admin.kubeconfig"
 
-    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 30, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """A command inside the namespace, its output captured."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *args], capture_output=True, text=True, timeout=timeout
+            ["ip", "netns", "exec", self.netns, *args], capture_output=True, text=True, timeout=timeout, input=stdin
         )
 
-    def kubectl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return self.run(
-            str(self.binaries / "kubectl"), "--kubeconfig", str(self.admin_kubeconfig), *args, timeout=timeout
-        )
+    def kubectl(self, *args: str, timeout: float = 30, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        kubectl = str(self.binaries / "kubectl")
+        return self.run(kubectl, "--kubeconfig", str(self.admin_kubeconfig), *args, timeout=timeout, stdin=stdin)
 
     def start(self, service_cidr: str, cluster_cidr: str, timeout: float) -> float:
         """Start everything; seconds until the API server and then the controllers answer.

@@ -8,7 +8,7 @@
 # kubelet and waits; stopping this script's PID 1 (unshare's child) ends everything in the node.
 #
 # Environment: NODE_NAME, NODE_DIR (its files: root/, config, logs/), DATAPATH_BIN (the built
-# binaries), CNI_PLUGINS (Debian's /usr/lib/cni), CGROUP_HIERARCHIES (the machine's cgroup v1
+# binaries), IMAGES_DIR (OCI archives to import), CNI_PLUGINS (Debian's /usr/lib/cni), CGROUP_HIERARCHIES (the machine's cgroup v1
 # mounts as `<options>:<directory>`, e.g. `cpu:cpu name=systemd:systemd`).
 set -euo pipefail
 
@@ -47,7 +47,7 @@ done
   echo "node-init: $NODE_NAME: containerd did not start (logs/containerd.log)" >&2
   exit 1
 }
-for image in "$NODE_DIR"/images/*.tar; do
+for image in "$IMAGES_DIR"/*.tar; do
   [ -e "$image" ] || continue
   ctr --namespace k8s.io images import --all-platforms "$image" >>"$NODE_DIR/logs/images.log" 2>&1
 done

@@ -133,6 +133,9 @@ def configure(node: Node, authority: pki.Pair, server: str, cluster_dns: str) ->
         '  address = "/run/containerd/containerd.sock"\n'
         '[plugins."io.containerd.grpc.v1.cri"]\n'
         '  sandbox_image = "registry.k8s.io/pause:3.10"\n'
+        # This machine withholds CAP_SYS_RESOURCE: runc cannot lower a container's oom_score_adj
+        # below the lab's own (kubelet asks -998 for sandboxes), so containerd caps it there.
+        "  restrict_oom_score_adj = true\n"
         '[plugins."io.containerd.grpc.v1.cri".containerd]\n'
         '  snapshotter = "overlayfs"\n'
         '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
@@ -145,7 +148,7 @@ def configure(node: Node, authority: pki.Pair, server: str, cluster_dns: str) ->
     )
 
 
-def start(node: Node, binaries: Path) -> None:
+def start(node: Node, binaries: Path, images: Path) -> None:
     (node.directory / "logs").mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -153,6 +156,7 @@ def start(node: Node, binaries: Path) -> None:
         "NODE_DIR": str(node.directory),
         "NODE_IP": node.address,
         "DATAPATH_BIN": str(binaries),
+        "IMAGES_DIR": str(images),
         "CNI_PLUGINS": str(CNI_PLUGINS),
         "CGROUP_HIERARCHIES": " ".join(cgroup_hierarchies()),
         "PATH": f"{binaries}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import yaml
 
-from lab.cluster import pki
+from lab.cluster import oci, pki
 from lab.cluster.control_plane import write_kubeconfig
 
 
@@ -59,3 +64,45 @@ def test_a_kubeconfig_points_kubectl_at_the_server_with_the_client_pair(tmp_path
     user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
     assert cluster == {"server": "https://127.0.0.1:6443", "certificate-authority": str(tmp_path / "ca.crt")}
     assert user == {"client-certificate": str(client.cert), "client-key": str(client.key)}
+
+
+def read_archive(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_an_image_archive_is_an_oci_layout_whose_digests_hold(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "serve").write_bytes(b"#!/bin/sh\necho hi\n")
+    (tree / "bin" / "serve").chmod(0o755)
+    archive = tmp_path / "image.tar"
+    digest = oci.write_archive(archive, "docker.io/library/nginx:1.28.0-alpine", tree, entrypoint=["/bin/serve"])
+    files = read_archive(archive)
+    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    for name, blob in files.items():
+        if name.startswith("blobs/sha256/"):
+            assert hashlib.sha256(blob).hexdigest() == name.rsplit("/", 1)[1]
+    [entry] = json.loads(files["index.json"])["manifests"]
+    assert entry["digest"] == digest
+    assert entry["annotations"]["io.containerd.image.name"] == "docker.io/library/nginx:1.28.0-alpine"
+    manifest = json.loads(files["blobs/sha256/" + digest.removeprefix("sha256:")])
+    config = json.loads(files["blobs/sha256/" + manifest["config"]["digest"].removeprefix("sha256:")])
+    assert config["config"]["Entrypoint"] == ["/bin/serve"]
+    [layer] = manifest["layers"]
+    layer_blob = files["blobs/sha256/" + layer["digest"].removeprefix("sha256:")]
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]]  # uncompressed: the layer is its own diff
+    with tarfile.open(fileobj=io.BytesIO(layer_blob)) as tar:
+        serve = tar.getmember("bin/serve")
+        assert (serve.mode & 0o777, serve.uid, serve.mtime) == (0o755, 0, 0)
+        assert tar.extractfile(serve).read() == b"#!/bin/sh\necho hi\n"  # type: ignore[union-attr]
+
+
+def test_the_same_tree_gives_the_same_image(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pause").write_bytes(b"\x7fELF")
+    first = oci.write_archive(tmp_path / "a.tar", "registry.k8s.io/pause:3.10", tree, entrypoint=["/pause"])
+    os.utime(tree / "pause", (1_000_000_000, 1_000_000_000))  # another modification time changes nothing
+    second = oci.write_archive(tmp_path / "b.tar", "registry.k8s.io/pause:3.10", tree, entrypoint=["/pause"])
+    assert first == second

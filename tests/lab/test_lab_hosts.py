@@ -240,6 +240,8 @@ LAB_SHELL_SCRIPTS = [
     "lab/toolchain.sh",
     "lab/go-modules.bash",
     "lab/datapath/build.sh",
+    "lab/datapath/build-runtime.sh",
+    "lab/cluster/node-init.sh",
 ]
 
 

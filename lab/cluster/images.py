@@ -1,0 +1,22 @@
+"""The images the namespace cluster's nodes import (``ctr images import``): built here, never pulled."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import oci
+
+# The sandbox image the nodes' containerd is configured with (node.py).
+PAUSE = "registry.k8s.io/pause:3.10"
+
+
+def build_pause(binaries: Path, images: Path) -> Path:
+    """Kubernetes' pause (built by lab/datapath/build.sh) as the pod sandbox image."""
+    archive = images / "pause.tar"
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch)
+        shutil.copy2(binaries / "pause", tree / "pause")
+        oci.write_archive(archive, PAUSE, tree, entrypoint=["/pause"])
+    return archive
