@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,16 +27,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import images
 from . import node as nodes
 from .control_plane import API_PORT, ControlPlane
 
 KUBERNETES_VERSION = "v1.33.13"
+REPO = Path(__file__).resolve().parents[2]
+CHARTS = REPO.parent / "shared" / "cilium-chart"
+CHART, CHART_VALUES = CHARTS / "archives" / "cilium-1.19.6.tgz", CHARTS / "1.19.6" / "values.yaml"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_CIDR = "10.244.0.0/16"
 CLUSTER_DNS = "10.96.0.10"
-BRIDGE, PREFIX = "lab0", 24
+BRIDGE, GATEWAY, PREFIX = "lab0", "10.99.0.1", 24
 # Kubelet sets these host-wide on start (protectKernelDefaults: false); the lab puts them back at teardown.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops")
 
@@ -53,7 +59,7 @@ def binaries_dir() -> Path:
     return cache_root() / "datapath" / "bin"
 
 
-def up(out: Path, node_count: int, keep: bool) -> int:
+def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int:
     binaries = binaries_dir()
     missing = [name for name in COMPONENTS if not (binaries / name).is_file()]
     if missing:
@@ -94,11 +100,12 @@ def up(out: Path, node_count: int, keep: bool) -> int:
         for command in (
             ["ip", "netns", "add", lab_netns],
             ["ip", "-n", lab_netns, "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "-n", lab_netns, "addr", "add", f"{GATEWAY}/{PREFIX}", "dev", BRIDGE],
             ["ip", "-n", lab_netns, "link", "set", BRIDGE, "up"],
         ):
             subprocess.run(command, check=True, capture_output=True)
         for member in members:
-            nodes.attach(member, lab_netns, BRIDGE, PREFIX)
+            nodes.attach(member, lab_netns, BRIDGE, GATEWAY, PREFIX)
         step("network", started, labNetns=lab_netns, bridge=BRIDGE)
 
         started = time.monotonic()
@@ -127,6 +134,19 @@ def up(out: Path, node_count: int, keep: bool) -> int:
         started = time.monotonic()
         image_dir = run_dir / "images"
         built = [images.build_pause(binaries, image_dir)]
+        cilium_values = None
+        if cilium_stack:
+            cilium_values = run_dir / "program-values.json"
+            cilium_values.write_text(json.dumps(program_values(cilium_stack, node_count)))
+            overlay = run_dir / "lab-values.json"
+            overlay.write_text(json.dumps(lab_values()))
+            report["ciliumValues"] = {"stack": str(cilium_stack), "labOverlay": lab_values()}
+            rendered = render_chart(cilium_values, overlay)
+            built.append(
+                images.build_cilium(
+                    cache_root() / "datapath" / "rootfs" / "cilium-runtime", image_dir, chart_images(rendered)
+                )
+            )
         step("images", started, archives={a.name: a.stat().st_size for a in built})
 
         started = time.monotonic()
@@ -145,7 +165,7 @@ def up(out: Path, node_count: int, keep: bool) -> int:
                 raise RuntimeError(f"node stopped: {', '.join(exited)} (logs in {run_dir / 'nodes'})")
             return registered() == set(names)
 
-        wait_for(all_registered, 180, "not every node registered")
+        wait_for(all_registered, 600, "not every node registered")
         listed = json.loads(plane.kubectl("get", "nodes", "-o", "json").stdout)
         step(
             "nodes",
@@ -184,6 +204,8 @@ def up(out: Path, node_count: int, keep: bool) -> int:
         if waited.returncode != 0:
             raise RuntimeError(f"sandbox pods not ready: {waited.stderr.strip() or waited.stdout.strip()}")
         step("host-network-pods", started, ready=waited.stdout.strip().splitlines())
+        if cilium_values:
+            install_cilium(plane, [cilium_values, run_dir / "lab-values.json"], step)
         report["peakRssBytes"] = plane.peak_rss_bytes()
         report["ok"] = True
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError, KeyError, json.JSONDecodeError) as error:
@@ -208,6 +230,101 @@ def up(out: Path, node_count: int, keep: bool) -> int:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
+
+
+def program_values(stack: Path, node_count: int) -> dict[str, Any]:
+    """The Helm values this program renders for ``stack`` (its offline plan), exactly as it would deploy them."""
+    planned = subprocess.run(
+        [sys.executable, "-m", "stacks", "plan", str(stack), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    plan = json.loads(planned.stdout)
+    if len(plan["nodes"]) != node_count:
+        raise RuntimeError(f"{stack} has {len(plan['nodes'])} nodes, the cluster {node_count}: use --nodes")
+    values: dict[str, Any] = plan["ciliumValues"]
+    return values
+
+
+def lab_values() -> dict[str, Any]:
+    """What the lab changes in the program's values, and only that: this machine withholds CAP_SYS_RESOURCE,
+    so runc refuses any container asking for it; the chart's capability lists go without it."""
+    chart_values = yaml.safe_load((CHART_VALUES).read_text())
+    lists = chart_values["securityContext"]["capabilities"]
+    return {
+        "securityContext": {
+            "capabilities": {
+                name: [c for c in caps if c != "SYS_RESOURCE"]
+                for name, caps in lists.items()
+                if isinstance(caps, list) and "SYS_RESOURCE" in caps
+            }
+        }
+    }
+
+
+def render_chart(values: Path, overlay: Path) -> str:
+    helm = cache_root() / "toolchain" / "bin" / "helm"
+    rendered = subprocess.run(
+        [
+            str(helm),
+            "template",
+            "cilium",
+            str(CHART),
+            "-n",
+            "kube-system",
+            "-f",
+            str(values),
+            "-f",
+            str(overlay),
+            "--kube-version",
+            KUBERNETES_VERSION,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return rendered.stdout
+
+
+def chart_images(rendered: str) -> list[str]:
+    """Every image the rendered chart runs: the names the lab's images must carry."""
+    return sorted(set(re.findall(r'^\s+image:\s+"?([^"\s]+)"?\s*$', rendered, flags=re.MULTILINE)))
+
+
+def install_cilium(plane: ControlPlane, values: list[Path], step: Callable[..., None]) -> None:
+    """The official chart with the program's values, from the server's namespace; then every node Ready."""
+    started = time.monotonic()
+    helm = cache_root() / "toolchain" / "bin" / "helm"
+    installed = plane.run(
+        str(helm),
+        "install",
+        "cilium",
+        str(CHART),
+        "-n",
+        "kube-system",
+        *(arg for path in values for arg in ("-f", str(path))),
+        "--kubeconfig",
+        str(plane.admin_kubeconfig),
+        timeout=120,
+    )
+    if installed.returncode != 0:
+        raise RuntimeError(f"helm install: {installed.stderr.strip()}")
+    rolled = plane.kubectl("-n", "kube-system", "rollout", "status", "daemonset/cilium", "--timeout=300s", timeout=310)
+    if rolled.returncode != 0:
+        raise RuntimeError(f"cilium DaemonSet not ready: {rolled.stderr.strip() or rolled.stdout.strip()}")
+    ready = plane.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s", timeout=190)
+    if ready.returncode != 0:
+        raise RuntimeError(f"nodes not Ready with Cilium: {ready.stderr.strip()}")
+    statuses = {}
+    pods = json.loads(plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json").stdout)
+    for pod in pods["items"]:
+        status = plane.kubectl(
+            "-n", "kube-system", "exec", pod["metadata"]["name"], "-c", "cilium-agent", "--", "cilium-dbg", "status"
+        )
+        statuses[pod["spec"]["nodeName"]] = (status.stdout or status.stderr).strip().splitlines()
+    step("cilium", started, nodes=ready.stdout.strip().splitlines(), agentStatus=statuses)
 
 
 def sandbox_pod(node: str) -> dict[str, Any]:
@@ -240,11 +357,18 @@ def main() -> int:
     start.add_argument("--nodes", type=int, default=3, help="nodes, the first a server (default 3)")
     start.add_argument("--out", type=Path, default=None, help="where report.json and the logs go")
     start.add_argument("--keep", action="store_true", help="leave the processes and namespaces running")
+    start.add_argument(
+        "--cilium",
+        type=Path,
+        metavar="STACK",
+        help="install Cilium 1.19.6's chart with the values this program "
+        "renders for STACK (lab/cluster/stacks/kpr.yaml)",
+    )
     args = parser.parse_args()
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     out = args.out or cache_root() / "lab" / "reports" / datetime.now(UTC).strftime("cluster-%Y%m%dT%H%M%S")
-    return up(out, args.nodes, args.keep)
+    return up(out, args.nodes, args.keep, args.cilium)
 
 
 if __name__ == "__main__":

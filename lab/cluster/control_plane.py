@@ -74,7 +74,7 @@ class ControlPlane:
         )
         admin = pki.signed(authority, certs, "admin", "/CN=lab-admin/O=system:masters")
         kubelet_client = pki.signed(
-            authority, certs, "apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client/O=kubeadm:cluster-admins"
+            authority, certs, "apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client/O=system:masters"
         )
         manager = pki.signed(authority, certs, "controller-manager", "/CN=system:kube-controller-manager")
         scheduler = pki.signed(authority, certs, "scheduler", "/CN=system:kube-scheduler")
@@ -108,6 +108,8 @@ class ControlPlane:
             f"--kubelet-certificate-authority={authority.cert}",
             f"--kubelet-client-certificate={kubelet_client.cert}",
             f"--kubelet-client-key={kubelet_client.key}",
+            # The nodes' names are not in any DNS the namespaces reach.
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={accounts.cert}",
             f"--service-account-signing-key-file={accounts.key}",

@@ -20,3 +20,13 @@ def build_pause(binaries: Path, images: Path) -> Path:
         shutil.copy2(binaries / "pause", tree / "pause")
         oci.write_archive(archive, PAUSE, tree, entrypoint=["/pause"])
     return archive
+
+
+def build_cilium(runtime: Path, images: Path, names: list[str]) -> Path:
+    """The agent's and the operator's images (``names``, as the chart renders them), one root file system
+    (lab/datapath/build-runtime.sh) for both."""
+    if not (runtime / "usr" / "bin" / "cilium-agent").is_file():
+        raise RuntimeError(f"no Cilium runtime in {runtime}: run lab/datapath/build-runtime.sh")
+    archive = images / "cilium.tar"
+    oci.write_archive(archive, names, runtime, entrypoint=["/usr/bin/cilium-dbg"])
+    return archive

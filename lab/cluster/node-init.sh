@@ -34,6 +34,8 @@ done
 mkdir -p /sys/fs/cgroup/unified
 mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 mount -t bpf bpf /sys/fs/bpf
+# Mounts the pods make (Cilium's bpf and cgroup2 file systems, Bidirectional) must reach the node.
+mount --make-rshared /
 
 cp "$CNI_PLUGINS/loopback" /opt/cni/bin/loopback
 mkdir -p "$NODE_DIR/logs"

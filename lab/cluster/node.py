@@ -59,8 +59,9 @@ def own_cgroups() -> dict[str, str]:
     return own
 
 
-def attach(node: Node, lab_netns: str, bridge: str, prefix: int) -> None:
-    """The node's namespace and a veth pair: ``eth0`` inside, its peer on the lab's bridge."""
+def attach(node: Node, lab_netns: str, bridge: str, gateway: str, prefix: int) -> None:
+    """The node's namespace and a veth pair: ``eth0`` inside, its peer on the lab's bridge, and a default
+    route through the bridge's address as a host has one (Cilium picks its devices by their routes)."""
     outside = f"veth-{node.name}"[:15]
     for command in (
         ["ip", "netns", "add", node.netns],
@@ -69,6 +70,7 @@ def attach(node: Node, lab_netns: str, bridge: str, prefix: int) -> None:
         ["ip", "-n", lab_netns, "link", "set", outside, "master", bridge, "up"],
         ["ip", "-n", node.netns, "addr", "add", f"{node.address}/{prefix}", "dev", "eth0"],
         ["ip", "-n", node.netns, "link", "set", "eth0", "up"],
+        ["ip", "-n", node.netns, "route", "add", "default", "via", gateway],
     ):
         subprocess.run(command, check=True, capture_output=True)
 

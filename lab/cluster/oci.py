@@ -62,12 +62,13 @@ def _descriptor(media_type: str, blob: bytes) -> dict[str, Any]:
 
 def write_archive(
     archive: Path,
-    name: str,
+    names: str | Sequence[str],
     tree: Path,
     entrypoint: Sequence[str],
     env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
 ) -> str:
-    """An OCI archive of one image named ``name`` (``registry.k8s.io/pause:3.10``); returns its manifest digest."""
+    """An OCI archive of one image under each of ``names`` (``registry.k8s.io/pause:3.10``), its layer stored
+    once; returns its manifest digest."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     layer_file = archive.with_name(archive.name + ".layer")
     layer = write_layer(tree, layer_file)
@@ -91,8 +92,11 @@ def write_archive(
     ).encode()
     described = _descriptor(MANIFEST, manifest)
     # containerd names an imported image after io.containerd.image.name, other tools after ref.name.
-    described["annotations"] = {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}
-    index = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [described]}, sort_keys=True).encode()
+    named = [
+        {**described, "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}
+        for name in ([names] if isinstance(names, str) else names)
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": named}, sort_keys=True).encode()
     with tarfile.open(archive, "w") as tar:
         entries = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
         entries += [(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b) for b in (config, manifest)]

@@ -24,9 +24,12 @@ die() { log "$*"; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "debootstrap needs root"
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+[[ -x /usr/lib/cni/loopback ]] || die "no CNI loopback plugin (apt-get install containernetworking-plugins)"
 [[ -f $CACHE/stamps/cilium ]] || die "Cilium is not built: lab/datapath/build.sh build cilium"
 
-stamp="$SUITE $PACKAGES $(cat "$CACHE/stamps/cilium")"
+# Bump when this script changes what goes into the file system.
+RECIPE=2
+stamp="recipe $RECIPE $SUITE $PACKAGES $(cat "$CACHE/stamps/cilium")"
 if [[ -f $TARGET/.k3s-cilium-stamp && $(cat "$TARGET/.k3s-cilium-stamp") == "$stamp" ]]; then
   log "up to date: $TARGET"
   exit 0
@@ -50,6 +53,9 @@ done
 for binary in $CILIUM_BINARIES; do
   install -m 0755 "$CACHE/bin/$binary" "$root/usr/bin/$binary"
 done
+# Where the chart's install-cni-binaries copies them from (Cilium's Makefile and runtime image).
+install -D -m 0755 "$CACHE/bin/cilium-cni" "$root/opt/cni/bin/cilium-cni"
+install -D -m 0755 /usr/lib/cni/loopback "$root/cni/loopback"
 mkdir -p "$root/var/lib/cilium"
 cp -r "$CACHE/cilium-bpf" "$root/var/lib/cilium/bpf"
 install -m 0755 "$CACHE/src/cilium/images/cilium/init-container.sh" "$root/init-container.sh"
