@@ -134,10 +134,11 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
         started = time.monotonic()
         image_dir = run_dir / "images"
         built = [images.build_pause(binaries, image_dir)]
-        cilium_values = None
+        cilium_values, plan = None, {}
         if cilium_stack:
+            plan = program_plan(cilium_stack, node_count)
             cilium_values = run_dir / "program-values.json"
-            cilium_values.write_text(json.dumps(program_values(cilium_stack, node_count)))
+            cilium_values.write_text(json.dumps(plan["ciliumValues"]))
             overlay = run_dir / "lab-values.json"
             overlay.write_text(json.dumps(lab_values()))
             report["ciliumValues"] = {"stack": str(cilium_stack), "labOverlay": lab_values()}
@@ -206,6 +207,8 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
         step("host-network-pods", started, ready=waited.stdout.strip().splitlines())
         if cilium_values:
             install_cilium(plane, [cilium_values, run_dir / "lab-values.json"], step)
+            if not agent_status_checks(plane, plan["checks"], step):
+                raise RuntimeError("the program's agent-status check failed on a real agent (step agent-status)")
         report["peakRssBytes"] = plane.peak_rss_bytes()
         report["ok"] = True
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError, KeyError, json.JSONDecodeError) as error:
@@ -232,8 +235,8 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
     return 0 if report["ok"] else 1
 
 
-def program_values(stack: Path, node_count: int) -> dict[str, Any]:
-    """The Helm values this program renders for ``stack`` (its offline plan), exactly as it would deploy them."""
+def program_plan(stack: Path, node_count: int) -> dict[str, Any]:
+    """This program's offline plan of ``stack``: the Helm values it deploys and the checks it runs."""
     planned = subprocess.run(
         [sys.executable, "-m", "stacks", "plan", str(stack), "--json"],
         cwd=REPO,
@@ -244,8 +247,48 @@ def program_values(stack: Path, node_count: int) -> dict[str, Any]:
     plan = json.loads(planned.stdout)
     if len(plan["nodes"]) != node_count:
         raise RuntimeError(f"{stack} has {len(plan['nodes'])} nodes, the cluster {node_count}: use --nodes")
-    values: dict[str, Any] = plan["ciliumValues"]
-    return values
+    return dict(plan)
+
+
+def agent_status_checks(plane: ControlPlane, checks: list[dict[str, Any]], step: Callable[..., None]) -> bool:
+    """The program's own agent-status check (python -m verification) on each real agent's
+    ``cilium-dbg status --verbose``, with the expectations the plan gives that node."""
+    started = time.monotonic()
+    pods = json.loads(plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json").stdout)
+    agents = {pod["spec"]["nodeName"]: pod["metadata"]["name"] for pod in pods["items"]}
+    results = {}
+    for check in (c for c in checks if c["check"] == "agent-status"):
+        status = plane.kubectl(
+            "-n",
+            "kube-system",
+            "exec",
+            agents[check["node"]],
+            "-c",
+            "cilium-agent",
+            "--",
+            "cilium-dbg",
+            "status",
+            "--verbose",
+        )
+        verdict = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "verification",
+                "agent-status",
+                "--node",
+                check["node"],
+                "--expect",
+                json.dumps(check["expect"]),
+            ],
+            cwd=REPO,
+            input=status.stdout,
+            capture_output=True,
+            text=True,
+        )
+        results[check["node"]] = json.loads(verdict.stdout)
+    step("agent-status", started, verdicts=results)
+    return all(r["status"] == "pass" for r in results.values())
 
 
 def lab_values() -> dict[str, Any]:
