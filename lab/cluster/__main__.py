@@ -142,7 +142,7 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
             overlay = run_dir / "lab-values.json"
             overlay.write_text(json.dumps(lab_values()))
             report["ciliumValues"] = {"stack": str(cilium_stack), "labOverlay": lab_values()}
-            rendered = render_chart(cilium_values, overlay)
+            rendered = render_chart([cilium_values, overlay])
             built.append(
                 images.build_cilium(
                     cache_root() / "datapath" / "rootfs" / "cilium-runtime", image_dir, chart_images(rendered)
@@ -307,28 +307,15 @@ def lab_values() -> dict[str, Any]:
     }
 
 
-def render_chart(values: Path, overlay: Path) -> str:
-    helm = cache_root() / "toolchain" / "bin" / "helm"
-    rendered = subprocess.run(
-        [
-            str(helm),
-            "template",
-            "cilium",
-            str(CHART),
-            "-n",
-            "kube-system",
-            "-f",
-            str(values),
-            "-f",
-            str(overlay),
-            "--kube-version",
-            KUBERNETES_VERSION,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return rendered.stdout
+def helm(action: str, values: list[Path]) -> list[str]:
+    """``helm <action>`` of release cilium from the chart archive with ``values``, in kube-system."""
+    files = [arg for path in values for arg in ("-f", str(path))]
+    return [str(cache_root() / "toolchain" / "bin" / "helm"), action, "cilium", str(CHART), "-n", "kube-system", *files]
+
+
+def render_chart(values: list[Path]) -> str:
+    command = [*helm("template", values), "--kube-version", KUBERNETES_VERSION]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 def chart_images(rendered: str) -> list[str]:
@@ -339,19 +326,7 @@ def chart_images(rendered: str) -> list[str]:
 def install_cilium(plane: ControlPlane, values: list[Path], step: Callable[..., None]) -> None:
     """The official chart with the program's values, from the server's namespace; then every node Ready."""
     started = time.monotonic()
-    helm = cache_root() / "toolchain" / "bin" / "helm"
-    installed = plane.run(
-        str(helm),
-        "install",
-        "cilium",
-        str(CHART),
-        "-n",
-        "kube-system",
-        *(arg for path in values for arg in ("-f", str(path))),
-        "--kubeconfig",
-        str(plane.admin_kubeconfig),
-        timeout=120,
-    )
+    installed = plane.run(*helm("install", values), "--kubeconfig", str(plane.admin_kubeconfig), timeout=120)
     if installed.returncode != 0:
         raise RuntimeError(f"helm install: {installed.stderr.strip()}")
     rolled = plane.kubectl("-n", "kube-system", "rollout", "status", "daemonset/cilium", "--timeout=300s", timeout=310)

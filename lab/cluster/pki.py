@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DAYS = "30"
+# A new, unencrypted P-256 key with each request.
+NEW_KEY = ("-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,7 @@ def ca(directory: Path) -> Pair:
     _openssl(
         "req",
         "-x509",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
+        *NEW_KEY,
         "-keyout",
         str(pair.key),
         "-out",
@@ -61,21 +59,7 @@ def signed(
     if sans:
         lines.append("subjectAltName=" + ",".join(sans))
     extensions.write_text("\n".join(lines) + "\n")
-    _openssl(
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-keyout",
-        str(pair.key),
-        "-out",
-        str(request),
-        "-subj",
-        subject,
-    )
+    _openssl("req", "-new", *NEW_KEY, "-keyout", str(pair.key), "-out", str(request), "-subj", subject)
     _openssl(
         "x509",
         "-req",
