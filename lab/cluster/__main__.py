@@ -1,14 +1,17 @@
 """The namespace cluster (issue 22), as far as it goes today.
 
-    python -m lab.cluster up [--nodes N] [--out DIR] [--keep]
+    python -m lab.cluster up [--nodes N] [--cilium STACK] [--out DIR] [--keep]
 
 starts upstream Kubernetes (built by ``lab/datapath/build.sh``) on N nodes
 (default 3: one server, the others agents), each a set of Linux namespaces on a
 bridge in a namespace of its own: the control plane in the server's network
 namespace, containerd and kubelet on every node. It checks that the control
-plane serves and every node registers, writes ``report.json`` into ``--out``
-and removes everything it made. Needs root and Debian's containerd, runc and
-containernetworking-plugins. No CNI is installed yet, so nodes stay NotReady.
+plane serves, every node registers and runs a host-network pod; with
+``--cilium`` it installs the official Cilium chart with the values this
+program renders for STACK (images built by ``lab/datapath/build-runtime.sh``)
+and runs the program's agent-status check on every agent. It writes
+``report.json`` into ``--out`` and removes everything it made. Needs root and
+Debian's containerd, runc and containernetworking-plugins.
 """
 
 from __future__ import annotations

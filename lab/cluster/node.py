@@ -1,7 +1,8 @@
 """A node of the namespace cluster: a network namespace on the lab's bridge, and node-init.sh inside it.
 
-Each node has its own network, mount, PID, UTS and IPC namespaces, its own
-containerd and kubelet, and cgroups under the cgroup this process runs in.
+Each node has its own network, mount, PID, UTS, IPC and cgroup namespaces,
+its own containerd and kubelet, and cgroups under the cgroup this process
+runs in (its cgroup namespace's root).
 """
 
 from __future__ import annotations
