@@ -154,6 +154,19 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
         step("images", started, archives={a.name: a.stat().st_size for a in built})
 
         started = time.monotonic()
+        client_key = run_dir / "ssh" / "id_ed25519"
+        client_key.parent.mkdir()
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k3s-cilium-lab", "-f", str(client_key)],
+            check=True,
+            capture_output=True,
+        )
+        known_hosts = run_dir / "ssh" / "known_hosts"
+        for member in members:
+            member.directory.mkdir(parents=True, exist_ok=True)
+            host_key = nodes.configure_ssh(member, client_key.with_suffix(".pub").read_text())
+            with known_hosts.open("a") as pinned:
+                pinned.write(f"{member.address} {host_key}\n")
         for member in members:
             nodes.make_cgroups(member)
             nodes.configure(member, plane.authority, f"https://{server.address}:{API_PORT}", CLUSTER_DNS)
@@ -187,6 +200,38 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
                 for item in listed["items"]
             ],
         )
+
+        started = time.monotonic()
+        answers = {}
+        for member in members:
+            answered = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    lab_netns,
+                    "ssh",
+                    "-i",
+                    str(client_key),
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    f"UserKnownHostsFile={known_hosts}",
+                    "-o",
+                    "ConnectTimeout=5",
+                    f"root@{member.address}",
+                    "hostname",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            answers[member.name] = answered.stdout.strip() or answered.stderr.strip()
+            if answers[member.name] != member.name:
+                raise RuntimeError(f"ssh to {member.name} ({member.address}): {answers[member.name]}")
+        step("ssh", started, hostnames=answers, hostKeys="pinned, one per node (Debian's openssh-server)")
 
         started = time.monotonic()
         # Host-network pods run before any CNI: a sandbox and a container in every node's own containerd.

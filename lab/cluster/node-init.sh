@@ -54,6 +54,10 @@ for image in "$IMAGES_DIR"/*.tar; do
   ctr --namespace k8s.io images import --all-platforms "$image" >>"$NODE_DIR/logs/images.log" 2>&1
 done
 
+# The program reaches a node over SSH like a host. sshd wants its privilege separation directory.
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -e -f "$NODE_DIR/sshd_config" >>"$NODE_DIR/logs/sshd.log" 2>&1 &
+
 "$DATAPATH_BIN/kubelet" --config="$NODE_DIR/kubelet.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" >>"$NODE_DIR/logs/kubelet.log" 2>&1 &
 

@@ -151,6 +151,32 @@ def configure(node: Node, authority: pki.Pair, server: str, cluster_dns: str) ->
     )
 
 
+def configure_ssh(node: Node, authorized_key: str) -> str:
+    """The node's own sshd (Debian's openssh-server) on its address: a host key of its own, only the lab's key
+    let in. Returns the host key's public line, for the client to pin."""
+    host_key = node.directory / "ssh_host_ed25519_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(host_key)],
+        check=True,
+        capture_output=True,
+    )
+    (node.directory / "authorized_keys").write_text(authorized_key)
+    (node.directory / "sshd_config").write_text(
+        f"ListenAddress {node.address}\n"
+        f"HostKey {host_key}\n"
+        f"AuthorizedKeysFile {node.directory / 'authorized_keys'}\n"
+        f"PidFile {node.directory / 'sshd.pid'}\n"
+        "PermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        # The files live in the lab's run directory (mode 0700, root's) below /tmp, whose sticky
+        # world-writable mode StrictModes refuses.
+        "StrictModes no\n"
+    )
+    return host_key.with_suffix(".pub").read_text().strip()
+
+
 def start(node: Node, binaries: Path, images: Path) -> None:
     (node.directory / "logs").mkdir(parents=True, exist_ok=True)
     env = {
