@@ -33,6 +33,7 @@ from stacks.checks import PlannedCheck
 from stacks.config import StackConfig
 from stacks.features import resolve
 from tests.components.test_verify_scripts import assert_cli, executable, lab, planned, run_script
+from tests.verification.test_kpr_integrity import captured_cmdline
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "verification" / "fixtures"
@@ -102,7 +103,7 @@ class Node:
     def k3s(self, unit: str, cmdline: str, argv: str, pid: int = PID) -> None:
         """K3s' main process: the captured retitled cmdline and stat, and its unit."""
         (self.proc / str(pid)).mkdir(exist_ok=True)
-        (self.proc / str(pid) / "cmdline").write_bytes((FIXTURES / cmdline).read_bytes())
+        (self.proc / str(pid) / "cmdline").write_bytes(captured_cmdline(cmdline))
         (self.proc / str(pid) / "stat").write_text(sample("proc_stat_k3s_server.txt"))
         (self.systemd / f"{unit}.MainPID").write_text(f"{pid}\n")
         (self.systemd / f"{unit}.ExecStart").write_text(execstart(argv, pid))
@@ -145,7 +146,7 @@ def program_config(cfg: StackConfig, name: str) -> str:
 def test_a_kpr_server_as_the_program_installs_it_passes(node: Node) -> None:
     cfg = lab()
     check = planned(cfg, "kpr-integrity/server-1")
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", f"/usr/local/bin/k3s server --token={SECRET}")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", f"/usr/local/bin/k3s server --token={SECRET}")
     node.file(node.config, program_config(cfg, "server-1"))
     node.ss("ss_kpr_server_cilium_healthz.txt")
     collected = node.collect(cfg, check)
@@ -173,7 +174,7 @@ def test_a_kpr_server_as_the_program_installs_it_passes(node: Node) -> None:
 def test_a_server_with_k3s_docs_config_fails_and_leaks_no_token(node: Node) -> None:
     cfg = lab()
     check = planned(cfg, "kpr-integrity/server-1")
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", "/usr/local/bin/k3s server")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", "/usr/local/bin/k3s server")
     docs = FIXTURES / "k3s_config_docs"
     for source in sorted(docs.rglob("*.yaml")):
         node.file(node.config.parent / source.relative_to(docs), source.read_text())
@@ -201,7 +202,7 @@ def test_a_server_with_k3s_docs_config_fails_and_leaks_no_token(node: Node) -> N
 def test_a_drop_in_or_an_execstart_flag_overrides_the_program_config(node: Node) -> None:
     cfg = lab()
     check = planned(cfg, "kpr-integrity/server-1")
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", "/usr/local/bin/k3s server")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", "/usr/local/bin/k3s server")
     node.file(node.config, program_config(cfg, "server-1"))
     node.file(node.config.parent / "config.yaml.d" / "90-local.yml", f"token: {SECRET}\ndisable-kube-proxy: false\n")
     node.ss("ss_kpr_agent_clean.txt")
@@ -212,7 +213,7 @@ def test_a_drop_in_or_an_execstart_flag_overrides_the_program_config(node: Node)
     assert f"saw false from {node.config}.d/90-local.yml (disable-kube-proxy: false)" in failed.stderr
 
     # A flag in the unit wins over every file (K3s puts the files' values before the arguments).
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", "/usr/local/bin/k3s server --disable-kube-proxy")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", "/usr/local/bin/k3s server --disable-kube-proxy")
     passed = assert_cli(check, node.collect(cfg, check).stdout)
     assert passed.returncode == 0, passed.stderr
 
@@ -222,7 +223,7 @@ def test_the_config_file_is_where_k3s_finds_it(node: Node) -> None:
     check = planned(cfg, "kpr-integrity/server-1")
     elsewhere = node.tmp / "k3s" / "custom.yaml"
     node.file(elsewhere, "disable-kube-proxy: true\n")
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", f"/usr/local/bin/k3s server --config {elsewhere}")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", f"/usr/local/bin/k3s server --config {elsewhere}")
     node.ss("ss_kpr_agent_clean.txt")
     by_flag = node.collect(cfg, check).stdout
     assert f"### config path={elsewhere} source=flag\n### file path={elsewhere} " in by_flag
@@ -240,7 +241,7 @@ def test_the_config_file_is_where_k3s_finds_it(node: Node) -> None:
 def test_a_config_written_after_k3s_started_is_reported(node: Node) -> None:
     cfg = lab()
     check = planned(cfg, "kpr-integrity/server-1")
-    node.k3s("k3s", "proc_cmdline_k3s_server.bin", "/usr/local/bin/k3s server")
+    node.k3s("k3s", "proc_cmdline_k3s_server.txt", "/usr/local/bin/k3s server")
     node.file(node.config, program_config(cfg, "server-1"), mtime=STARTED + 120)
     node.ss("ss_kpr_agent_clean.txt")
     result = assert_cli(check, node.collect(cfg, check).stdout)
@@ -255,7 +256,7 @@ def test_a_config_written_after_k3s_started_is_reported(node: Node) -> None:
 def test_an_agent_still_running_k3s_kube_proxy_fails_with_the_restart(node: Node) -> None:
     cfg = lab()
     check = planned(cfg, "kpr-integrity/agent-1")
-    node.k3s("k3s-agent", "proc_cmdline_k3s_agent.bin", "/usr/local/bin/k3s agent", pid=11095)
+    node.k3s("k3s-agent", "proc_cmdline_k3s_agent.txt", "/usr/local/bin/k3s agent", pid=11095)
     node.file(node.config, program_config(cfg, "agent-1"))
     node.ss("ss_kpr_agent_embedded_kube_proxy.txt")
     collected = node.collect(cfg, check)

@@ -43,16 +43,21 @@ def sample(name: str) -> str:
     return "".join(lines)
 
 
+def captured_cmdline(name: str) -> bytes:
+    """A captured /proc/<pid>/cmdline, kept as text with each NUL written ``\\0``."""
+    return (FIXTURES / name).read_text().rstrip("\n").replace("\\0", "\0").encode()
+
+
 def cmdline(name: str) -> str:
     """A /proc/<pid>/cmdline fixture one argument a line, as the collector prints it (mapfile -d '')."""
-    args = (FIXTURES / name).read_bytes().split(b"\0")[:-1]
+    args = captured_cmdline(name).split(b"\0")[:-1]
     return "".join(f"{arg.decode()}\n" for arg in args)
 
 
 def collected(
     ss: str | None = "ss_kpr_agent_clean.txt",
     unit: str = "k3s-agent",
-    proc: str = "proc_cmdline_k3s_agent.bin",
+    proc: str = "proc_cmdline_k3s_agent.txt",
     pid: int = 11095,
     started: int = STARTED,
     execstart: str = "/usr/local/bin/k3s\nagent\n",
@@ -136,7 +141,7 @@ def test_ipv6_loopback_listeners() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "role"), [("proc_cmdline_k3s_server.bin", "server"), ("proc_cmdline_k3s_agent.bin", "agent")]
+    ("name", "role"), [("proc_cmdline_k3s_server.txt", "server"), ("proc_cmdline_k3s_agent.txt", "agent")]
 )
 def test_a_retitled_k3s_shows_its_role_and_no_flags(name: str, role: str) -> None:
     process = K3sProcess("k3s", 1, None, tuple(cmdline(name).splitlines()))
@@ -175,7 +180,7 @@ def test_only_top_level_disable_kube_proxy_keys_count(line: str) -> None:
 
 def node_with(files: tuple[tuple[str, int, str], ...], execstart: str = "/usr/local/bin/k3s\nserver\n") -> KprNode:
     return parse_kpr_node(
-        collected(unit="k3s", proc="proc_cmdline_k3s_server.bin", execstart=execstart, files=files)
+        collected(unit="k3s", proc="proc_cmdline_k3s_server.txt", execstart=execstart, files=files)
     )
 
 
@@ -244,7 +249,7 @@ def test_a_server_running_its_kube_proxy_on_ipv6_is_told_to_restart_k3s() -> Non
     text = collected(
         ss="ss_kpr_server_ipv6_embedded_kube_proxy.txt",
         unit="k3s",
-        proc="proc_cmdline_k3s_server.bin",
+        proc="proc_cmdline_k3s_server.txt",
         execstart="/usr/local/bin/k3s\nserver\n",
         files=(PROGRAM_CONFIG,),
         api="probe=api-server target=127.0.0.1:6444 result=ok code=401 attempts=1\n",
@@ -283,7 +288,7 @@ def test_upstream_kubeadm_kube_proxy_fails_the_same_way() -> None:
 
 def test_cilium_serving_kube_proxy_health_checks_passes_when_configured() -> None:
     text = collected(
-        ss="ss_kpr_server_cilium_healthz.txt", unit="k3s", proc="proc_cmdline_k3s_server.bin",
+        ss="ss_kpr_server_cilium_healthz.txt", unit="k3s", proc="proc_cmdline_k3s_server.txt",
         execstart="/usr/local/bin/k3s\nserver\n", files=(PROGRAM_CONFIG,),
     )
 
@@ -314,7 +319,7 @@ def test_cilium_asked_to_serve_health_checks_and_nothing_listens() -> None:
 def test_a_server_whose_drop_in_turns_kube_proxy_back_on() -> None:
     dropin = ("/etc/rancher/k3s/config.yaml.d/90-local.yaml", STARTED - 30, "disable-kube-proxy: false\n")
     text = collected(
-        unit="k3s", proc="proc_cmdline_k3s_server.bin", execstart="/usr/local/bin/k3s\nserver\n",
+        unit="k3s", proc="proc_cmdline_k3s_server.txt", execstart="/usr/local/bin/k3s\nserver\n",
         files=(PROGRAM_CONFIG, dropin),
     )
     (message,) = messages(run(text, SERVER), "server-1")
@@ -334,7 +339,7 @@ def test_a_server_with_k3s_docs_config_runs_kube_proxy() -> None:
         (f"/etc/rancher/k3s/{name}", STARTED - 60, "")
         for name in ("config.yaml", "config.yaml.d/test1.yaml", "config.yaml.d/test2.yaml")
     ]
-    text = collected(unit="k3s", proc="proc_cmdline_k3s_server.bin", execstart="/usr/local/bin/k3s\nserver\n",
+    text = collected(unit="k3s", proc="proc_cmdline_k3s_server.txt", execstart="/usr/local/bin/k3s\nserver\n",
                      files=tuple(docs))
     (problem,) = run(text, SERVER).problems
 
@@ -347,7 +352,7 @@ def test_a_server_with_k3s_docs_config_runs_kube_proxy() -> None:
 
 def test_a_config_changed_after_k3s_started_is_not_what_k3s_runs_with() -> None:
     later = ("/etc/rancher/k3s/config.yaml", STARTED + 3600, "disable-kube-proxy: true\n")
-    text = collected(unit="k3s", proc="proc_cmdline_k3s_server.bin", execstart="/usr/local/bin/k3s\nserver\n",
+    text = collected(unit="k3s", proc="proc_cmdline_k3s_server.txt", execstart="/usr/local/bin/k3s\nserver\n",
                      files=(later,))
     (message,) = messages(run(text, SERVER), "server-1")
 
@@ -372,7 +377,7 @@ def test_no_k3s_running_and_a_k3s_of_the_wrong_role() -> None:
         "running, saw neither unit has a main process; fix: K3s does not run on agent-1: `systemctl status "
         "k3s-agent` and `journalctl -u k3s-agent` there say why"
     )
-    wrong = run(collected(proc="proc_cmdline_k3s_server.bin"), AGENT)
+    wrong = run(collected(proc="proc_cmdline_k3s_server.txt"), AGENT)
     assert wrong.problems[0].item == "K3s role"
     assert wrong.problems[0].seen == "server (k3s-agent, pid 11095: /usr/local/bin/k3s server)"
 
