@@ -59,11 +59,7 @@ fail() {
   exit 1
 }
 
-# One value of a marker or probe line: shell-quoted, control characters replaced, so it stays one line.
-field() {
-  local text=${1//[[:cntrl:]]/ }
-  printf '%q' "${text:-none}"
-}
+# @include http-probe
 
 # The arguments one a line: argv[0], the subcommand and those about kube-proxy
 # and the config file as they are, any other one <hidden>.
@@ -145,24 +141,13 @@ started_at() {
 }
 
 probe_api() {
-  local attempt code="000" detail=""
   if ! command -v curl >/dev/null 2>&1; then
     printf 'probe=api-server target=%s result=fail code=000 attempts=0 detail=%s\n' \
       "$(field "$API_TARGET")" "$(field "curl is not installed")"
     return 0
   fi
-  for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
-    # Any HTTP status (401 without credentials) is an answer; TLS is not verified: only reachability counts.
-    if code=$(curl -sS -k -o /dev/null -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT_SECONDS" \
-      --max-time "$MAX_TIME_SECONDS" "$API_URL" 2>"$work_dir/stderr") && [[ $code != 000 ]]; then
-      printf 'probe=api-server target=%s result=ok code=%s attempts=%d\n' "$(field "$API_TARGET")" "$code" "$attempt"
-      return 0
-    fi
-    detail=$(head -n 1 "$work_dir/stderr")
-    if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
-  done
-  printf 'probe=api-server target=%s result=fail code=%s attempts=%d detail=%s\n' \
-    "$(field "$API_TARGET")" "$(field "${code:-000}")" "$ATTEMPTS" "$(field "${detail:-no HTTP answer}")"
+  # Any HTTP status (401 without credentials) is an answer; TLS is not verified: only reachability counts.
+  probe_http api-server "$API_TARGET" "$API_URL" '[1-5]??' -k
 }
 
 command -v ss >/dev/null 2>&1 || fail "ss (iproute2) is not installed"

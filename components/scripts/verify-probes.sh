@@ -31,12 +31,7 @@ set -euo pipefail
 work_dir=$(mktemp -d)
 trap 'progress_stop; rm -rf "$work_dir"' EXIT
 
-# One value of the line format: shell-quoted (it may hold blanks and quotes),
-# control characters replaced, so that the line stays one line.
-field() {
-  local text=${1//[[:cntrl:]]/ }
-  printf '%q' "${text:-none}"
-}
+# @include http-probe
 
 report_missing() {
   local name=$1 why=$2
@@ -44,25 +39,9 @@ report_missing() {
 }
 
 probe() {
-  local name=$1 target=$2 attempt code detail=""
-  progress_start "probe $name ($target) to answer 2xx, at most $ATTEMPTS attempts"
-  for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
-    if code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT_SECONDS" \
-      --max-time "$MAX_TIME_SECONDS" "http://$target/" 2>"$work_dir/stderr"); then
-      if [[ $code == 2?? ]]; then
-        printf 'probe=%s target=%s result=ok code=%s attempts=%d\n' "$name" "$target" "$code" "$attempt"
-        progress_stop
-        return 0
-      fi
-      detail="HTTP status $code"
-    else
-      detail=$(head -n 1 "$work_dir/stderr")
-    fi
-    if ((attempt < ATTEMPTS)); then sleep "$RETRY_DELAY_SECONDS"; fi
-  done
+  progress_start "probe $1 ($2) to answer 2xx, at most $ATTEMPTS attempts"
+  probe_http "$1" "$2" "http://$2/" '2??'
   progress_stop
-  printf 'probe=%s target=%s result=fail code=%s attempts=%d detail=%s\n' \
-    "$name" "$target" "$(field "${code:-000}")" "$ATTEMPTS" "$(field "$detail")"
 }
 
 for name in $PROBES; do
