@@ -84,7 +84,14 @@ def up(out: Path, node_count: int, keep: bool, cilium_stack: Path | None) -> int
         "what": f"upstream Kubernetes {KUBERNETES_VERSION} built here from Go modules: control plane (etcd, "
         "kube-apiserver, kube-controller-manager, kube-scheduler) in server-1's network namespace; on every node "
         "Debian's containerd and our kubelet in the node's own network, mount, PID, UTS, IPC and cgroup namespaces. "
-        "K3s did not run (it cannot be had here); no CNI yet.",
+        "K3s did not run (it cannot be had here): no k3s command, no agent load balancer on 127.0.0.1:6444. "
+        + (
+            f"Cilium: the official 1.19.6 chart with the values this program renders for {cilium_stack}, plus the "
+            "lab overlay in ciliumValues; its images (lab.local/cilium/*) are built here from Cilium's Go module, "
+            "not the released images; no Envoy."
+            if cilium_stack
+            else "No CNI: nodes stay NotReady."
+        ),
         "nodes": [
             {"name": m.name, "address": m.address, "netns": m.netns, "cgroups": [str(c) for c in m.cgroups()]}
             for m in members
