@@ -49,12 +49,13 @@ install_toolchain() {
 # Our own Go programs: formatted, vetted, and the lab's command provider tested against real sshd servers.
 go_checks() {
   local unformatted
-  unformatted=$(gofmt -l lab/command-provider lab/langhost)
+  unformatted=$(gofmt -l lab/command-provider lab/langhost lab/datapath/testserver)
   if [ -n "$unformatted" ]; then
     echo "run-tests.sh: not gofmt-formatted: $unformatted" >&2
     return 1
   fi
   (cd lab/langhost && GOFLAGS=-mod=readonly go vet ./...)
+  (cd lab/datapath/testserver && GOFLAGS=-mod=readonly go vet ./...)
   (cd lab/command-provider && GOFLAGS=-mod=readonly go vet ./... && GOFLAGS=-mod=readonly go test -count=1 ./...)
 }
 

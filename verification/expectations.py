@@ -465,6 +465,10 @@ class WantedFrontend:
         return f"{where} ({self.service_type})" if self.service_type else where
 
 
+# The addresses of a NodePort row that serves every node address.
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
+
+
 def _wanted_frontends(expect: Expectations) -> list[WantedFrontend]:
     node_port = _int(expect, "nodePort")
     node_ips = _str_list(expect, "nodeIPs")
@@ -491,6 +495,23 @@ def _matches(service: parsers.ServiceEntry, wanted: WantedFrontend, protocol: st
         and (wanted.port is None or frontend.port == wanted.port)
         and (protocol is None or frontend.protocol is None or frontend.protocol.lower() == protocol.lower())
     )
+
+
+def _candidates(
+    services: list[parsers.ServiceEntry], wanted: WantedFrontend, protocol: str | None
+) -> list[parsers.ServiceEntry]:
+    """The rows serving ``wanted``. Older agents list a NodePort once per node address besides the wildcard
+    row; a 1.19.6 agent (lab/run datapath) lists only the wildcard row (``0.0.0.0:<port>``,
+    ``[::]:<port>``), which serves every node address. So the wildcard row stands for the node IP when
+    no NodePort row of that port names an address; when some do, the node IP's own row must be there."""
+    exact = [s for s in services if _matches(s, wanted, protocol)]
+    if exact or wanted.service_type != "NodePort" or wanted.port is None:
+        return exact
+    same_port = _node_port_anywhere(services, wanted.port)
+    if any(s.frontend.address not in WILDCARD_ADDRESSES for s in same_port):
+        return []
+    wildcard = WantedFrontend("::" if ":" in wanted.address else "0.0.0.0", wanted.port, "NodePort")
+    return [s for s in same_port if _matches(s, wildcard, protocol)]
 
 
 def _node_port_anywhere(services: list[parsers.ServiceEntry], port: int) -> list[parsers.ServiceEntry]:
@@ -552,7 +573,7 @@ def evaluate_service_list(text: str, expect: Expectations) -> Verdict:
         frontends[f"*:{node_port} (NodePort)"] = _frontend_figure(anywhere)
         verdict.problems.extend(_frontend_problems(WantedFrontend("*", node_port, "NodePort"), anywhere, min_backends))
     for wanted in wanted_frontends:
-        candidates = [s for s in listing.services if _matches(s, wanted, protocol)]
+        candidates = _candidates(listing.services, wanted, protocol)
         frontends[wanted.label] = _frontend_figure(candidates)
         if listing.services:
             verdict.problems.extend(_frontend_problems(wanted, candidates, min_backends))

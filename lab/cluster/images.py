@@ -22,6 +22,17 @@ def build_pause(binaries: Path, images: Path) -> Path:
     return archive
 
 
+def build_smoke(binaries: Path, images: Path, name: str) -> Path:
+    """The lab's test server (lab/datapath/testserver, ours) under ``name``, the smoke image the program
+    deploys (nginx, which no registry here serves): it answers GET / with 200 on port 80 as nginx does."""
+    archive = images / "smoke.tar"
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch)
+        shutil.copy2(binaries / "testserver", tree / "testserver")
+        oci.write_archive(archive, name, tree, entrypoint=["/testserver", "serve"])
+    return archive
+
+
 def build_cilium(runtime: Path, images: Path, names: list[str]) -> Path:
     """The agent's and the operator's images (``names``, as the chart renders them), one root file system
     (lab/datapath/build-runtime.sh) for both."""

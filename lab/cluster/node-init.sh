@@ -9,11 +9,13 @@
 #
 # Environment: NODE_NAME, NODE_DIR (its files: root/, config, logs/), DATAPATH_BIN (the built
 # binaries), IMAGES_DIR (OCI archives to import), CNI_PLUGINS (Debian's /usr/lib/cni), CGROUP_HIERARCHIES (the machine's cgroup v1
-# mounts as `<options>:<directory>`, e.g. `cpu:cpu name=systemd:systemd`).
+# mounts as `<options>:<directory>`, e.g. `cpu:cpu name=systemd:systemd`), API_FORWARD (api_forward.py)
+# and API_SERVER (host:port it forwards 127.0.0.1:6444 to, as K3s' agent load balancer would).
 set -euo pipefail
 
 readonly NODE_PATHS=(/var/lib/kubelet /var/lib/containerd /run/containerd /etc/cni/net.d /opt/cni/bin
-  /var/lib/cni /run/cilium /var/lib/cilium /var/log/pods /var/log/containers /etc/kubernetes)
+  /var/lib/cni /run/cilium /var/lib/cilium /var/log/pods /var/log/containers /etc/kubernetes
+  /usr/local/bin /run/netns)
 
 # As PID 1 of the node's PID namespace this shell gets only the signals it handles: stop on TERM.
 trap 'kill -TERM $(jobs -p) 2>/dev/null; wait; exit 0' TERM
@@ -53,6 +55,9 @@ for image in "$IMAGES_DIR"/*.tar; do
   [ -e "$image" ] || continue
   ctr --namespace k8s.io images import --all-platforms "$image" >>"$NODE_DIR/logs/images.log" 2>&1
 done
+
+# The lab's stand-in for K3s' agent load balancer (the program's default k8sServiceHost/Port).
+python3 "$API_FORWARD" 127.0.0.1:6444 "$API_SERVER" >>"$NODE_DIR/logs/api-forward.log" 2>&1 &
 
 # The program reaches a node over SSH like a host. sshd wants its privilege separation directory.
 mkdir -p /run/sshd

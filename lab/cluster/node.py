@@ -8,8 +8,10 @@ runs in (its cgroup namespace's root).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from . import pki
 from .control_plane import write_kubeconfig
 
 NODE_INIT = Path(__file__).with_name("node-init.sh")
+K3S_SHIM = Path(__file__).with_name("k3s-shim.sh")
+API_FORWARD = Path(__file__).with_name("api_forward.py")
 CNI_PLUGINS = Path("/usr/lib/cni")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 LAB_CGROUP = "k3s-cilium-lab"
@@ -30,6 +34,7 @@ class Node:
     address: str
     directory: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    kube_proxy: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def cgroups(self) -> list[Path]:
         """The node's cgroup in every hierarchy, below the cgroup this process runs in there."""
@@ -177,7 +182,19 @@ def configure_ssh(node: Node, authorized_key: str) -> str:
     return host_key.with_suffix(".pub").read_text().strip()
 
 
-def start(node: Node, binaries: Path, images: Path) -> None:
+def install_k3s_shim(node: Node, binaries: Path, admin_kubeconfig: Path | None) -> None:
+    """The node's ``/usr/local/bin/k3s`` (k3s-shim.sh): kubectl (servers), crictl, ctr handed to upstream tools."""
+    settings = f"DATAPATH_BIN={shlex.quote(str(binaries))}\n"
+    if admin_kubeconfig is not None:
+        # Where K3s keeps it on a server; the file itself stays in the node's directory.
+        settings += f"ADMIN_KUBECONFIG={shlex.quote(str(admin_kubeconfig))}\n"
+    shim = node.directory / "root" / "usr" / "local" / "bin" / "k3s"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(K3S_SHIM.read_text().replace("# @settings\n", settings, 1))
+    shim.chmod(0o755)
+
+
+def start(node: Node, binaries: Path, images: Path, api_server: str) -> None:
     (node.directory / "logs").mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -188,6 +205,8 @@ def start(node: Node, binaries: Path, images: Path) -> None:
         "IMAGES_DIR": str(images),
         "CNI_PLUGINS": str(CNI_PLUGINS),
         "CGROUP_HIERARCHIES": " ".join(cgroup_hierarchies()),
+        "API_FORWARD": str(API_FORWARD),
+        "API_SERVER": api_server,
         "PATH": f"{binaries}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
     }
     log = (node.directory / "logs" / "node-init.log").open("ab")
@@ -218,6 +237,89 @@ def start(node: Node, binaries: Path, images: Path) -> None:
         start_new_session=True,
         preexec_fn=enter_cgroups,
     )
+
+
+def init_pid(node: Node) -> int:
+    """The node's PID 1 (node-init.sh) as this machine sees it: the child unshare forked."""
+    if node.process is None or node.process.poll() is not None:
+        raise RuntimeError(f"node {node.name} is not running")
+    children = Path(f"/proc/{node.process.pid}/task/{node.process.pid}/children").read_text().split()
+    if len(children) != 1:
+        raise RuntimeError(f"node {node.name}: unshare has {len(children)} children, not one")
+    return int(children[0])
+
+
+def write_kube_proxy_config(node: Node, kubeconfig: Path, cluster_cidr: str) -> Path:
+    """kube-proxy in iptables mode as K3s runs it embedded: the node's name, the cluster CIDR, and the
+    conntrack sizes left alone (0), as K3s does, since nf_conntrack_max is the machine's, not the node's."""
+    config = node.directory / "kube-proxy.yaml"
+    config.write_text(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\n"
+        "kind: KubeProxyConfiguration\n"
+        "mode: iptables\n"
+        f"clientConnection: {{kubeconfig: {kubeconfig}}}\n"
+        f"hostnameOverride: {node.name}\n"
+        f"clusterCIDR: {cluster_cidr}\n"
+        "conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}\n"
+    )
+    return config
+
+
+def start_kube_proxy(node: Node, binaries: Path, config: Path) -> None:
+    """Upstream kube-proxy inside the node's namespaces, standing in for the one K3s embeds."""
+    if node.kube_proxy is not None and node.kube_proxy.poll() is None:
+        return
+    log = (node.directory / "logs" / "kube-proxy.log").open("ab")
+    node.kube_proxy = subprocess.Popen(
+        [
+            "nsenter",
+            "-t",
+            str(init_pid(node)),
+            "-n",
+            "-m",
+            "-u",
+            "-i",
+            "-p",
+            "--",
+            str(binaries / "kube-proxy"),
+            f"--config={config}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_kube_proxy(node: Node) -> None:
+    """kube-proxy stopped as a K3s restart with disable-kube-proxy stops it: its rules stay behind.
+    The signal goes to the process group: nsenter forks kube-proxy into the node's PID namespace and
+    does not pass signals on."""
+    process = node.kube_proxy
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # nsenter may exit before kube-proxy does: wait until nothing of the group is left.
+        deadline = time.monotonic() + 15
+        while _group_alive(process.pid):
+            if time.monotonic() > deadline + 15:
+                raise RuntimeError(f"kube-proxy on {node.name} (process group {process.pid}) does not stop")
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+            time.sleep(0.1)
+    node.kube_proxy = None
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def stop(node: Node) -> None:

@@ -3,7 +3,7 @@
 # from the modules the Go proxy serves, and Kubernetes' pause, into a cache outside git. K3s
 # itself cannot be had here (the proxy refuses it); nothing here imitates it.
 #
-#   lab/datapath/build.sh build [all|kubernetes|etcd|crictl|pause|cilium]
+#   lab/datapath/build.sh build [all|kubernetes|etcd|crictl|pause|cilium|testserver]
 #                                     build what is missing (a second run builds nothing)
 #   lab/datapath/build.sh versions    print what is built, from which module versions
 #
@@ -111,6 +111,18 @@ build_pause() {
   stamp_write pause "$stamp"
 }
 
+# --- the smoke workload ---------------------------------------------------------------------------
+# Ours (lab/datapath/testserver): stands in for the nginx image the program deploys.
+build_testserver() {
+  local stamp digest
+  digest=$(cat "$ROOT/lab/datapath/testserver/"{go.mod,main.go} | sha256sum | cut -c1-16)
+  stamp="testserver $digest recipe $RECIPE"
+  stamp_ok testserver "$stamp" && return
+  mkdir -p "$BIN"
+  (cd "$ROOT/lab/datapath/testserver" && go build -trimpath -ldflags "-s -w" -o "$BIN/testserver" .)
+  stamp_write testserver "$stamp"
+}
+
 # --- Cilium -----------------------------------------------------------------------------------------------
 build_cilium() {
   local stamp="cilium $CILIUM_VERSION recipe $RECIPE" dir=$SRC/cilium commit module_time version entry
@@ -146,7 +158,7 @@ build_cilium() {
 
 versions() {
   local name
-  for name in kubernetes etcd crictl pause cilium; do
+  for name in kubernetes etcd crictl pause cilium testserver; do
     if [ -f "$STAMPS/$name" ]; then printf '%-11s %s\n' "$name" "$(cat "$STAMPS/$name")"; else printf '%-11s not built\n' "$name"; fi
   done
 }
@@ -166,9 +178,9 @@ build() {
   exec 9>"$CACHE/.lock"
   flock 9
   case $what in
-    kubernetes | etcd | crictl | pause | cilium) timed "$what" "build_$what" ;;
-    all) for name in kubernetes etcd crictl pause cilium; do timed "$name" "build_$name"; done ;;
-    *) die "unknown target '$what' (all, kubernetes, etcd, crictl, pause, cilium)" ;;
+    kubernetes | etcd | crictl | pause | cilium | testserver) timed "$what" "build_$what" ;;
+    all) for name in kubernetes etcd crictl pause cilium testserver; do timed "$name" "build_$name"; done ;;
+    *) die "unknown target '$what' (all, kubernetes, etcd, crictl, pause, cilium, testserver)" ;;
   esac
   versions >&2
 }

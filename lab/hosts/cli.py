@@ -21,9 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..report import FAILED, KIND_DIRECT, KIND_LAB, NOT_RUN, PASSED, Report, StepFailed
 from . import paths, vms
 from .artifacts import Artifacts, make_artifacts, make_secrets
-from .report import FAILED, KIND_DIRECT, KIND_LAB, NOT_RUN, PASSED, Report, StepFailed
 
 K3S_VERSION = "v1.33.3+k3s1"
 CILIUM_VERSION = "1.19.6"

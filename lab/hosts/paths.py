@@ -7,7 +7,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "lab" / "hosts" / "build-image.sh"
-TOOLCHAIN = REPO / "lab" / "toolchain.sh"
 
 
 def cache_dir() -> Path:

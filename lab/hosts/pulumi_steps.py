@@ -25,95 +25,24 @@ node. What the steps assert:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+from ..engine import COMMAND_PROVIDER, PulumiRun, diagnostics, passed_or_raise, toolchain_env
+from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed, first_line
 from . import paths
 from .artifacts import Secrets
-from .report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed, first_line
 from .vms import Host, LabState, ssh_run
 
 STACK = "lab"
-PASSPHRASE = "k3s-cilium-lab"  # protects nothing of value: a throwaway state of throwaway hosts
-STEP_TIMEOUT_SECONDS = 1800
 PROGRAM_FILES = ("__main__.py", "components", "stacks", "verification", "requirements.txt", ".venv")
-COMMAND_PROVIDER = "lab implementation, lab/command-provider"
 # Without it the engine starts nothing new once a step failed: a node whose staging had not started
 # yet when another node's failed would never say whether it stops there too.
 EVERY_NODE = ("--continue-on-error",)
 NAMES = ["pulumi-preview", "pulumi-up", "pulumi-preview-after-partial-up", "pulumi-up-again", "pulumi-destroy"]
-
-_COUNT = re.compile(
-    r"^\s*(?:[-+~]|\+-)?\s*(\d+) (to create|created|to update|updated|to delete|deleted|to replace|replaced|"
-    r"unchanged|failed|errored)\b",
-    re.M,
-)
-_DIAGNOSTIC_HEADER = re.compile(r"^  (\S+) \((.+)\):$")
-
-
-def resource_counts(output: str) -> dict[str, int] | None:
-    """The "Resources:" summary at the end of preview/up/destroy output."""
-    tail = output.rsplit("Resources:", 1)
-    if len(tail) < 2:
-        return None
-    counts = {kind.replace("to ", "").replace(" ", "_"): int(n) for n, kind in _COUNT.findall(tail[1])}
-    return counts or None
-
-
-def first_error(output: str) -> str | None:
-    for line in output.splitlines():
-        text = line.strip()
-        if text.startswith("error:") or " error: " in text or text.startswith("Error:"):
-            return text[:500]
-    return None
-
-
-def diagnostics(output: str) -> dict[str, str]:
-    """The "Diagnostics:" section of the engine's output: what it says under each resource, by name."""
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    section = output.rsplit("Diagnostics:", 1)
-    if len(section) < 2:
-        return {}
-    for line in section[1].splitlines():
-        if line and not line.startswith(" "):
-            break  # "Resources:", "Outputs:", ...
-        header = _DIAGNOSTIC_HEADER.match(line)
-        if header:
-            current = found.setdefault(header[2], [])
-        elif current is not None:
-            current.append(line.strip())
-    return {name: "\n".join(lines) for name, lines in found.items()}
-
-
-def toolchain_env() -> tuple[dict[str, str] | None, str]:
-    """The environment ``lab/toolchain.sh env`` sets up, or why there is none."""
-    if not paths.TOOLCHAIN.exists():
-        return None, f"{paths.TOOLCHAIN.relative_to(paths.REPO)} does not exist (the Pulumi CLI is not built here)"
-    result = subprocess.run(
-        ["bash", "-c", 'eval "$("$0" env)" && env -0', str(paths.TOOLCHAIN)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if result.returncode:
-        return None, f"lab/toolchain.sh env failed: {first_line(result.stderr) or result.returncode}"
-    env = dict(item.split("=", 1) for item in result.stdout.split("\0") if "=" in item)
-    # `env` makes an empty state directory for its own backend; the lab uses one in its run directory.
-    backend = env.pop("PULUMI_BACKEND_URL", "")
-    if backend.startswith("file://"):
-        with contextlib.suppress(OSError):
-            Path(backend.removeprefix("file://")).rmdir()
-    if not shutil.which("pulumi", path=env.get("PATH", "")):
-        return None, "lab/toolchain.sh env gives no `pulumi` on PATH"
-    return env, ""
-
 
 def project_dir(state: LabState, stack_file: Path) -> Path:
     project = Path(state.run_dir) / "project"
@@ -125,79 +54,6 @@ def project_dir(state: LabState, stack_file: Path) -> Path:
     shutil.copy(paths.REPO / "Pulumi.yaml", project / "Pulumi.yaml")
     shutil.copy(stack_file, project / f"Pulumi.{STACK}.yaml")
     return project
-
-
-class PulumiRun:
-    def __init__(self, state: LabState, env: dict[str, str], project: Path, logs: Path):
-        self.state, self.project, self.logs = state, project, logs
-        self.backend = Path(state.run_dir) / "state"
-        self.env = {
-            **env,
-            "PULUMI_BACKEND_URL": f"file://{self.backend}",
-            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            # Offline: a plugin that is not installed is an error, not a download.
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "NO_COLOR": "1",
-        }
-        self.backend.mkdir(exist_ok=True)
-
-    def run(self, step: Step, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = ["pulumi", *args, "--stack", STACK, "--non-interactive", "--color", "never"]
-        step.details.setdefault("commands", []).append(" ".join(argv))
-        start = time.monotonic()
-        try:
-            result = subprocess.run(
-                argv,
-                cwd=self.project,
-                env=self.env,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=STEP_TIMEOUT_SECONDS,
-            )
-        except subprocess.TimeoutExpired as expired:
-            out = (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else ""
-            result = subprocess.CompletedProcess(argv, 124, out, f"error: timed out after {STEP_TIMEOUT_SECONDS} s")
-        log = self.logs / f"{step.name}-{len(step.details['commands'])}.log"
-        log.write_text(f"$ {' '.join(argv)}\n{result.stdout}\n--- stderr ---\n{result.stderr}")
-        step.details.setdefault("logs", []).append(str(log))
-        step.details["commandSeconds"] = round(time.monotonic() - start, 1)
-        step.exit_status = result.returncode
-        step.resource_counts = resource_counts(result.stdout)
-        return result
-
-    def resources(self) -> dict[str, dict[str, Any]]:
-        """The state's resources by URN, as comparable: secrets decrypted (their ciphertext changes on
-        every write), without the times the engine stamps them with, dependencies sorted (the Python
-        SDK sends them in the order of a set)."""
-        result = subprocess.run(
-            ["pulumi", "stack", "export", "--stack", STACK, "--show-secrets"],
-            cwd=self.project,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            raise StepFailed(f"pulumi stack export failed: {first_line(result.stderr)}")
-        deployment: dict[str, Any] = json.loads(result.stdout).get("deployment", {})
-        return {r["urn"]: comparable(r) for r in deployment.get("resources") or []}
-
-
-def comparable(resource: dict[str, Any]) -> dict[str, Any]:
-    kept = {key: value for key, value in resource.items() if key not in ("created", "modified")}
-    kept["dependencies"] = sorted(kept.get("dependencies") or [])
-    kept["propertyDependencies"] = {
-        key: sorted(urns) for key, urns in (kept.get("propertyDependencies") or {}).items()
-    }
-    return kept
-
-
-def passed_or_raise(step: Step, result: subprocess.CompletedProcess[str]) -> None:
-    if result.returncode:
-        step.first_error = first_error(result.stdout + "\n" + result.stderr) or first_line(result.stderr)
-        raise StepFailed(step.first_error or f"exit {result.returncode}")
 
 
 def names_of(resources: dict[str, dict[str, Any]]) -> set[str]:
@@ -382,7 +238,7 @@ def run_pulumi_steps(
         report.stopped_at = report.stopped_at or NAMES[0]
         report.stop_reason = report.stop_reason or why
         return False
-    pulumi = PulumiRun(state, env, project_dir(state, stack_file), logs)
+    pulumi = PulumiRun(Path(state.run_dir), env, project_dir(state, stack_file), logs, STACK)
     report.lab["pulumi"] = {
         "cli": subprocess.run(["pulumi", "version"], env=pulumi.env, capture_output=True, text=True).stdout.strip(),
         "languageHost": "lab/langhost (ours; upstream's is not served by the Go proxy)",

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..report import Step, StepFailed
 from . import paths
-from .report import Step, StepFailed
 from .vms import Host, LabState, ssh_run
 
 T = TypeVar("T")

@@ -64,7 +64,7 @@ def with_verify(cfg: StackConfig, **switches: bool) -> StackConfig:
     return cfg.model_copy(update={"verify": cfg.verify.model_copy(update=switches)})
 
 
-def deploy(cfg: StackConfig) -> Recorded:
+def deploy(cfg: StackConfig, omit_checks: tuple[str, ...] = ()) -> Recorded:
     features = resolve(cfg)
 
     def program() -> dict[str, Any]:
@@ -78,6 +78,7 @@ def deploy(cfg: StackConfig) -> Recorded:
                 connections=connections,
                 provider=release.provider,
                 depends_on=[release.restart, *([removal.done] if removal.done else [])],
+                omit_checks=omit_checks,
             ),
         )
         return {"verification": checked.verification}
@@ -130,6 +131,19 @@ def test_baseline_has_no_kube_proxy_rules_checks() -> None:
     for node in NODES:
         for check in ("agent-status", "service-list", "probes"):
             rec.named(f"{NAME}-{check}-assert-{node}")
+
+
+def test_an_omitted_check_has_neither_section_nor_assertion_and_the_others_stay() -> None:
+    rec = deploy(config("kpr"), omit_checks=("kpr-integrity",))
+    assert not rec.matching("kpr-integrity")
+    kept = [check for check in PER_NODE if check != "kpr-integrity"]
+    for node in NODES:
+        for check in kept:
+            rec.named(f"{NAME}-{check}-assert-{node}")
+        collector = rec.named(f"{NAME}-collect-{node}")
+        assert "kpr-integrity" not in collector.inputs["stdin"]
+        assert re.search(r"^CHECKS='[^']*no-kube-proxy-rules", collector.inputs["stdin"], re.M)
+    assert len({r.name for r in verify_commands(rec)}) == len(NODES) * (1 + len(kept)) + 1
 
 
 def test_connectivity_test_and_benchmark_only_when_switched_on() -> None:

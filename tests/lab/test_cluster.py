@@ -1,19 +1,26 @@
-"""The namespace cluster's certificates and kubeconfigs, checked with openssl and YAML (no cluster needed)."""
+"""The namespace cluster's parts that need no cluster: certificates, kubeconfigs, images, its stack, the shims."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lab.cluster import oci, pki
+from lab.cluster.chart import TIERS, program_plan, stack_config, write_stack
 from lab.cluster.control_plane import write_kubeconfig
+from lab.cluster.node import API_FORWARD, Node, install_k3s_shim
 
 
 def openssl(*args: str) -> str:
@@ -106,3 +113,85 @@ def test_the_same_tree_gives_the_same_image(tmp_path: Path) -> None:
     os.utime(tree / "pause", (1_000_000_000, 1_000_000_000))  # another modification time changes nothing
     second = oci.write_archive(tmp_path / "b.tar", "registry.k8s.io/pause:3.10", tree, entrypoint=["/pause"])
     assert first == second
+
+
+def test_the_program_kubeconfig_holds_what_the_product_reads_from_it(tmp_path: Path) -> None:
+    from components.cilium import cluster_ca
+    from lab.cluster.cluster import embedded_kubeconfig
+
+    authority = pki.ca(tmp_path)
+    admin = pki.signed(authority, tmp_path, "admin", "/CN=lab-admin/O=system:masters")
+    text = embedded_kubeconfig("https://10.99.0.10:6443", authority.cert, admin)
+    # The product's API check verifies the server against this CA (stdin of verification.api_reachable).
+    assert cluster_ca(text) == authority.cert.read_text().strip()
+    user = yaml.safe_load(text)["users"][0]["user"]
+    assert base64.b64decode(user["client-key-data"]) == admin.key.read_bytes()
+    assert yaml.safe_load(text)["clusters"][0]["cluster"]["server"] == "https://10.99.0.10:6443"
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_the_lab_stack_is_planned_by_the_program_at_every_tier(tier: str, tmp_path: Path) -> None:
+    nodes = [("server-1", "10.99.0.10"), ("agent-1", "10.99.0.11")]
+    keys = {name: f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{'A' * 42}{i} {name}" for i, (name, _) in enumerate(nodes)}
+    config = stack_config(tier, nodes, keys)
+    assert [n["hostKey"] for n in config["k3s-cilium:nodes"]] == [" ".join(k.split()[:2]) for k in keys.values()]
+    plan = program_plan(write_stack(tmp_path / f"Pulumi.{tier}.yaml", config))
+    assert plan["tier"] == tier
+    capabilities = plan["ciliumValues"]["securityContext"]["capabilities"]
+    assert capabilities and all("SYS_RESOURCE" not in caps for caps in capabilities.values())
+    # No k8sServiceHost of its own: the program's default, K3s' 127.0.0.1:6444, which the lab forwards.
+    assert plan["ciliumValues"].get("k8sServiceHost") in (None, "127.0.0.1")
+
+
+def test_the_api_forward_carries_bytes_both_ways() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        target_port = target.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            listen_port = probe.getsockname()[1]
+        forward = subprocess.Popen(
+            [sys.executable, str(API_FORWARD), f"127.0.0.1:{listen_port}", f"127.0.0.1:{target_port}"]
+        )
+        try:
+            client = connect_when_listening(listen_port)
+            with client:
+                client.sendall(b"ping")
+                accepted, _ = target.accept()
+                with accepted:
+                    assert accepted.recv(4) == b"ping"
+                    accepted.sendall(b"pong")
+                    assert client.recv(4) == b"pong"
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
+
+
+def connect_when_listening(port: int) -> socket.socket:
+    for _ in range(100):
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def test_the_k3s_shim_hands_kubectl_on_with_the_admin_kubeconfig_and_refuses_the_rest(tmp_path: Path) -> None:
+    binaries = tmp_path / "bin"
+    binaries.mkdir()
+    (binaries / "kubectl").write_text('#!/bin/sh\necho "kubectl $*"\n')
+    (binaries / "kubectl").chmod(0o755)
+    server = Node("server-1", "unused", "10.99.0.10", tmp_path / "server-1")
+    agent = Node("agent-1", "unused", "10.99.0.11", tmp_path / "agent-1")
+    install_k3s_shim(server, binaries, Path("/etc/rancher/k3s/k3s.yaml"))
+    install_k3s_shim(agent, binaries, None)
+
+    def shim(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+        path = node.directory / "root" / "usr" / "local" / "bin" / "k3s"
+        return subprocess.run([str(path), *args], capture_output=True, text=True)
+
+    said = shim(server, "kubectl", "get", "nodes")
+    assert said.returncode == 0 and said.stdout == "kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml get nodes\n"
+    refused = shim(agent, "kubectl", "get", "nodes")
+    assert refused.returncode == 1 and "no admin kubeconfig" in refused.stderr
+    other = shim(server, "server", "--disable-kube-proxy")
+    assert other.returncode == 1 and "'server' is not K3s here" in other.stderr

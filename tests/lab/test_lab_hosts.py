@@ -25,18 +25,12 @@ from typing import Any
 
 import pytest
 
+from lab.engine import diagnostics, first_error, resource_counts
 from lab.hosts import paths
 from lab.hosts.artifacts import NOT_K3S, Secrets, make_artifacts
-from lab.hosts.pulumi_steps import (
-    HOST_FACTS,
-    check_preview_after_partial_up,
-    diagnostics,
-    first_error,
-    resource_counts,
-    scan_for_secrets,
-)
-from lab.hosts.report import Step, StepFailed
+from lab.hosts.pulumi_steps import HOST_FACTS, check_preview_after_partial_up, scan_for_secrets
 from lab.hosts.scripts import CLEAN_CHECK, SNAPSHOT, chains_of, load_fixture, tuning_differences
+from lab.report import Step, StepFailed
 from tests.shell import lint, lint_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,6 +236,7 @@ LAB_SHELL_SCRIPTS = [
     "lab/datapath/build.sh",
     "lab/datapath/build-runtime.sh",
     "lab/cluster/node-init.sh",
+    "lab/cluster/k3s-shim.sh",
 ]
 
 

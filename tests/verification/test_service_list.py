@@ -15,6 +15,9 @@ NODE = "agent-1"
 OLD = "service_list_1.13.txt"
 NEW = "service_list_1.19.txt"
 DOC = "service_list_kubeproxy_free_doc.txt"
+# `cilium-dbg service list` of a real 1.19.6 agent with kube-proxy replacement (lab/run datapath, 2026-12-03):
+# the NodePort as one wildcard row, no row per node address.
+LAB_1_19 = "service_list_1.19_lab.txt"
 
 
 def fixture(name: str) -> str:
@@ -132,6 +135,29 @@ def test_missing_node_ip_frontend_is_not_found() -> None:
         "node agent-1: check service-list: expected frontend 10.0.0.12:31940 (NodePort) in service list, "
         "saw nothing (not found in output)"
     ]
+
+
+def test_wildcard_row_of_cilium_1_19_serves_the_node_ip() -> None:
+    verdict = run(fixture(LAB_1_19), {"nodePort": 31108, "nodeIPs": ["10.99.0.12"], "clusterIP": "10.96.82.183",
+                                      "clusterPort": 80, "protocol": "TCP", "minBackends": 2})
+
+    assert verdict.problems == []
+    assert verdict.figures["frontends"]["10.99.0.12:31108 (NodePort)"] == [  # type: ignore[index]
+        {"id": 2, "frontend": "0.0.0.0:31108/TCP", "type": "NodePort", "backends": 2, "usableBackends": 2}
+    ]
+
+
+def test_wildcard_row_does_not_stand_for_another_port_or_family() -> None:
+    verdict = run(fixture(LAB_1_19), {"nodePort": 31109, "nodeIPs": ["10.99.0.12", "fd00::12"]})
+
+    assert messages(verdict) == [
+        "node agent-1: check service-list: expected frontend 10.99.0.12:31109 (NodePort) in service list, "
+        "saw nothing (not found in output)",
+        "node agent-1: check service-list: expected frontend [fd00::12]:31109 (NodePort) in service list, "
+        "saw nothing (not found in output)",
+    ]
+    ipv6 = run(fixture(LAB_1_19), {"nodePort": 31108, "nodeIPs": ["fd00::12"]})
+    assert len(ipv6.problems) == 1
 
 
 def test_node_port_anywhere_is_not_found_when_no_node_port_uses_it() -> None:

@@ -1,0 +1,151 @@
+"""The official Cilium chart as the namespace cluster uses it: the program's plan of a stack (its values and
+checks), the lab's overlay on those values, and the images a rendering runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cluster import KUBERNETES_VERSION, cache_root
+from .control_plane import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
+CHARTS = REPO.parent / "shared" / "cilium-chart"
+CHART, CHART_VALUES = CHARTS / "archives" / "cilium-1.19.6.tgz", CHARTS / "1.19.6" / "values.yaml"
+CHART_SUMS = CHARTS / "archives" / "SHA256SUMS"
+STACK = Path(__file__).with_name("stack.yaml")
+TIERS = ("baseline", "kpr", "performance", "extreme")
+
+
+def stack_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """The lab's stack (stack.yaml) at ``tier`` for ``nodes`` (name, address; the first a server), the lab
+    overlay in ``cilium.values``, and each node's host key pinned when ``host_keys`` gives them."""
+    config: dict[str, Any] = yaml.safe_load(STACK.read_text())["config"]
+    config["k3s-cilium:tier"] = tier
+    config["k3s-cilium:nodes"] = [
+        {
+            "name": name,
+            "host": address,
+            "role": "agent" if index else "server",
+            # The public key's type and data, as ssh-keyscan prints them, without the comment.
+            **({"hostKey": " ".join(host_keys[name].split()[:2])} if host_keys else {}),
+        }
+        for index, (name, address) in enumerate(nodes)
+    ]
+    config["k3s-cilium:cilium"]["values"] |= lab_values()
+    return config
+
+
+def write_stack(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({"config": config}, sort_keys=False))
+    return path
+
+
+def program_plan(stack: Path) -> dict[str, Any]:
+    """This program's offline plan of ``stack``: the Helm values it deploys and the checks it runs."""
+    planned = subprocess.run(
+        [sys.executable, "-m", "stacks", "plan", str(stack), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if planned.returncode:
+        raise RuntimeError(f"python -m stacks plan {stack}: {planned.stderr.strip() or planned.stdout.strip()}")
+    return dict(json.loads(planned.stdout))
+
+
+def lab_values() -> dict[str, Any]:
+    """What the lab changes in the program's values, and only that: this machine withholds CAP_SYS_RESOURCE,
+    so runc refuses any container asking for it; the chart's capability lists go without it."""
+    chart_values = yaml.safe_load((CHART_VALUES).read_text())
+    lists = chart_values["securityContext"]["capabilities"]
+    return {
+        "securityContext": {
+            "capabilities": {
+                name: [c for c in caps if c != "SYS_RESOURCE"]
+                for name, caps in lists.items()
+                if isinstance(caps, list) and "SYS_RESOURCE" in caps
+            }
+        }
+    }
+
+
+def helm(action: str, values: list[Path]) -> list[str]:
+    """``helm <action>`` of release cilium from the chart archive with ``values``, in kube-system."""
+    files = [arg for path in values for arg in ("-f", str(path))]
+    return [str(cache_root() / "toolchain" / "bin" / "helm"), action, "cilium", str(CHART), "-n", "kube-system", *files]
+
+
+def render_chart(values: list[Path]) -> str:
+    command = [*helm("template", values), "--kube-version", KUBERNETES_VERSION]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def chart_images(rendered: str) -> list[str]:
+    """Every image the rendered chart runs: the names the lab's images must carry."""
+    return sorted(set(re.findall(r'^\s+image:\s+"?([^"\s]+)"?\s*$', rendered, flags=re.MULTILINE)))
+
+
+def agent_status_checks(plane: ControlPlane, checks: list[dict[str, Any]], step: Callable[..., None]) -> bool:
+    """The program's own agent-status check (python -m verification) on each real agent's
+    ``cilium-dbg status --verbose`` (kept in the report), with the expectations the plan gives that node."""
+    started = time.monotonic()
+    pods = json.loads(plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json").stdout)
+    agents = {pod["spec"]["nodeName"]: pod["metadata"]["name"] for pod in pods["items"]}
+    results, statuses = {}, {}
+    for check in (c for c in checks if c["check"] == "agent-status"):
+        status = plane.kubectl(
+            "-n",
+            "kube-system",
+            "exec",
+            agents[check["node"]],
+            "-c",
+            "cilium-agent",
+            "--",
+            "cilium-dbg",
+            "status",
+            "--verbose",
+        )
+        verdict = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "verification",
+                "agent-status",
+                "--node",
+                check["node"],
+                "--expect",
+                json.dumps(check["expect"]),
+            ],
+            cwd=REPO,
+            input=status.stdout,
+            capture_output=True,
+            text=True,
+        )
+        results[check["node"]] = json.loads(verdict.stdout)
+        statuses[check["node"]] = (status.stdout or status.stderr).strip().splitlines()
+    step("agent-status", started, verdicts=results, agentStatus=statuses)
+    return all(r["status"] == "pass" for r in results.values())
+
+
+def install_cilium(plane: ControlPlane, values: list[Path], step: Callable[..., None]) -> None:
+    """The official chart with the program's values, from the server's namespace; then every node Ready."""
+    started = time.monotonic()
+    installed = plane.run(*helm("install", values), "--kubeconfig", str(plane.admin_kubeconfig), timeout=120)
+    if installed.returncode != 0:
+        raise RuntimeError(f"helm install: {installed.stderr.strip()}")
+    rolled = plane.kubectl("-n", "kube-system", "rollout", "status", "daemonset/cilium", "--timeout=300s", timeout=310)
+    if rolled.returncode != 0:
+        raise RuntimeError(f"cilium DaemonSet not ready: {rolled.stderr.strip() or rolled.stdout.strip()}")
+    ready = plane.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s", timeout=190)
+    if ready.returncode != 0:
+        raise RuntimeError(f"nodes not Ready with Cilium: {ready.stderr.strip()}")
+    step("cilium", started, nodes=ready.stdout.strip().splitlines())

@@ -1,0 +1,378 @@
+"""``lab/run datapath``: the program's Cilium half through the real engine on the namespace cluster.
+
+The cluster (cluster.py) starts; then the lab program (lab/programs/datapath: the product's
+CiliumRelease, KubeProxyRemoval and Verification) runs with the real Pulumi CLI and engine, the
+Kubernetes provider and the lab's command provider, all inside the lab's network namespace where the
+nodes are reached, through these phases:
+
+1. ``baseline``: upstream kube-proxy (iptables mode) on every node, Cilium as CNI only;
+2. ``kpr``: kube-proxy stopped first, as a K3s restart with ``disable-kube-proxy`` stops the one it
+   embeds (its rules stay for the program's removal to clean);
+3. ``performance``;
+4. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
+
+After each ``up`` a second ``up`` must change nothing (``--expect-no-changes``), and the lab reads
+for itself what the program claims: KUBE-* chains in both iptables backends, the agents' own
+kube-proxy replacement status, and the smoke Service's ClusterIP and every node's NodePort from
+inside a smoke pod of each node. Then ``destroy``, what it leaves on the nodes, and the teardown.
+Features this kernel cannot give are listed as not testable, never as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine import COMMAND_PROVIDER, PulumiRun, passed_or_raise, toolchain_env
+from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed
+from .chart import CHART, CHART_SUMS, REPO, chart_images, program_plan, render_chart, stack_config, write_stack
+from .cluster import KUBERNETES_VERSION, Cluster, missing_binaries, named_netns, run_dir
+
+STACK = "datapath"
+PROGRAM = REPO / "lab" / "programs" / "datapath"
+PRODUCT_LINKS = ("components", "stacks", "verification", "requirements.txt", ".venv")
+PHASES = (
+    ("baseline", "baseline"),
+    ("kpr", "kpr"),
+    ("performance", "performance"),
+    ("rollback-kpr", "kpr"),
+    ("rollback-baseline", "baseline"),
+)
+NODE_COUNT = 3
+# What this kernel (no loadable modules) lacks, so the lab cannot show it, with the missing piece.
+NOT_TESTABLE = {
+    "bandwidthManager": "no sch_fq qdisc in this kernel",
+    "bbr": "needs the bandwidth manager (sch_fq)",
+    "netkit": "no netkit device in this kernel",
+    "tunnel (geneve)": "no geneve in this kernel",
+    "encryption (WireGuard)": "no WireGuard in this kernel",
+    "encryption (IPsec)": "no ESP (xfrm) in this kernel",
+    "kpr-integrity check": "reads K3s' own process and config files; K3s does not run here",
+    "l7Proxy (Envoy)": "Envoy cannot be built here",
+}
+# Every KUBE-* chain, as "<save command> <table> <chain>" lines, in both backends and families.
+KUBE_CHAINS = r"""
+for save in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
+  "$save" 2>/dev/null |
+    awk -v save="$save" '/^\*/ { table = substr($0, 2) } /^:KUBE-/ { print save, table, substr($1, 2) }'
+done
+"""
+# KUBE-* chains kubelet owns and keeps while it runs (the program's cleanup keeps them too, as it must).
+KUBELET_CHAINS = {("filter", "KUBE-FIREWALL"), ("*", "KUBE-KUBELET-CANARY"), ("*", "KUBE-IPTABLES-HINT")}
+SMOKE_NAMESPACE, SMOKE_SERVICE = "k3s-cilium-verify", "smoke"
+
+
+def run(out: Path, keep: bool) -> int:
+    missing = missing_binaries()
+    if missing:
+        print(f"not built: {', '.join(missing)}; run lab/datapath/build.sh build", flush=True)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    directory = run_dir()
+    cluster = Cluster(NODE_COUNT, directory)
+    report = Report(out / "report.json")
+    report.lab = {
+        "what": (
+            f"upstream Kubernetes {KUBERNETES_VERSION} and Cilium 1.19.6 built here from Go modules, on "
+            f"{NODE_COUNT} nodes that are Linux namespaces of this machine (kernel shared, no VMs); K3s did not run. "
+            "Stand-ins for K3s, and nothing more: a `k3s` shim per node (kubectl, crictl, ctr handed to upstream "
+            "tools), a forward of 127.0.0.1:6444 to the API server per node, upstream kube-proxy (iptables mode) "
+            "started and stopped by the lab where K3s would start and stop its embedded one. Cilium's images "
+            "(lab.local/cilium/*) and the smoke image (our test server under the nginx name the program deploys) "
+            "are built here; the chart is the official cilium-1.19.6.tgz through the program's air-gap settings."
+        ),
+        "engine": "the Pulumi CLI and engine built here (lab/toolchain.sh), our language host (lab/langhost), the "
+        f"Kubernetes provider built here, command provider: {COMMAND_PROVIDER}",
+        "program": "lab/programs/datapath: the product's CiliumRelease, KubeProxyRemoval and Verification",
+        "nodes": cluster.describe(),
+        "notTestableHere": NOT_TESTABLE,
+    }
+    report.write()
+    with resource_peaks() as peaks:
+        try:
+            drive(cluster, report, directory, out)
+        finally:
+            with report.step("teardown", KIND_LAB) as step:
+                if keep:
+                    step.details["kept"] = {"runDir": str(directory), "labNetns": cluster.lab_netns}
+                else:
+                    cluster.stop()
+                    step.details["left"] = leftovers(cluster)
+                    if step.details["left"]:
+                        raise StepFailed(f"left behind: {step.details['left']}")
+            cluster.keep_logs(out)
+            if not keep:
+                shutil.rmtree(directory, ignore_errors=True)
+    report.lab["peaks"] = peaks
+    report.finished = datetime.now(UTC).isoformat(timespec="seconds")
+    failed = [s for s in report.steps if s.status != PASSED]
+    report.ok = not failed
+    if failed:
+        report.stopped_at, report.stop_reason = failed[0].name, failed[0].first_error
+    report.write()
+    (out / "summary.txt").write_text(summary(report))
+    print(summary(report), end="")
+    return 0 if report.ok else 1
+
+
+def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
+    nodes = [(m.name, m.address) for m in cluster.members]
+    with report.step("cluster", KIND_LAB) as step:
+        plans = {
+            tier: program_plan(write_stack(directory / f"plan-{tier}.yaml", stack_config(tier, nodes)))
+            for tier in {tier for _, tier in PHASES}
+        }
+        images: set[str] = set()
+        for tier, plan in plans.items():
+            values = directory / f"values-{tier}.json"
+            values.write_text(json.dumps(plan["ciliumValues"]))
+            images |= set(chart_images(render_chart([values])))
+
+        def record(name: str, started: float, **details: Any) -> None:
+            step.details.setdefault("steps", []).append(
+                {"name": name, "seconds": round(time.monotonic() - started, 1), **details}
+            )
+
+        cluster.start(record, sorted(images))
+        step.details["ciliumImages"] = sorted(images)
+    if report.steps[-1].status != PASSED:
+        return
+
+    env, why = toolchain_env()
+    if env is None:
+        for phase, _ in PHASES:
+            report.not_run(phase, KIND_PULUMI, why)
+        return
+    logs = out / "pulumi"
+    logs.mkdir(parents=True, exist_ok=True)
+    project = project_dir(directory)
+    pulumi = PulumiRun(directory, env, project, logs, STACK, prefix=["ip", "netns", "exec", cluster.lab_netns])
+    with report.step("stack-init", KIND_PULUMI) as step:
+        passed_or_raise(step, pulumi.run(step, "stack", "init", "--secrets-provider", "passphrase"))
+        stack_file = project / f"Pulumi.{STACK}.yaml"
+        key = cluster.client_key.read_text()
+        passed_or_raise(step, pulumi.run(step, "config", "set", "--secret", "k3s-cilium:sshPrivateKey", stdin=key))
+        passed_or_raise(
+            step, pulumi.run(step, "config", "set", "--secret", "kubeconfig", stdin=cluster.program_kubeconfig())
+        )
+    if report.steps[-1].status != PASSED:
+        return
+
+    for phase, tier in PHASES:
+        with report.step(phase, KIND_PULUMI) as step:
+            if tier == "baseline":
+                cluster.start_kube_proxy()
+                step.details["kubeProxy"] = "started by the lab on every node before `up` (K3s would run it)"
+            else:
+                cluster.stop_kube_proxy()
+                step.details["kubeProxy"] = "stopped by the lab before `up` (K3s restarted with disable-kube-proxy)"
+            set_stack_config(stack_file, tier, cluster)
+            result = pulumi.run(step, "up", "--yes", "--skip-preview")
+            passed_or_raise(step, result)
+            counts = step.resource_counts
+            outputs = pulumi_outputs(pulumi, step)
+            step.resource_counts = counts
+            step.details["verification"] = verdicts(outputs.get("verification") or {})
+            step.details["features"] = outputs.get("features")
+            step.details["skippedFeatures"] = outputs.get("skippedFeatures")
+            observe(cluster, tier, step)
+        if report.steps[-1].status != PASSED:
+            return
+        with report.step(f"{phase}-no-op", KIND_PULUMI) as step:
+            passed_or_raise(step, pulumi.run(step, "up", "--yes", "--skip-preview", "--expect-no-changes"))
+            changed = {k: v for k, v in (step.resource_counts or {}).items() if k != "unchanged" and v}
+            if changed:
+                raise StepFailed(f"the second `up` at {tier} changed resources: {changed}")
+        if report.steps[-1].status != PASSED:
+            return
+
+    with report.step("destroy", KIND_PULUMI) as step:
+        passed_or_raise(step, pulumi.run(step, "destroy", "--yes", "--skip-preview"))
+        step.details["leftOnNodes"] = after_destroy(cluster)
+
+
+def project_dir(directory: Path) -> Path:
+    """The lab program's project: its Pulumi.yaml and __main__.py, links to the product's packages."""
+    project = directory / "project"
+    project.mkdir()
+    for name in PRODUCT_LINKS:
+        (project / name).symlink_to(REPO / name)
+    shutil.copy(PROGRAM / "Pulumi.yaml", project / "Pulumi.yaml")
+    (project / "__main__.py").symlink_to(PROGRAM / "__main__.py")
+    return project
+
+
+def set_stack_config(stack_file: Path, tier: str, cluster: Cluster) -> None:
+    """The tier's config in the stack file, keeping what `pulumi config set --secret` wrote."""
+    stack = yaml.safe_load(stack_file.read_text()) or {}
+    kept = {k: v for k, v in (stack.get("config") or {}).items() if isinstance(v, dict) and "secure" in v}
+    config = stack_config(tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys)
+    # The official chart archive, checked against the SHA256SUMS published with it: the air-gap path.
+    config["k3s-cilium:airgap"]["sumsFile"] = str(CHART_SUMS)
+    config["k3s-cilium:airgap"]["cilium"]["chart"] = str(CHART)
+    stack["config"] = {**config, **kept}
+    stack_file.write_text(yaml.safe_dump(stack, sort_keys=False))
+
+
+def pulumi_outputs(pulumi: PulumiRun, step: Step) -> dict[str, Any]:
+    result = pulumi.run(step, "stack", "output", "--json")
+    passed_or_raise(step, result)
+    return dict(json.loads(result.stdout or "{}"))
+
+
+def verdicts(verification: dict[str, Any]) -> dict[str, Any]:
+    """The program's own verdicts, check by check: {node: {check: status}}, {check: status}."""
+    nodes = {
+        node: {check: result.get("status") for check, result in checks.items()}
+        for node, checks in (verification.get("nodes") or {}).items()
+    }
+    cluster = {check: result.get("status") for check, result in (verification.get("cluster") or {}).items()}
+    failed = [f"{node}/{check}" for node, checks in nodes.items() for check, s in checks.items() if s != "pass"]
+    if failed or not nodes:
+        raise StepFailed(f"the program's verification did not pass everywhere: {failed or 'no node checked'}")
+    return {"nodes": nodes, "cluster": cluster}
+
+
+def observe(cluster: Cluster, tier: str, step: Step) -> None:
+    """What the lab reads for itself after an ``up``, independent of the program's checks, into the step."""
+    kpr = tier != "baseline"
+    problems: list[str] = []
+    observed: dict[str, Any] = step.details.setdefault("lab", {})
+    observed["kubeProxyChains"] = chains = {}
+    for member in cluster.members:
+        listed = cluster.ssh(member, KUBE_CHAINS).stdout.split("\n")
+        found = [line.split() for line in listed if len(line.split()) == 3]
+        chains[member.name] = sorted(
+            f"{save} {table} {chain}"
+            for save, table, chain in found
+            if (table, chain) not in KUBELET_CHAINS and ("*", chain) not in KUBELET_CHAINS
+        )
+        if kpr and chains[member.name]:
+            problems.append(
+                f"{member.name}: kube-proxy's chains left with kube-proxy replacement: {chains[member.name]}"
+            )
+        if not kpr and not any(c.endswith(" nat KUBE-SERVICES") for c in chains[member.name]):
+            problems.append(f"{member.name}: no KUBE-SERVICES chain at baseline, where kube-proxy runs")
+    observed["agentKubeProxyReplacement"] = agents = agent_kpr(cluster)
+    for node, line in agents.items():
+        if kpr != line.startswith("True"):
+            problems.append(f"{node}: agent says KubeProxyReplacement {line!r} at {tier}")
+    observed["fromPods"] = from_pods = pod_probes(cluster)
+    problems += [
+        f"{pod}: {target} failed: {said}"
+        for pod, results in from_pods.items()
+        for target, said in results.items()
+        if not said.startswith("200 ")
+    ]
+    if problems:
+        raise StepFailed("; ".join(problems))
+
+
+def agent_kpr(cluster: Cluster) -> dict[str, str]:
+    """Each agent's ``KubeProxyReplacement:`` line of ``cilium-dbg status``, by node."""
+    listed = cluster.plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json")
+    found = {}
+    for pod in json.loads(listed.stdout or "{}").get("items", []):
+        status = cluster.plane.kubectl(
+            "-n", "kube-system", "exec", pod["metadata"]["name"], "-c", "cilium-agent", "--", "cilium-dbg", "status"
+        )
+        line = next((x for x in status.stdout.splitlines() if x.startswith("KubeProxyReplacement:")), "")
+        found[pod["spec"]["nodeName"]] = line.removeprefix("KubeProxyReplacement:").strip() or status.stderr.strip()
+    return found
+
+
+def pod_probes(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """From one smoke pod per node (the test server's ``get``): the Service's ClusterIP and each node's NodePort."""
+    service = json.loads(
+        cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "get", "service", SMOKE_SERVICE, "-o", "json").stdout
+    )
+    port = service["spec"]["ports"][0]
+    targets = [f"http://{service['spec']['clusterIP']}:{port['port']}/"]
+    targets += [f"http://{m.address}:{port['nodePort']}/" for m in cluster.members]
+    pods = json.loads(cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "get", "pods", "-o", "json").stdout)
+    one_per_node = {pod["spec"].get("nodeName"): pod["metadata"]["name"] for pod in pods["items"]}
+    results: dict[str, dict[str, str]] = {}
+    for node, pod in sorted(one_per_node.items()):
+        results[f"{pod} ({node})"] = {
+            target: (lambda r: (r.stdout or r.stderr).strip())(
+                cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "exec", pod, "--", "/testserver", "get", target)
+            )
+            for target in targets
+        }
+    return results
+
+
+def after_destroy(cluster: Cluster) -> dict[str, Any]:
+    """What remains once the program's resources are destroyed: Kubernetes objects and, per node, what
+    Cilium's agent left in the kernel (K3s' uninstall, not run here, removes it on real hosts)."""
+    left: dict[str, Any] = {}
+    pods = cluster.plane.kubectl("get", "pods", "-A", "-o", "name")
+    left["pods"] = pods.stdout.split()
+    namespaces = cluster.plane.kubectl("get", "namespace", SMOKE_NAMESPACE, "-o", "name")
+    left["verifyNamespace"] = namespaces.stdout.strip() or None
+    for member in cluster.members:
+        links = cluster.ssh(member, "ip -o link show | awk -F': ' '{print $2}' | grep -E '^(cilium|lxc)' || true")
+        left[member.name] = {"ciliumLinks": links.stdout.split()}
+    if left["pods"] or left["verifyNamespace"]:
+        raise StepFailed(f"`destroy` left Kubernetes objects: {left['pods']} {left['verifyNamespace'] or ''}")
+    return left
+
+
+def leftovers(cluster: Cluster) -> list[str]:
+    """What the teardown should have removed and did not: namespaces, cgroups, processes."""
+    left = [f"netns {name}" for name in sorted(named_netns() - cluster.netns_before)]
+    for member in cluster.members:
+        left += [f"cgroup {c}" for c in member.cgroups() if c.exists()]
+    for process in [*cluster.plane.processes.values(), *(m.process for m in cluster.members if m.process)]:
+        if process.poll() is None:
+            left.append(f"process {process.pid}")
+    return left
+
+
+@contextmanager
+def resource_peaks() -> Iterator[dict[str, Any]]:
+    """The machine's peak memory in use and the peak growth of disk use while the body runs (sampled
+    every 2 s): the lab shares the machine, so these bound what it needs."""
+    peaks: dict[str, Any] = {"memoryUsedBytes": 0, "diskGrowthBytes": 0, "sampleSeconds": 2}
+    disk_before = shutil.disk_usage("/").used
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(2):
+            meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+            used = (int(meminfo["MemTotal"].split()[0]) - int(meminfo["MemAvailable"].split()[0])) * 1024
+            peaks["memoryUsedBytes"] = max(peaks["memoryUsedBytes"], used)
+            peaks["diskGrowthBytes"] = max(peaks["diskGrowthBytes"], shutil.disk_usage("/").used - disk_before)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        thread.join()
+
+
+def summary(report: Report) -> str:
+    lines = [f"lab/run datapath: {'passed' if report.ok else 'FAILED at ' + str(report.stopped_at)}"]
+    for step in report.steps:
+        counts = ", ".join(f"{k} {v}" for k, v in (step.resource_counts or {}).items())
+        lines.append(f"  {step.status:7} {step.name:24} {step.seconds or 0:7.1f} s  {counts}")
+        if step.status != PASSED:
+            lines.append(f"          {step.first_error or step.reason}")
+    peaks = report.lab.get("peaks", {})
+    lines.append(
+        f"  peak memory in use {peaks.get('memoryUsedBytes', 0) / 2**30:.1f} GiB, "
+        f"disk growth {peaks.get('diskGrowthBytes', 0) / 2**30:.1f} GiB"
+    )
+    lines += [f"  not testable here: {name} ({why})" for name, why in NOT_TESTABLE.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,3 @@
+module k3s-cilium/lab/testserver
+
+go 1.22
