@@ -23,6 +23,8 @@ CHART, CHART_VALUES = CHARTS / "archives" / "cilium-1.19.6.tgz", CHARTS / "1.19.
 CHART_SUMS = CHARTS / "archives" / "SHA256SUMS"
 STACK = Path(__file__).with_name("stack.yaml")
 TIERS = ("baseline", "kpr", "performance", "extreme")
+# Off in the lab, through the program's own per-feature overrides: this kernel has no sch_fq qdisc.
+WITHOUT_SCH_FQ = {"bandwidthManager": False, "bbr": False}
 
 
 def stack_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str] | None = None) -> dict[str, Any]:
@@ -41,6 +43,8 @@ def stack_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, s
         for index, (name, address) in enumerate(nodes)
     ]
     config["k3s-cilium:cilium"]["values"] |= lab_values()
+    if tier == "extreme":
+        config["k3s-cilium:features"] = dict(WITHOUT_SCH_FQ)
     return config
 
 

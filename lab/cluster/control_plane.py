@@ -9,14 +9,13 @@ the run directory. Nothing of K3s is here: K3s cannot be had on these machines.
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pki
+from .processes import stop_group
 
 API_PORT = 6443
 ETCD_CLIENT = "http://127.0.0.1:2379"
@@ -194,13 +193,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process (scheduler first, etcd last), killing what does not stop within 10 s."""
         for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_group(process, 10)
 
 
 def write_kubeconfig(path: Path, server: str, authority: Path, client: pki.Pair) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import pki
 from .control_plane import write_kubeconfig
+from .processes import group_alive, stop_group
 
 NODE_INIT = Path(__file__).with_name("node-init.sh")
 K3S_SHIM = Path(__file__).with_name("k3s-shim.sh")
@@ -296,16 +297,11 @@ def stop_kube_proxy(node: Node) -> None:
     The signal goes to the process group: nsenter forks kube-proxy into the node's PID namespace and
     does not pass signals on."""
     process = node.kube_proxy
-    if process is not None and process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    if process is not None:
+        stop_group(process, 15)
         # nsenter may exit before kube-proxy does: wait until nothing of the group is left.
         deadline = time.monotonic() + 15
-        while _group_alive(process.pid):
+        while group_alive(process.pid):
             if time.monotonic() > deadline + 15:
                 raise RuntimeError(f"kube-proxy on {node.name} (process group {process.pid}) does not stop")
             if time.monotonic() > deadline:
@@ -314,22 +310,8 @@ def stop_kube_proxy(node: Node) -> None:
     node.kube_proxy = None
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def stop(node: Node) -> None:
     """Stop the node: its PID namespace's init (unshare's child) takes every process of the node with it."""
-    if node.process is not None and node.process.poll() is None:
-        os.killpg(node.process.pid, signal.SIGTERM)
-        try:
-            node.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.process.pid, signal.SIGKILL)
-            node.process.wait()
+    stop_group(node.process, 15)
     # The bind mounts lived in the node's mount namespace and went with it.
     subprocess.run(["ip", "netns", "delete", node.netns], capture_output=True)
