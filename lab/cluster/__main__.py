@@ -2,6 +2,7 @@
 
     python -m lab.cluster up [--nodes N] [--cilium TIER] [--out DIR] [--keep]
     python -m lab.cluster datapath [--out DIR] [--keep]
+    python -m lab.cluster down
 
 ``up`` starts upstream Kubernetes (built by ``lab/datapath/build.sh``) on N nodes
 (default 3: one server, the others agents), each a set of Linux namespaces on a
@@ -11,7 +12,8 @@ control plane serves, every node registers and runs a host-network pod; with
 program renders for the lab's stack (lab/cluster/stack.yaml) at TIER and runs the program's agent-status check on every
 agent. ``datapath`` runs the program's Cilium half through the real engine on it,
 tier after tier (lab/cluster/datapath.py). Each writes ``report.json`` into
-``--out`` and removes everything it made unless ``--keep``. Needs root and
+``--out`` and removes everything it made unless ``--keep``; ``down`` removes what a
+kept one left (when no other run is going on). Needs root and
 Debian's containerd, runc and containernetworking-plugins.
 """
 
@@ -38,7 +40,7 @@ from .chart import (
     stack_config,
     write_stack,
 )
-from .cluster import KUBERNETES_VERSION, Cluster, cache_root, missing_binaries, run_dir
+from .cluster import KUBERNETES_VERSION, Cluster, cache_root, down, missing_binaries, run_dir
 from .datapath import run as run_datapath
 
 
@@ -119,7 +121,11 @@ def main() -> int:
     for command in (start, sequence):
         command.add_argument("--out", type=Path, default=None, help="where report.json and the logs go")
         command.add_argument("--keep", action="store_true", help="leave the processes and namespaces running")
+    commands.add_parser("down", help="remove what a --keep run left (no other lab run may be going on)")
     args = parser.parse_args()
+    if args.command == "down":
+        print("\n".join(down()) or "nothing to remove")
+        return 0
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = args.out or cache_root() / "lab" / "reports" / f"{args.command}-{stamp}"
     if args.command == "datapath":

@@ -10,9 +10,11 @@ the API server (api_forward.py); kube-proxy, which K3s embeds, runs as upstream 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -103,10 +105,10 @@ class Cluster:
         tag = os.getpid()
         self.run_dir = run_dir
         self.binaries = binaries_dir()
-        self.lab_netns = f"k3s-cilium-lab-net-{tag}"
+        self.lab_netns = f"{NETNS_PREFIX}net-{tag}"
         names = ["server-1"] + [f"agent-{i}" for i in range(1, node_count)]
         self.members = [
-            nodes.Node(name, f"k3s-cilium-lab-{name}-{tag}", node_address(i), run_dir / "nodes" / name)
+            nodes.Node(name, f"{NETNS_PREFIX}{name}-{tag}", node_address(i), run_dir / "nodes" / name)
             for i, name in enumerate(names)
         ]
         self.server = self.members[0]
@@ -351,5 +353,42 @@ def sandbox_pod(node: str) -> dict[str, Any]:
     }
 
 
+RUN_DIR_PREFIX = "k3s-cilium-cluster-"
+NETNS_PREFIX = "k3s-cilium-lab-"
+
+
 def run_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="k3s-cilium-cluster-"))
+    return Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+
+
+def netns_pids(name: str) -> list[int]:
+    listed = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+    return [int(pid) for pid in listed.split()]
+
+
+def down() -> list[str]:
+    """What a ``--keep`` run left, removed: every process in the lab's network namespaces (a node's PID 1
+    takes its node with it), the namespaces, the lab's cgroups and run directories. For when no lab
+    run is going on: it cannot tell a kept cluster from a running one. Returns what it removed."""
+    removed = []
+    for name in sorted(n for n in named_netns() if n.startswith(NETNS_PREFIX)):
+        pids = netns_pids(name)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+        def exited(name: str = name) -> bool:
+            return not netns_pids(name)
+
+        wait_for(exited, 30, f"the processes of {name} did not exit")
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        removed.append(f"netns {name} ({len(pids)} processes)")
+    for cgroup in nodes.lab_cgroups():
+        for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            path.rmdir()
+        cgroup.rmdir()
+        removed.append(f"cgroup {cgroup}")
+    for directory in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(f"run directory {directory}")
+    return removed

@@ -26,6 +26,7 @@ import json
 import shutil
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -107,6 +108,9 @@ def run(out: Path, keep: bool) -> int:
     with resource_peaks() as peaks:
         try:
             drive(cluster, report, directory, out)
+        # The step it broke is marked failed with its message; the trace goes beside the report.
+        except Exception:
+            (out / "traceback.txt").write_text(traceback.format_exc())
         finally:
             with report.step("teardown", KIND_LAB) as step:
                 if keep:

@@ -42,6 +42,12 @@ class Node:
         return [CGROUP_ROOT / mount / own.lstrip("/") / LAB_CGROUP / self.name for mount, own in own_cgroups().items()]
 
 
+def lab_cgroups() -> list[Path]:
+    """The lab's parent cgroup (of every node's) in every hierarchy, where it exists."""
+    found = [CGROUP_ROOT / mount / own.lstrip("/") / LAB_CGROUP for mount, own in own_cgroups().items()]
+    return [cgroup for cgroup in found if cgroup.is_dir()]
+
+
 def cgroup_hierarchies() -> list[str]:
     """The machine's cgroup v1 mounts below /sys/fs/cgroup as ``<controllers>:<directory>`` (``cpu:cpu``)."""
     found = []
