@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.hosts.pulumi_steps import comparable
+from lab.engine import comparable
 from tests.engine.conftest import COMMAND_PROVIDER_LINE, ROOT, TOKEN_SENTINEL, Project, Result
 from tests.engine.sshd import SSHServer, sshd
 
@@ -157,7 +157,7 @@ def test_a_failed_up_shows_the_failing_step_and_why_and_no_crash(project: Projec
 
 
 def _state(project: Project, stack: str) -> dict[str, dict[str, Any]]:
-    """Each resource of the state by URN, as the lab compares them (lab/hosts/pulumi_steps.comparable)."""
+    """Each resource of the state by URN, as the lab compares them (lab/engine.comparable)."""
     exported = project.pulumi("stack", "export", "--stack", stack, "--show-secrets").json()
     return {r["urn"]: comparable(r) for r in exported["deployment"]["resources"]}
 
