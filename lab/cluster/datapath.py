@@ -224,14 +224,20 @@ def project_dir(directory: Path) -> Path:
     return project
 
 
+def engine_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str]) -> dict[str, Any]:
+    """The lab program's ``k3s-cilium:*`` config at ``tier``: the lab's stack with the host keys pinned and
+    the official chart archive, checked against the SHA256SUMS published with it (the air-gap path)."""
+    config = stack_config(tier, nodes, host_keys)
+    config["k3s-cilium:airgap"]["sumsFile"] = str(CHART_SUMS)
+    config["k3s-cilium:airgap"]["cilium"]["chart"] = str(CHART)
+    return config
+
+
 def set_stack_config(stack_file: Path, tier: str, cluster: Cluster) -> None:
     """The tier's config in the stack file, keeping what `pulumi config set --secret` wrote."""
     stack = yaml.safe_load(stack_file.read_text()) or {}
     kept = {k: v for k, v in (stack.get("config") or {}).items() if isinstance(v, dict) and "secure" in v}
-    config = stack_config(tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys)
-    # The official chart archive, checked against the SHA256SUMS published with it: the air-gap path.
-    config["k3s-cilium:airgap"]["sumsFile"] = str(CHART_SUMS)
-    config["k3s-cilium:airgap"]["cilium"]["chart"] = str(CHART)
+    config = engine_config(tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys)
     stack["config"] = {**config, **kept}
     stack_file.write_text(yaml.safe_dump(stack, sort_keys=False))
 
