@@ -98,26 +98,34 @@ def chart_images(rendered: str) -> list[str]:
     return sorted(set(re.findall(r'^\s+image:\s+"?([^"\s]+)"?\s*$', rendered, flags=re.MULTILINE)))
 
 
-def agent_status_checks(plane: ControlPlane, checks: list[dict[str, Any]], step: Callable[..., None]) -> bool:
-    """The program's own agent-status check (python -m verification) on each real agent's
-    ``cilium-dbg status --verbose`` (kept in the report), with the expectations the plan gives that node."""
-    started = time.monotonic()
-    pods = json.loads(plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json").stdout)
-    agents = {pod["spec"]["nodeName"]: pod["metadata"]["name"] for pod in pods["items"]}
-    results, statuses = {}, {}
-    for check in (c for c in checks if c["check"] == "agent-status"):
-        status = plane.kubectl(
+def agent_statuses(plane: ControlPlane, *flags: str) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``cilium-dbg status [flags]`` of every Cilium agent, by node."""
+    listed = plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json")
+    return {
+        pod["spec"]["nodeName"]: plane.kubectl(
             "-n",
             "kube-system",
             "exec",
-            agents[check["node"]],
+            pod["metadata"]["name"],
             "-c",
             "cilium-agent",
             "--",
             "cilium-dbg",
             "status",
-            "--verbose",
+            *flags,
         )
+        for pod in json.loads(listed.stdout or "{}").get("items", [])
+    }
+
+
+def agent_status_checks(plane: ControlPlane, checks: list[dict[str, Any]], step: Callable[..., None]) -> bool:
+    """The program's own agent-status check (python -m verification) on each real agent's
+    ``cilium-dbg status --verbose`` (kept in the report), with the expectations the plan gives that node."""
+    started = time.monotonic()
+    agents = agent_statuses(plane, "--verbose")
+    results, statuses = {}, {}
+    for check in (c for c in checks if c["check"] == "agent-status"):
+        status = agents[check["node"]]
         verdict = subprocess.run(
             [
                 sys.executable,

@@ -9,7 +9,6 @@ the API server (api_forward.py); kube-proxy, which K3s embeds, runs as upstream 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -26,7 +25,7 @@ from components.verify import SMOKE_IMAGE
 
 from . import images, pki
 from . import node as nodes
-from .control_plane import API_PORT, ControlPlane, write_kubeconfig
+from .control_plane import API_PORT, ControlPlane, kubeconfig_text, write_kubeconfig
 
 KUBERNETES_VERSION = "v1.33.13"
 COMPONENTS = (
@@ -81,21 +80,6 @@ def named_netns() -> set[str]:
     """The network namespaces ``ip netns`` names (its files in /run/netns)."""
     directory = Path("/run/netns")
     return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
-
-
-def embedded_kubeconfig(server: str, authority: Path, client: pki.Pair) -> str:
-    """A kubeconfig holding its certificates (as K3s' k3s.yaml does), for a program on another machine."""
-
-    def data(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    return (
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {data(authority)}\n"
-        f"users:\n- name: lab\n  user:\n    client-certificate-data: {data(client.cert)}\n"
-        f"    client-key-data: {data(client.key)}\n"
-        "contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n"
-    )
 
 
 class Cluster:
@@ -304,10 +288,7 @@ class Cluster:
 
     def program_kubeconfig(self) -> str:
         """The admin credentials with the certificates inside, pointing at the API server's address."""
-        certs = self.run_dir / "pki"
-        return embedded_kubeconfig(
-            self.api_url, self.plane.authority.cert, pki.Pair(certs / "admin.crt", certs / "admin.key")
-        )
+        return kubeconfig_text(self.api_url, self.plane.authority.cert, self.plane.admin, embedded=True)
 
     def start_kube_proxy(self) -> None:
         for member in self.members:
@@ -384,9 +365,7 @@ def down() -> list[str]:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         removed.append(f"netns {name} ({len(pids)} processes)")
     for cgroup in nodes.lab_cgroups():
-        for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            path.rmdir()
-        cgroup.rmdir()
+        nodes.remove_cgroup_tree(cgroup)
         removed.append(f"cgroup {cgroup}")
     for directory in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
         shutil.rmtree(directory, ignore_errors=True)

@@ -8,6 +8,7 @@ the run directory. Nothing of K3s is here: K3s cannot be had on these machines.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import subprocess
 import time
@@ -31,6 +32,8 @@ class ControlPlane:
     binaries: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     authority: pki.Pair = field(init=False)
+    # The cluster admin's client certificate (group system:masters).
+    admin: pki.Pair = field(init=False)
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -71,7 +74,7 @@ class ControlPlane:
                 "DNS:localhost",
             ],
         )
-        admin = pki.signed(authority, certs, "admin", "/CN=lab-admin/O=system:masters")
+        admin = self.admin = pki.signed(authority, certs, "admin", "/CN=lab-admin/O=system:masters")
         kubelet_client = pki.signed(
             authority, certs, "apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client/O=system:masters"
         )
@@ -196,13 +199,24 @@ class ControlPlane:
             stop_group(process, 10)
 
 
-def write_kubeconfig(path: Path, server: str, authority: Path, client: pki.Pair) -> None:
-    path.write_text(
+def kubeconfig_text(server: str, authority: Path, client: pki.Pair, *, embedded: bool = False) -> str:
+    """A kubeconfig naming the certificate files, or with ``embedded`` holding them (as K3s' k3s.yaml
+    does), for a program that does not share this machine's files."""
+
+    def entry(name: str, path: Path) -> str:
+        return f"{name}-data: {base64.b64encode(path.read_bytes()).decode()}" if embedded else f"{name}: {path}"
+
+    return (
         "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: lab\n  cluster:\n    server: {server}\n    certificate-authority: {authority}\n"
-        f"users:\n- name: lab\n  user:\n    client-certificate: {client.cert}\n    client-key: {client.key}\n"
+        f"clusters:\n- name: lab\n  cluster:\n    server: {server}\n    {entry('certificate-authority', authority)}\n"
+        f"users:\n- name: lab\n  user:\n    {entry('client-certificate', client.cert)}\n"
+        f"    {entry('client-key', client.key)}\n"
         "contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\ncurrent-context: lab\n"
     )
+
+
+def write_kubeconfig(path: Path, server: str, authority: Path, client: pki.Pair) -> None:
+    path.write_text(kubeconfig_text(server, authority, client))
 
 
 def _first_address(cidr: str) -> str:

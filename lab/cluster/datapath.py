@@ -35,9 +35,22 @@ from typing import Any
 
 import yaml
 
+from components.verify import SMOKE_LABELS, SMOKE_NAME
+from stacks.checks import VERIFY_NAMESPACE
+
 from ..engine import COMMAND_PROVIDER, PulumiRun, passed_or_raise, toolchain_env
 from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed
-from .chart import CHART, CHART_SUMS, REPO, chart_images, program_plan, render_chart, stack_config, write_stack
+from .chart import (
+    CHART,
+    CHART_SUMS,
+    REPO,
+    agent_statuses,
+    chart_images,
+    program_plan,
+    render_chart,
+    stack_config,
+    write_stack,
+)
 from .cluster import KUBERNETES_VERSION, Cluster, missing_binaries, named_netns, run_dir
 
 STACK = "datapath"
@@ -76,7 +89,6 @@ done
 """
 # KUBE-* chains kubelet owns and keeps while it runs (the program's cleanup keeps them too, as it must).
 KUBELET_CHAINS = {("filter", "KUBE-FIREWALL"), ("*", "KUBE-KUBELET-CANARY"), ("*", "KUBE-IPTABLES-HINT")}
-SMOKE_NAMESPACE, SMOKE_SERVICE = "k3s-cilium-verify", "smoke"
 
 
 def run(out: Path, keep: bool) -> int:
@@ -130,8 +142,9 @@ def run(out: Path, keep: bool) -> int:
     if failed:
         report.stopped_at, report.stop_reason = failed[0].name, failed[0].first_error
     report.write()
-    (out / "summary.txt").write_text(summary(report))
-    print(summary(report), end="")
+    text = summary(report)
+    (out / "summary.txt").write_text(text)
+    print(text, end="")
     return 0 if report.ok else 1
 
 
@@ -298,35 +311,29 @@ def observe(cluster: Cluster, tier: str, step: Step) -> None:
 
 def agent_kpr(cluster: Cluster) -> dict[str, str]:
     """Each agent's ``KubeProxyReplacement:`` line of ``cilium-dbg status``, by node."""
-    listed = cluster.plane.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "json")
     found = {}
-    for pod in json.loads(listed.stdout or "{}").get("items", []):
-        status = cluster.plane.kubectl(
-            "-n", "kube-system", "exec", pod["metadata"]["name"], "-c", "cilium-agent", "--", "cilium-dbg", "status"
-        )
+    for node, status in agent_statuses(cluster.plane).items():
         line = next((x for x in status.stdout.splitlines() if x.startswith("KubeProxyReplacement:")), "")
-        found[pod["spec"]["nodeName"]] = line.removeprefix("KubeProxyReplacement:").strip() or status.stderr.strip()
+        found[node] = line.removeprefix("KubeProxyReplacement:").strip() or status.stderr.strip()
     return found
 
 
 def pod_probes(cluster: Cluster) -> dict[str, dict[str, str]]:
     """From one smoke pod per node (the test server's ``get``): the Service's ClusterIP and each node's NodePort."""
-    service = json.loads(
-        cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "get", "service", SMOKE_SERVICE, "-o", "json").stdout
-    )
+    kubectl = cluster.plane.kubectl
+    service = json.loads(kubectl("-n", VERIFY_NAMESPACE, "get", "service", SMOKE_NAME, "-o", "json").stdout)
     port = service["spec"]["ports"][0]
     targets = [f"http://{service['spec']['clusterIP']}:{port['port']}/"]
     targets += [f"http://{m.address}:{port['nodePort']}/" for m in cluster.members]
-    pods = json.loads(cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "get", "pods", "-o", "json").stdout)
+    selector = ",".join(f"{key}={value}" for key, value in SMOKE_LABELS.items())
+    pods = json.loads(kubectl("-n", VERIFY_NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout)
     one_per_node = {pod["spec"].get("nodeName"): pod["metadata"]["name"] for pod in pods["items"]}
     results: dict[str, dict[str, str]] = {}
     for node, pod in sorted(one_per_node.items()):
-        results[f"{pod} ({node})"] = {
-            target: (lambda r: (r.stdout or r.stderr).strip())(
-                cluster.plane.kubectl("-n", SMOKE_NAMESPACE, "exec", pod, "--", "/testserver", "get", target)
-            )
-            for target in targets
-        }
+        answers = results[f"{pod} ({node})"] = {}
+        for target in targets:
+            answered = kubectl("-n", VERIFY_NAMESPACE, "exec", pod, "--", "/testserver", "get", target)
+            answers[target] = (answered.stdout or answered.stderr).strip()
     return results
 
 
@@ -336,7 +343,7 @@ def after_destroy(cluster: Cluster) -> dict[str, Any]:
     left: dict[str, Any] = {}
     pods = cluster.plane.kubectl("get", "pods", "-A", "-o", "name")
     left["pods"] = pods.stdout.split()
-    namespaces = cluster.plane.kubectl("get", "namespace", SMOKE_NAMESPACE, "-o", "name")
+    namespaces = cluster.plane.kubectl("get", "namespace", VERIFY_NAMESPACE, "-o", "name")
     left["verifyNamespace"] = namespaces.stdout.strip() or None
     for member in cluster.members:
         links = cluster.ssh(member, "ip -o link show | awk -F': ' '{print $2}' | grep -E '^(cilium|lxc)' || true")

@@ -98,15 +98,19 @@ def make_cgroups(node: Node) -> None:
                     (path / key).write_text((path.parent / key).read_text())
 
 
+def remove_cgroup_tree(cgroup: Path) -> None:
+    """``cgroup`` and every cgroup below it, children first: a cgroup is removed only once it holds none."""
+    for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        path.rmdir()
+    cgroup.rmdir()
+
+
 def remove_cgroups(node: Node) -> None:
     """The node's cgroups and what kubelet made below them; the lab's parent once it is empty."""
     for cgroup in node.cgroups():
         if not cgroup.is_dir():
             continue
-        # Children first: a cgroup is removed only once it holds no cgroup.
-        for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            path.rmdir()
-        cgroup.rmdir()
+        remove_cgroup_tree(cgroup)
         if not any(p.is_dir() for p in cgroup.parent.iterdir()):
             cgroup.parent.rmdir()
 

@@ -19,7 +19,7 @@ import yaml
 
 from lab.cluster import oci, pki
 from lab.cluster.chart import TIERS, program_plan, stack_config, write_stack
-from lab.cluster.control_plane import write_kubeconfig
+from lab.cluster.control_plane import kubeconfig_text, write_kubeconfig
 from lab.cluster.node import API_FORWARD, Node, install_k3s_shim
 
 
@@ -117,11 +117,9 @@ def test_the_same_tree_gives_the_same_image(tmp_path: Path) -> None:
 
 def test_the_program_kubeconfig_holds_what_the_product_reads_from_it(tmp_path: Path) -> None:
     from components.cilium import cluster_ca
-    from lab.cluster.cluster import embedded_kubeconfig
-
     authority = pki.ca(tmp_path)
     admin = pki.signed(authority, tmp_path, "admin", "/CN=lab-admin/O=system:masters")
-    text = embedded_kubeconfig("https://10.99.0.10:6443", authority.cert, admin)
+    text = kubeconfig_text("https://10.99.0.10:6443", authority.cert, admin, embedded=True)
     # The product's API check verifies the server against this CA (stdin of verification.api_reachable).
     assert cluster_ca(text) == authority.cert.read_text().strip()
     user = yaml.safe_load(text)["users"][0]["user"]
