@@ -16,7 +16,8 @@ nodes are reached, through these phases:
 After each ``up`` a second ``up`` must change nothing (``--expect-no-changes``), and the lab reads
 for itself what the program claims: KUBE-* chains in both iptables backends, the agents' own
 kube-proxy replacement status, and the smoke Service's ClusterIP and every node's NodePort from
-inside a smoke pod of each node. Then ``destroy``, what it leaves on the nodes, and the teardown.
+inside a smoke pod of each node. Then ``destroy`` (after a failed phase too), what it leaves on the
+nodes, and the teardown.
 Features this kernel cannot give are listed as not testable, never as passed.
 """
 
@@ -211,7 +212,7 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
             observe(cluster, tier, step)
         if report.steps[-1].status != PASSED:
             if required:
-                return
+                break
             continue
         with report.step(f"{phase}-no-op", KIND_PULUMI) as step:
             passed_or_raise(step, pulumi.run(step, "up", "--yes", "--skip-preview", "--expect-no-changes"))
@@ -219,8 +220,9 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
             if changed:
                 raise StepFailed(f"the second `up` at {tier} changed resources: {changed}")
         if report.steps[-1].status != PASSED:
-            return
+            break
 
+    # After a failed phase too: what a user does next, and the state a failed `up` leaves must go.
     with report.step("destroy", KIND_PULUMI) as step:
         passed_or_raise(step, pulumi.run(step, "destroy", "--yes", "--skip-preview"))
         step.details["leftOnNodes"] = after_destroy(cluster)
