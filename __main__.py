@@ -16,6 +16,7 @@ from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
+from components.load_balancer import LoadBalancing, LoadBalancingArgs
 from components.verify import Verification, VerificationArgs
 from stacks import airgap, preflight
 from stacks.checks import planned_checks
@@ -44,7 +45,7 @@ def load_config(config: pulumi.Config) -> tuple[StackConfig, Resolved]:
         raise pulumi.RunError(str(problem)) from None
 
 
-def require_encrypted(config: pulumi.Config) -> None:
+def require_encrypted(config: pulumi.Config, stack_config: StackConfig) -> None:
     """A secret stored in plaintext in Pulumi.<stack>.yaml is an error, not a warning."""
     for key in SECRET_KEYS:
         if config.get(key) and not is_config_secret(config.full_key(key)):
@@ -52,6 +53,17 @@ def require_encrypted(config: pulumi.Config) -> None:
                 f"{NAMESPACE}:{key} is stored in plaintext in the stack file: remove it and set it with "
                 f"`pulumi config set --secret {key} ...`"
             )
+    # A BGP password lives inside loadBalancer: the engine marks the key secret when any part of it is.
+    bgp = stack_config.load_balancer.bgp
+    with_password = [index for index, peer in enumerate(bgp.peers if bgp else []) if peer.password is not None]
+    if with_password and not is_config_secret(config.full_key("loadBalancer")):
+        raise pulumi.RunError(
+            "\n".join(
+                f"{NAMESPACE}:loadBalancer.bgp.peers[{index}].password is stored in plaintext in the stack file: "
+                f"set it with `pulumi config set --secret --path 'loadBalancer.bgp.peers[{index}].password' ...`"
+                for index in with_password
+            )
+        )
 
 
 # Young-generation size once the program is built (Python's default is 700 allocations).
@@ -93,7 +105,7 @@ def stop_quietly_when_interrupted() -> None:
 stop_quietly_when_interrupted()
 config = pulumi.Config(NAMESPACE)
 stack_config, features = load_config(config)
-require_encrypted(config)
+require_encrypted(config, stack_config)
 # Pulumi.yaml defaults k3sToken and sshPrivateKeyPassword to "" (optional keys need
 # a default): empty means no token (the first server generates it) and no passphrase.
 token = config.get_secret("k3sToken") if config.get("k3sToken") else None
@@ -136,6 +148,17 @@ with built_without_collecting():
             cfg=stack_config, features=features, connections=cluster.connections, depends_on=[cilium.restart]
         ),
     )
+    # LoadBalancer Services (loadBalancer.mode): the pools and the L2 or BGP objects, after the release.
+    load_balancing = (
+        LoadBalancing(
+            "loadbalancer",
+            LoadBalancingArgs(
+                cfg=stack_config, provider=cilium.provider, connections=cluster.connections, depends_on=[cilium.release]
+            ),
+        )
+        if stack_config.load_balancer.mode != "none"
+        else None
+    )
     verification = Verification(
         "verify",
         VerificationArgs(
@@ -143,7 +166,11 @@ with built_without_collecting():
             features=features,
             connections=cluster.connections,
             provider=cilium.provider,
-            depends_on=[cilium.restart, *([kube_proxy.done] if kube_proxy.done else [])],
+            depends_on=[
+                cilium.restart,
+                *([kube_proxy.done] if kube_proxy.done else []),
+                *(load_balancing.objects.values() if load_balancing else []),
+            ],
             # A feature preflight left off on a node (its NIC cannot carry it) is not asserted there.
             node_skips={node: facts.apply(preflight.skipped_on_node) for node, facts in cluster.node_facts.items()},
         ),
@@ -162,4 +189,8 @@ pulumi.export("kubeconfigExpires", cluster.kubeconfig_expires)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
 pulumi.export("hostTuning", host_tuning.summaries)
+pulumi.export(
+    "loadBalancer",
+    {"mode": stack_config.load_balancer.mode, "objects": load_balancing.object_names if load_balancing else []},
+)
 pulumi.export("verification", verification.verification)

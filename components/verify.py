@@ -63,7 +63,7 @@ from pulumi_command import local, remote
 
 from components.remote import Script, node_command, script
 from components.scripts import ScriptValue, render
-from stacks import checks, preflight
+from stacks import checks, load_balancer, preflight
 from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.digest import deployed_state, digest
@@ -99,7 +99,20 @@ CILIUM_DBG_SINCE = Version("1.15")
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
 # Checks collected together on the node itself (verify-node.sh); the others run on the first server.
-NODE_CHECKS = ("agent-status", "no-kube-proxy-rules", "kpr-integrity", "service-list", "probes")
+NODE_CHECKS = (
+    "agent-status",
+    "no-kube-proxy-rules",
+    "kpr-integrity",
+    "service-list",
+    "probes",
+    "bgp-peers",
+    "bgp-routes",
+)
+# Checks about the cluster's objects, collected with kubectl on the first server (verify-object.sh).
+OBJECT_CHECKS = ("loadbalancer-address", "l2-lease")
+# How long the LoadBalancer Service may take to get its address, and the lease its holder.
+OBJECT_WAIT_SECONDS = 120
+RUNNER_PROBE_PROGRAM = f"{PROJECT_PYTHON} -m verification.http_probe"
 # Starts the line before each check's output in a node collector's stdout.
 SECTION_MARK = "### k3s-cilium check"
 
@@ -288,6 +301,33 @@ def collector_script(
         return "verify-kpr-node", params
     if check.check == "connectivity-test":
         return "verify-connectivity-test", {"TIMEOUT_SECONDS": CONNECTIVITY_TEST_TIMEOUT_SECONDS}
+    if check.check == "bgp-peers":
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} bgp peers",
+            "WAIT_FOR": "established",
+        }
+    if check.check == "bgp-routes":
+        prefixes = [str(prefix) for prefix in check.expect.get("prefixes", [])]
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} bgp routes advertised ipv4 unicast",
+            "WAIT_FOR": _ere_escape(prefixes[0]) if prefixes else "",
+        }
+    if check.check == "loadbalancer-address":
+        return "verify-object", {
+            "NAMESPACE": checks.VERIFY_NAMESPACE,
+            "OBJECT": f"service/{checks.LOADBALANCER_SERVICE}",
+            "READY_JSONPATH": "{.status.loadBalancer.ingress[*].ip}",
+            "WAIT_SECONDS": OBJECT_WAIT_SECONDS,
+        }
+    if check.check == "l2-lease":
+        return "verify-object", {
+            "NAMESPACE": "kube-system",
+            "OBJECT": f"lease/{check.expect['lease']}",
+            "READY_JSONPATH": "{.spec.holderIdentity}",
+            "WAIT_SECONDS": OBJECT_WAIT_SECONDS,
+        }
     placed = placed or checks.workloads(cfg)
     if check.check == "service-list":
         wait_for = f"{_ere_escape(placed.smoke_cluster_ip)}:{checks.SMOKE_PORT}"
@@ -302,14 +342,19 @@ def collector_script(
         node = next(n for n in cfg.nodes if n.name == check.node)
         node_ips, _ = parse_smoke_pods(discovered)
         probes = list(check.expect["probes"])
-        return "verify-probes", {
+        node_ip = node.internal_ip or node_ips.get(node.name, "")
+        params = {
             "PROBES": " ".join(probes),
             "NODE_PORT": placed.node_port,
-            "NODE_IP": node.internal_ip or node_ips.get(node.name, ""),
+            "NODE_IP": node_ip,
             "CLUSTER_IP": placed.smoke_cluster_ip,
             "SERVICE_PORT": checks.SMOKE_PORT,
             "REMOTE_POD_IP": remote_pod_ip(discovered, node.name) if "remote-pod" in probes else "",
         }
+        if "loadbalancer" in probes:
+            # Node IPAM hands the Service the nodes' own addresses.
+            params["LB_ADDRESS"] = load_balancer.verify_address(cfg.load_balancer) or node_ip
+        return "verify-probes", params
     if check.check == "benchmark":
         return "verify-benchmark", {
             "NAMESPACE": checks.VERIFY_NAMESPACE,
@@ -364,7 +409,7 @@ class Verification(pulumi.ComponentResource):
     # The planned checks, in the order they were built.
     checks: list[PlannedCheck]
     # Per check key ("agent-status/agent-1", "benchmark"): the collector and the assertion.
-    collectors: dict[str, remote.Command]
+    collectors: dict[str, remote.Command | local.Command]
     assertions: dict[str, local.Command]
 
     def __init__(self, name: str, args: VerificationArgs, opts: pulumi.ResourceOptions | None = None):
@@ -406,7 +451,11 @@ class Verification(pulumi.ComponentResource):
                 per_node.append(self._assertion(check, section(sections, check.check)))
         cluster_wide: list[pulumi.Resource] = []
         for check in self.checks:
-            if check.check == "connectivity-test":
+            if check.check in OBJECT_CHECKS:
+                cluster_wide.append(self._assertion(check, self._collector(check, smoke).stdout))
+            elif check.check == "probes" and check.node is None:
+                cluster_wide.append(self._assertion(check, self._runner_probe(check, smoke).stdout))
+            elif check.check == "connectivity-test":
                 collector = self._collector(check, per_node)
                 cluster_wide.append(self._assertion(check, collector.stdout))
             elif check.check == "benchmark":
@@ -487,6 +536,21 @@ class Verification(pulumi.ComponentResource):
             script(*collector_script(cfg, check)),
             [check_trigger(self._state_digest, check)],
             [*self._args.depends_on, *after],
+        )
+        self.collectors[check.key] = collector
+        return collector
+
+    def _runner_probe(self, check: PlannedCheck, after: Sequence[pulumi.Resource]) -> local.Command:
+        """The LoadBalancer address probed from where Pulumi runs (verify.fromRunner)."""
+        address = load_balancer.verify_address(self._args.cfg.load_balancer)
+        target = f"{address}:{checks.SMOKE_PORT}"
+        collector = local.Command(
+            f"{self._name}-{check.check}-runner",
+            create=f"{RUNNER_PROBE_PROGRAM} --name {checks.RUNNER_PROBE} --target {shlex.quote(target)}",
+            dir=ASSERT_DIR,
+            triggers=[check_trigger(self._state_digest, check)],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._args.depends_on, *after]),
         )
         self.collectors[check.key] = collector
         return collector
@@ -601,7 +665,43 @@ class Verification(pulumi.ComponentResource):
             ),
             opts=self._k8s_opts(),
         )
-        return [deployment, service]
+        return [deployment, service, *self._smoke_loadbalancer(namespace)]
+
+    def _smoke_loadbalancer(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
+        """A LoadBalancer Service on the smoke pods, asking the first pool for a known address (node IPAM:
+        class io.cilium/node); with the first pool's service selector as labels, so the pool serves it."""
+        cfg = self._args.cfg
+        lb = cfg.load_balancer
+        if lb.mode == "none":
+            return []
+        address = load_balancer.verify_address(lb)
+        # Pulumi's await of a LoadBalancer Service waits (10 min) for an address and then fails saying
+        # only that; the loadbalancer-address check says what LB-IPAM answered instead.
+        annotations = {"pulumi.com/skipAwait": "true"}
+        if address:
+            annotations[load_balancer.ip_annotation(cfg.cilium.parsed_version)] = address
+        labels = dict(lb.pools[0].service_selector or {}) if lb.pools else {}
+        service = k8s.core.v1.Service(
+            f"{self._name}-smoke-loadbalancer",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=checks.LOADBALANCER_SERVICE,
+                namespace=namespace.metadata.name,
+                annotations=annotations,
+                labels=labels or None,
+            ),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="LoadBalancer",
+                load_balancer_class=load_balancer.NODE_IPAM_CLASS if lb.mode == "nodeipam" else None,
+                external_traffic_policy="Cluster",
+                selector=SMOKE_LABELS,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(name="http", protocol="TCP", port=checks.SMOKE_PORT, target_port="http")
+                ],
+            ),
+            # Pulumi's await for a LoadBalancer Service waits for an address; the verification judges that.
+            opts=self._k8s_opts(),
+        )
+        return [service]
 
     def _benchmark_workload(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
         placed = self._workloads

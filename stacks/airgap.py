@@ -32,7 +32,9 @@ from urllib.parse import urlparse
 
 import yaml
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from stacks.model import ConfigModel
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,14 +66,6 @@ DEFAULT_ENDPOINT_FLAG_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
 _OCI = re.compile(r"^oci://[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)+$")
 
 
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-class _Model(BaseModel):
-    # Same conventions as stacks.config (camelCase keys, unknown keys refused).
-    model_config = ConfigDict(alias_generator=_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 def _sha256(value: str | None) -> str | None:
@@ -121,7 +115,7 @@ def local_sha256(path: Path) -> str:
     return file_sha256(path, stat.st_size, stat.st_mtime_ns)
 
 
-class Artifact(_Model):
+class Artifact(ConfigModel):
     """One file the hosts need: from the Pulumi host (``path``) or a mirror (``url``)."""
 
     path: str | None = Field(None, description="File on the Pulumi host, uploaded to every node over SSH.")
@@ -148,7 +142,7 @@ class Artifact(_Model):
         return PurePosixPath(urlparse(self.url or "").path).name
 
 
-class K3sArtifacts(_Model):
+class K3sArtifacts(ConfigModel):
     binary: Artifact = Field(description="The `k3s` binary of `k3s.version` for the nodes' architecture.")
     install_script: Artifact = Field(description="The K3s install script (`install.sh` from get.k3s.io).")
     images: list[Artifact] = Field(
@@ -158,23 +152,23 @@ class K3sArtifacts(_Model):
     )
 
 
-class RegistryMirror(_Model):
+class RegistryMirror(ConfigModel):
     endpoints: list[str] = Field(description="Mirror endpoints, tried in order (`https://registry.internal:5000`).")
     rewrites: dict[str, str] = Field(
         default_factory=dict, description="Regex rewrites of the image name (`'^rancher/(.*)': 'mirror/rancher/$1'`)."
     )
 
 
-class RegistryTls(_Model):
+class RegistryTls(ConfigModel):
     ca_file: str | None = Field(None, description="CA bundle path ON THE NODES for the registry's certificate.")
     insecure_skip_verify: bool = Field(False, description="Skip certificate verification (not for production).")
 
 
-class RegistryConfig(_Model):
+class RegistryConfig(ConfigModel):
     tls: RegistryTls | None = Field(None, description="TLS settings for this registry.")
 
 
-class Registries(_Model):
+class Registries(ConfigModel):
     mirrors: dict[str, RegistryMirror] = Field(
         default_factory=dict, description="Per registry (`docker.io`, `quay.io`, `*`): where containerd pulls from."
     )
@@ -207,7 +201,7 @@ ImageName = Literal[
 ]
 
 
-class ImageOverride(_Model):
+class ImageOverride(ConfigModel):
     repository: str | None = Field(None, description="Full repository (`registry.internal:5000/cilium/cilium`).")
     digest: str | None = Field(None, description="Image digest (`sha256:...`) pinned instead of the chart's.")
 
@@ -224,7 +218,7 @@ class ImageOverride(_Model):
         return _image_digest(value)
 
 
-class CiliumArtifacts(_Model):
+class CiliumArtifacts(ConfigModel):
     chart: str | None = Field(
         None,
         description="Local chart (`cilium-<version>.tgz` or an unpacked `cilium/` directory) or an OCI reference "
@@ -278,7 +272,7 @@ class CiliumArtifacts(_Model):
         return self
 
 
-class Airgap(_Model):
+class Airgap(ConfigModel):
     sums_file: str | None = Field(
         None, description="`<sha256>  <file name>` lines (`sha256sum` output, e.g. K3s' `sha256sum-amd64.txt`) on "
         "the Pulumi host, for artifacts without their own `sha256`.",

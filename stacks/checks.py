@@ -28,7 +28,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from stacks import cilium_values, preflight
+from stacks import cilium_values, load_balancer, preflight
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.features import Resolved
 
@@ -38,7 +38,11 @@ SMOKE_PORT = 80
 # Taint effects that keep the smoke and benchmark pods (which tolerate nothing) off a node.
 BLOCKING_TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 # The probes the probes check runs from every node, in this order.
-PROBES = ("localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod")
+PROBES = ("localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod", "loadbalancer")
+# The LoadBalancer Service on the smoke pods (loadBalancer.mode other than none), and the probe of it
+# from where Pulumi runs (verify.fromRunner).
+LOADBALANCER_SERVICE = "smoke-lb"
+RUNNER_PROBE = "loadbalancer-from-runner"
 BENCHMARK_CONTROL_PORT = 12865
 BENCHMARK_DATA_PORT = 12866
 # Figures the benchmark must yield (TCP_RR latencies and rate, TCP_STREAM throughput); never thresholds.
@@ -209,10 +213,52 @@ def kpr_integrity_expect(node: Node, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_names(cfg: StackConfig, node: Node) -> list[str]:
-    """The probes run from ``node``; ``remote-pod`` only when a smoke pod is sure to run on another node."""
+    """The probes run from ``node``; ``remote-pod`` only when a smoke pod is sure to run on another node,
+    ``loadbalancer`` only with a LoadBalancer mode."""
     placed = workloads(cfg)
-    remote = placed.spread or any(name != node.name for name in placed.schedulable)
-    return [name for name in PROBES if name != "remote-pod" or remote]
+    skipped = set()
+    if not (placed.spread or any(name != node.name for name in placed.schedulable)):
+        skipped.add("remote-pod")
+    if cfg.load_balancer.mode == "none":
+        skipped.add("loadbalancer")
+    return [name for name in PROBES if name not in skipped]
+
+
+def loadbalancer_address_expect(cfg: StackConfig) -> dict[str, Any]:
+    """The test Service's address: the one it asks the pool for, or (node IPAM) the nodes' addresses."""
+    lb = cfg.load_balancer
+    expect: dict[str, Any] = {"service": f"{VERIFY_NAMESPACE}/{LOADBALANCER_SERVICE}"}
+    address = load_balancer.verify_address(lb)
+    if address:
+        expect["address"] = address
+        expect["within"] = [text for _, _, text in lb.pools[0].ranges()]
+    elif all(node.internal_ip for node in cfg.nodes):
+        expect["nodeAddresses"] = [node.internal_ip for node in cfg.nodes]
+    return expect
+
+
+def loadbalancer_checks(cfg: StackConfig) -> tuple[list[PlannedCheck], dict[str, list[PlannedCheck]]]:
+    """The cluster-wide and the per-node checks of the LoadBalancer mode (none without smoke workload)."""
+    lb = cfg.load_balancer
+    if lb.mode == "none" or not cfg.verify.smoke:
+        return [], {}
+    cluster = [PlannedCheck("loadbalancer-address", None, loadbalancer_address_expect(cfg))]
+    if lb.mode == "l2":
+        lease = load_balancer.lease_name(VERIFY_NAMESPACE, LOADBALANCER_SERVICE)
+        cluster.append(PlannedCheck("l2-lease", None, {"lease": lease, "holders": [n.name for n in cfg.nodes]}))
+    address = load_balancer.verify_address(lb)
+    if cfg.verify.from_runner and address:
+        cluster.append(PlannedCheck("probes", None, {"probes": [RUNNER_PROBE], "minProbes": 1}))
+    per_node: dict[str, list[PlannedCheck]] = {}
+    if lb.bgp is not None:
+        peers = [{"address": peer.address, "asn": peer.asn} for peer in lb.bgp.peers]
+        for node in cfg.nodes:
+            node_checks = [PlannedCheck("bgp-peers", node.name, {"localASN": lb.bgp.local_asn, "peers": peers})]
+            if "loadBalancerIPs" in lb.bgp.advertise and address:
+                routes = {"prefixes": [f"{address}/32"], "peers": [peer.address for peer in lb.bgp.peers]}
+                node_checks.append(PlannedCheck("bgp-routes", node.name, routes))
+            per_node[node.name] = node_checks
+    return cluster, per_node
 
 
 def probes_expect(cfg: StackConfig, node: Node) -> dict[str, Any]:
@@ -246,6 +292,7 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
     )
     kpr = "kubeProxyReplacement" in features
     values = cilium_values.render(cfg, features) if kpr else {}
+    lb_cluster, lb_per_node = loadbalancer_checks(cfg)
     for node in cfg.nodes:
         checks.append(PlannedCheck("agent-status", node.name, agent, skippable))
         if kpr:
@@ -254,6 +301,8 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
         if cfg.verify.smoke:
             checks.append(PlannedCheck("service-list", node.name, service_list_expect(cfg, features, node)))
             checks.append(PlannedCheck("probes", node.name, probes_expect(cfg, node)))
+        checks += lb_per_node.get(node.name, [])
+    checks += lb_cluster
     if cfg.verify.connectivity_test:
         checks.append(PlannedCheck("connectivity-test", cfg.servers[0].name, {"minTests": 1}))
     if cfg.verify.benchmark:

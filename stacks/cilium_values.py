@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from stacks import airgap
+from stacks import airgap, load_balancer
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -133,6 +133,8 @@ def render(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
     mtu = cfg.cilium.mtu or (JUMBO_MTU if "jumboMtu" in features else None)
     if mtu:
         values["MTU"] = mtu
+    # LoadBalancer Services: L2 announcements, BGP or node IPAM, and the client rate limit they need.
+    values.update(load_balancer.helm_values(cfg.load_balancer, version))
     # Air-gapped: every image of the chart from the internal registry (stacks/airgap.py).
     values = deep_merge(values, airgap.image_values(cfg.airgap.cilium, version))
     return deep_merge(values, cfg.cilium.values)

@@ -18,15 +18,16 @@ from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from stacks import airgap
+from stacks import airgap, load_balancer
 from stacks.airgap import Airgap
+from stacks.load_balancer import LoadBalancer
+from stacks.model import LABEL_KEY, LABEL_VALUE, ConfigModel
 
 NAMESPACE = "k3s-cilium"
 # Declared in Pulumi.yaml and read only through pulumi.Config, never by the model.
@@ -52,11 +53,6 @@ _CILIUM_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _HOST_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}$"
 )
-# Kubernetes qualified names: optional DNS-subdomain prefix, then a name part.
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _TAINT = re.compile(r"^(?P<key>[^=:]+)(=(?P<value>[^:]*))?:(?P<effect>NoSchedule|PreferNoSchedule|NoExecute)$")
 K3sComponent = Literal["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"]
 _DEFAULT_DISABLED: list[K3sComponent] = ["servicelb", "traefik"]
@@ -146,21 +142,12 @@ HostKey = Annotated[str, AfterValidator(_host_key)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-class _Model(BaseModel):
-    """Stack config keys are camelCase in YAML; unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(alias_generator=_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # --- sections -----------------------------------------------------------------------------------
 
 
-class Bastion(_Model):
+class Bastion(ConfigModel):
     """A jump host that SSH connections go through (pulumi-command's ``proxy``)."""
 
     host: Host = Field(description="Address of the jump host.")
@@ -169,13 +156,13 @@ class Bastion(_Model):
     host_key: HostKey | None = Field(None, description="Pinned public host key of the jump host.")
 
 
-class Ssh(_Model):
+class Ssh(ConfigModel):
     user: PosixUser = Field("root", description="Default SSH user; non-root users need passwordless `sudo -n`.")
     port: Port = Field(22, description="Default SSH port.")
     bastion: Bastion | None = Field(None, description="Optional jump host for every node.")
 
 
-class Node(_Model):
+class Node(ConfigModel):
     name: DnsLabel = Field(description="Kubernetes node name (DNS-1123 label), unique in the stack.")
     host: Host = Field(description="Address Pulumi connects to over SSH.")
     role: Literal["server", "agent"] = Field(description="`server` (control plane, embedded etcd) or `agent`.")
@@ -194,11 +181,11 @@ class Node(_Model):
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
         for key, value in labels.items():
-            if not _LABEL_KEY.match(key) or len(key) > 317:
+            if not LABEL_KEY.match(key) or len(key) > 317:
                 raise ValueError(
                     f"label key {key!r} is not a valid Kubernetes label key (e.g. 'tier' or 'example.com/tier')"
                 )
-            if not _LABEL_VALUE.match(value):
+            if not LABEL_VALUE.match(value):
                 raise ValueError(
                     f"label {key}={value!r}: value must be at most 63 of [A-Za-z0-9-_.], "
                     "starting and ending alphanumeric"
@@ -210,7 +197,7 @@ class Node(_Model):
     def _taints(cls, taints: list[str]) -> list[str]:
         for taint in taints:
             match = _TAINT.match(taint)
-            if not match or not _LABEL_KEY.match(match["key"]) or not _LABEL_VALUE.match(match["value"] or ""):
+            if not match or not LABEL_KEY.match(match["key"]) or not LABEL_VALUE.match(match["value"] or ""):
                 raise ValueError(
                     f"taint {taint!r} must look like 'key=value:Effect' or 'key:Effect' with Effect one of "
                     "NoSchedule, PreferNoSchedule, NoExecute"
@@ -228,7 +215,7 @@ class Node(_Model):
             return None
 
 
-class K3s(_Model):
+class K3s(ConfigModel):
     version: str = Field(
         "v1.33.3+k3s1", description="Pinned K3s release (`vX.Y.Z+k3sN`); the install script downloads exactly this."
     )
@@ -265,7 +252,7 @@ class K3s(_Model):
         return self
 
 
-class Cilium(_Model):
+class Cilium(ConfigModel):
     version: str = Field("1.19.6", description="Cilium chart version (`X.Y.Z`, 1.13 to 1.20).")
     native_routing_cidr: Ipv4Cidr | None = Field(
         None,
@@ -347,7 +334,7 @@ FEATURE_NAMES = (
 )
 
 
-class Features(_Model):
+class Features(ConfigModel):
     """Per-feature switches; a feature left unset follows the tier."""
 
     native_routing: bool | None = Field(None, description="Native routing instead of VXLAN tunnelling.")
@@ -374,10 +361,15 @@ class Features(_Model):
         return {name: value for name, value in self.model_dump(by_alias=True).items() if value is not None}
 
 
-class Verify(_Model):
+class Verify(ConfigModel):
     smoke: bool = Field(True, description="Deploy an nginx NodePort service and probe it from every node.")
     connectivity_test: bool = Field(False, description="Run `cilium connectivity test` from the first server.")
     benchmark: bool = Field(False, description="Run netperf TCP_RR/TCP_STREAM and export the figures.")
+    from_runner: bool = Field(
+        False,
+        description="Also probe the LoadBalancer test Service's address from where Pulumi runs (it must reach "
+        "the nodes' network).",
+    )
 
 
 def node_set_problems(names: list[Any], roles: list[Any]) -> list[str]:
@@ -391,7 +383,7 @@ def node_set_problems(names: list[Any], roles: list[Any]) -> list[str]:
     return problems
 
 
-class StackConfig(_Model):
+class StackConfig(ConfigModel):
     tier: Tier = Field("kpr", description="Tuning tier: baseline, kpr, performance or extreme.")
     nodes: list[Node] = Field(description="The hosts of the cluster; at least one server.")
     ssh: Ssh = Field(default_factory=lambda: Ssh(), description="SSH defaults for every node.")
@@ -399,6 +391,10 @@ class StackConfig(_Model):
     cilium: Cilium = Field(default_factory=lambda: Cilium(), description="Cilium settings.")
     features: Features = Field(default_factory=lambda: Features(), description="Per-feature overrides of the tier.")
     verify: Verify = Field(default_factory=lambda: Verify(), description="Verification checks to run after deploy.")
+    load_balancer: LoadBalancer = Field(
+        default_factory=lambda: LoadBalancer(),
+        description="LoadBalancer Services through Cilium (LB-IPAM with L2 announcements or BGP, or node IPAM).",
+    )
     airgap: Airgap = Field(
         default_factory=lambda: Airgap(),
         description="Air-gapped installs: K3s, registries, the Cilium chart and images from internal sources.",
@@ -425,6 +421,16 @@ class StackConfig(_Model):
         # Every image the chart deploys must be one the registry serves; the K3s release must have the flags.
         problems += airgap.image_problems(self.airgap, self.cilium.version, self.cilium.values)
         problems += airgap.default_endpoint_problems(self.airgap, self.k3s.version)
+        problems += load_balancer.problems(
+            self.load_balancer,
+            self.cilium.parsed_version,
+            load_balancer.Networks(
+                cluster_cidr=self.k3s.cluster_cidr,
+                service_cidr=self.k3s.service_cidr,
+                node_addresses=tuple((n.name, n.internal_ip) for n in self.nodes if n.internal_ip),
+            ),
+            servicelb_disabled="servicelb" in self.k3s.disable,
+        )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -480,6 +486,9 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
+_KEYED_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\[\d+\])?: ")
+
+
 def _describe(error: Any) -> list[str]:
     where = _location(error["loc"])
     kind = error["type"]
@@ -487,6 +496,10 @@ def _describe(error: Any) -> list[str]:
     if not error["loc"]:
         # Whole-config checks put the key at the start of each line.
         return [f"{NAMESPACE}:{line}" for line in message.splitlines()]
+    lines = message.splitlines()
+    if kind == "value_error" and isinstance(error.get("input"), dict) and all(map(_KEYED_LINE.match, lines)):
+        # A section's own checks name the key inside the section at the start of each line.
+        return [f"{where}.{line}" for line in lines]
     return [_describe_field(where, kind, message, error)]
 
 

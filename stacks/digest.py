@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from stacks import airgap, cilium_values, k3s_flags
+from stacks import airgap, cilium_values, k3s_flags, load_balancer
 from stacks.config import StackConfig
 from stacks.features import Resolved
 
@@ -30,4 +30,6 @@ def deployed_state(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
             "configs": {node.name: k3s_flags.node_config(cfg, features, node) for node in cfg.nodes},
         },
         "cilium": cilium,
+        # The LoadBalancer objects (no password: those are only named).
+        "loadBalancer": load_balancer.objects(cfg.load_balancer, cfg.cilium.parsed_version),
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import annotated_types
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from stacks.config import NAMESPACE, SECRET_KEYS, TIERS, Features, Node, StackConfig, config_keys
@@ -139,7 +139,15 @@ def _type_text(annotation: Any, metadata: list[Any], section: str) -> str:
         return "map of strings" if value_type is str else "map"
     if _section_model(annotation):
         return f"object (see {_code(section)})"
-    names = {bool: "boolean", int: "integer", str: "string", float: "number"}
+    if origin in (typing.Union, types.UnionType):
+        # An item that is one of several shapes, e.g. a CIDR or an object {start, stop}.
+        return " or ".join(
+            f"object {_code('{' + ', '.join(config_keys(arg)) + '}')}"
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+            else _type_text(arg, [], section)
+            for arg in typing.get_args(annotation)
+        )
+    names = {bool: "boolean", int: "integer", str: "string", float: "number", SecretStr: "string (secret)"}
     return names.get(annotation, str(annotation)) + _bounds(metadata)
 
 

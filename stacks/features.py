@@ -347,6 +347,12 @@ def resolve(cfg: StackConfig) -> Resolved:
                 f"set features.{needed}: true, or set features.{name}: false"
             )
 
+    if cfg.load_balancer.mode == "l2" and "kubeProxyReplacement" not in wanted:
+        # docs: network/l2-announcements, "Prerequisites".
+        problems.append(
+            f"k3s-cilium:loadBalancer.mode: 'l2' needs kube-proxy replacement, which tier {cfg.tier} leaves off; "
+            "choose tier kpr or higher, set features.kubeProxyReplacement: true, or use mode nodeipam"
+        )
     if problems:
         raise ConfigError(problems)
     enabled = tuple(name for name in CATALOGUE if name in wanted)

@@ -27,7 +27,8 @@ def locate(stack: str, root: Path = PROJECT_ROOT) -> Path:
 def raw_config(document: dict[str, Any]) -> dict[str, Any]:
     """The project's keys from a stack file's ``config:`` block, namespace stripped.
 
-    Encrypted values (``{secure: ...}``) are left out: the plan never needs a secret.
+    Encrypted values (``{secure: ...}``) are left out, or read as ``[secret]`` inside a key: the plan
+    never needs a secret.
     """
     config = document.get("config") or {}
     raw: dict[str, Any] = {}
@@ -37,10 +38,28 @@ def raw_config(document: dict[str, Any]) -> dict[str, Any]:
             namespace, name = NAMESPACE, namespace
         if namespace != NAMESPACE:
             continue
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if _is_secure(value):
             continue
-        raw[name] = value
+        raw[name] = _without_secrets(value)
     return raw
+
+
+# What the plan reads in place of an encrypted value nested in a key (a BGP peer's password).
+SECRET_PLACEHOLDER = "[secret]"
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _without_secrets(value: Any) -> Any:
+    if _is_secure(value):
+        return SECRET_PLACEHOLDER
+    if isinstance(value, dict):
+        return {key: _without_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(item) for item in value]
+    return value
 
 
 def load(path: Path) -> StackConfig:

@@ -312,6 +312,11 @@ class Recorded:
 # --- the monitor ----------------------------------------------------------------------------
 
 
+def depends_transitively(rec: Recorded, resource: Registration, target: Registration) -> bool:
+    """Whether ``resource`` waits for ``target``, directly or through other resources."""
+    return rec.longest_chain(target, resource) is not None
+
+
 def _options(request: Any) -> dict[str, Any]:
     return {
         "delete_before_replace": bool(request.deleteBeforeReplace),

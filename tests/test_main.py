@@ -9,21 +9,7 @@ import pulumi
 import pytest
 
 from tests.main_program import COMMAND, RELEASE, run_stack, stack_config, with_changes
-from tests.mocks import FAKE_TOKEN, Recorded, Registration
-
-
-def depends_transitively(rec: Recorded, resource: Registration, target: Registration) -> bool:
-    seen: set[str] = set()
-    todo = list(resource.dependencies)
-    while todo:
-        urn = todo.pop()
-        if urn == target.urn:
-            return True
-        if urn in seen:
-            continue
-        seen.add(urn)
-        todo += [d for r in rec.resources if r.urn == urn for d in r.dependencies]
-    return False
+from tests.mocks import FAKE_TOKEN, Recorded, depends_transitively
 
 
 @pytest.fixture(scope="module")

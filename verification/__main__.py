@@ -129,6 +129,54 @@ benchmark
     of minLatencyUs, meanLatencyUs, maxLatencyUs, p50LatencyUs, p90LatencyUs,
     p99LatencyUs, stddevLatencyUs, roundTripLatencyUs, transactionsPerSec,
     throughputMbps.
+
+loadbalancer-address
+    stdin: ``kubectl get service -n <namespace> <name> -o json``; empty input
+    or kubectl's error text fails as ``service <ns>/<name> not found: <text>``.
+    The Service must be of type LoadBalancer with an address in
+    ``status.loadBalancer.ingress``; when it has none, the problem quotes
+    LB-IPAM's condition (``cilium.io/IPAMRequestSatisfied``, before that
+    ``io.cilium/lb-ipam-request-satisfied``: status, reason such as
+    ``no_pool``, ``out_of_ips``, ``already_allocated``, message). Keys:
+    ``service`` ("namespace/name", named in problems), ``address`` (an IP the
+    ingress must hold), ``within`` (CIDRs "10.0.10.0/24" or ranges
+    "10.0.10.5-10.0.10.20": every ingress IP must lie in one),
+    ``nodeAddresses`` (node IPs, for Cilium node IPAM: every ingress IP must
+    be one of them). Figures: ingress (IPs), type, loadBalancerClass,
+    conditions (``{"<type>": {"status", "reason", "message"}}``).
+
+l2-lease
+    stdin: ``kubectl -n kube-system get lease <name> -o json`` (Cilium names
+    the L2-announcement lease of a Service
+    ``cilium-l2announce-<namespace>-<service>``); empty input or kubectl's
+    error fails as ``lease <name> not found: <text>``. The lease must have a
+    holder (``spec.holderIdentity``). Keys: ``lease`` (its name, named in
+    problems), ``holders`` (node names: the holder must be one of them).
+    Figures: holder, leaseDurationSeconds, leaseTransitions, acquireTime,
+    renewTime.
+
+bgp-peers
+    stdin: ``cilium-dbg bgp peers`` (columns ``Local AS  Peer AS  Peer
+    Address  Session  Uptime  Family  Received  Advertised``; without Uptime
+    in older releases; cilium-cli's cluster-wide table with a leading Node
+    column is read too). ``BGP Control Plane is disabled`` fails. Keys:
+    ``localASN`` (the Local AS of the matched rows; without peers, of every
+    row), ``peers`` (``[{"address": "<IP>", "asn": <n>}]``: each needs a row
+    with that address, port stripped, that Peer AS and session
+    ``established``). Without ``peers`` the sessions are reported, not
+    asserted. Figures: disabled, peers (``[{"localASN", "peerASN",
+    "address", "port", "session", "uptime", "families": {"ipv4/unicast":
+    {"received", "advertised"}}}]``).
+
+bgp-routes
+    stdin: ``cilium-dbg bgp routes advertised ipv4 unicast`` (columns
+    ``VRouter  Peer  Prefix  NextHop  Age  Attrs``, read from the header:
+    the cluster-wide table of cilium-cli with a leading Node column, and
+    tables without Peer, do too). ``BGP Control Plane is disabled`` fails.
+    Keys: ``prefixes`` (CIDRs that must be advertised), ``peers`` (peer
+    addresses: each prefix must be advertised to each; without prefixes, at
+    least one route must go to each). Figures: routes (``[{"vrouter",
+    "peer", "prefix", "nextHop", "age"}]``), count, disabled.
 """
 
 from __future__ import annotations

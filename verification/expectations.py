@@ -1082,3 +1082,7 @@ CHECKS: dict[str, Check] = {
         ),
     )
 }
+
+# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes) build on the machinery above;
+# verification/load_balancer.py adds them to CHECKS when it is imported, which happens here.
+import verification.load_balancer  # noqa: E402, F401

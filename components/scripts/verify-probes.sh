@@ -14,7 +14,8 @@
 #                  nodeip-nodeport     NODE_IP:NODE_PORT
 #                  clusterip           CLUSTER_IP:SERVICE_PORT
 #                  remote-pod          REMOTE_POD_IP:SERVICE_PORT (a smoke pod on another node)
-#   NODE_PORT, NODE_IP, CLUSTER_IP, SERVICE_PORT, REMOTE_POD_IP (empty: none was found)
+#                  loadbalancer        LB_ADDRESS:SERVICE_PORT (the LoadBalancer test Service)
+#   NODE_PORT, NODE_IP, CLUSTER_IP, SERVICE_PORT, REMOTE_POD_IP, LB_ADDRESS (empty: none was found)
 #   ATTEMPTS, RETRY_DELAY_SECONDS, CONNECT_TIMEOUT_SECONDS, MAX_TIME_SECONDS
 #   PROGRESS_SECONDS  how often a probe being retried prints a progress line (stderr)
 set -euo pipefail
@@ -23,6 +24,7 @@ set -euo pipefail
 
 : "${NODE_IP:=}"
 : "${REMOTE_POD_IP:=}"
+: "${LB_ADDRESS:=}"
 : "${SERVICE_PORT:=80}"
 : "${ATTEMPTS:=10}"
 : "${RETRY_DELAY_SECONDS:=1}"
@@ -56,6 +58,13 @@ for name in $PROBES; do
         probe "$name" "$REMOTE_POD_IP:$SERVICE_PORT"
       else
         report_missing "$name" "no ready smoke pod on another node"
+      fi
+      ;;
+    loadbalancer)
+      if [[ -n $LB_ADDRESS ]]; then
+        probe "$name" "$LB_ADDRESS:$SERVICE_PORT"
+      else
+        report_missing "$name" "LoadBalancer address unknown"
       fi
       ;;
     *)

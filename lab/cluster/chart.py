@@ -25,11 +25,41 @@ STACK = Path(__file__).with_name("stack.yaml")
 TIERS = ("baseline", "kpr", "performance", "extreme")
 # Off in the lab, through the program's own per-feature overrides: this kernel has no sch_fq qdisc.
 WITHOUT_SCH_FQ = {"bandwidthManager": False, "bbr": False}
+# The label the lab puts on the nodes that may announce LoadBalancer addresses (the agents, with kubectl,
+# before a phase with ``l2``): the announcing node can then fail without taking the API server with it.
+L2_ANNOUNCE_LABEL = ("k3s-cilium-lab/l2-announce", "yes")
+# The pool of the ``l2`` phase: on the nodes' segment (10.99.0.0/24), clear of the nodes' addresses.
+L2_POOL = ("lab", "10.99.0.200/29")
 
 
-def stack_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str] | None = None) -> dict[str, Any]:
+def l2_config() -> dict[str, Any]:
+    """What a phase with ``l2`` adds to the stack: L2 announcements of a pool on the nodes' segment, short
+    leases (so that a failover is measured in seconds), and the probe of the address from the lab's
+    bridge namespace, where the engine runs (``verify.fromRunner``)."""
+    key, value = L2_ANNOUNCE_LABEL
+    name, block = L2_POOL
+    return {
+        "k3s-cilium:loadBalancer": {
+            "mode": "l2",
+            "pools": [{"name": name, "blocks": [block]}],
+            "l2": {
+                "interfaces": ["^eth0$"],
+                "nodeSelector": {key: value},
+                "leaseDuration": "5s",
+                "leaseRenewDeadline": "3s",
+                "leaseRetryPeriod": "1s",
+            },
+        },
+        "k3s-cilium:verify": {"fromRunner": True},
+    }
+
+
+def stack_config(
+    tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str] | None = None, l2: bool = False
+) -> dict[str, Any]:
     """The lab's stack (stack.yaml) at ``tier`` for ``nodes`` (name, address; the first a server), the lab
-    overlay in ``cilium.values``, and each node's host key pinned when ``host_keys`` gives them."""
+    overlay in ``cilium.values``, each node's host key pinned when ``host_keys`` gives them, and with ``l2``
+    the LoadBalancer config of :func:`l2_config`."""
     config: dict[str, Any] = yaml.safe_load(STACK.read_text())["config"]
     config["k3s-cilium:tier"] = tier
     config["k3s-cilium:nodes"] = [
@@ -45,6 +75,11 @@ def stack_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, s
     config["k3s-cilium:cilium"]["values"] |= lab_values()
     if tier == "extreme":
         config["k3s-cilium:features"] = dict(WITHOUT_SCH_FQ)
+    if l2:
+        extra = l2_config()
+        # The verify settings the lab's stack has, and the runner's probe.
+        verify = {**(config.get("k3s-cilium:verify") or {}), **extra.pop("k3s-cilium:verify")}
+        config |= {**extra, "k3s-cilium:verify": verify}
     return config
 
 

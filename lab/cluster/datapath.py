@@ -8,10 +8,13 @@ nodes are reached, through these phases:
 1. ``baseline``: upstream kube-proxy (iptables mode) on every node, Cilium as CNI only;
 2. ``kpr``: kube-proxy stopped first, as a K3s restart with ``disable-kube-proxy`` stops the one it
    embeds (its rules stay for the program's removal to clean);
-3. ``performance``;
-4. ``extreme`` without the features this kernel cannot give (BIG TCP, XDP on veth, map sizing are
+3. ``l2``: ``kpr`` with ``loadBalancer.mode: l2`` (a pool on the nodes' segment, announced by the agents,
+   which the lab labels first) and ``verify.fromRunner``; then the failover of the announcing node,
+   measured from the bridge namespace (l2_failover.py);
+4. ``performance``, without ``loadBalancer`` again: the pool and the policy must be gone;
+5. ``extreme`` without the features this kernel cannot give (BIG TCP, XDP on veth, map sizing are
    tried: their outcome is reported, and the sequence goes on whatever it was);
-5. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
+6. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
 
 After each ``up`` a second ``up`` must change nothing (``--expect-no-changes``), and the lab reads
 for itself what the program claims: KUBE-* chains in both iptables backends, the agents' own
@@ -30,6 +33,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,13 +41,16 @@ from typing import Any
 import yaml
 
 from components.verify import SMOKE_LABELS, SMOKE_NAME
-from stacks.checks import VERIFY_NAMESPACE
+from stacks.checks import LOADBALANCER_SERVICE, SMOKE_PORT, VERIFY_NAMESPACE
+from stacks.load_balancer import L2_LEASE_PREFIX, lease_name, seconds
 
 from ..engine import COMMAND_PROVIDER, PulumiRun, passed_or_raise, toolchain_env
 from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed
+from . import l2_failover
 from .chart import (
     CHART,
     CHART_SUMS,
+    L2_ANNOUNCE_LABEL,
     REPO,
     agent_statuses,
     chart_images,
@@ -57,16 +64,31 @@ from .cluster import KUBERNETES_VERSION, Cluster, missing_binaries, named_netns,
 STACK = "datapath"
 PROGRAM = REPO / "lab" / "programs" / "datapath"
 PRODUCT_LINKS = ("components", "stacks", "verification", "requirements.txt", ".venv")
-# (phase, tier, required): a phase that is not required is tried and its outcome reported, and the
-# sequence goes on (the next phase must converge from whatever it left).
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    tier: str
+    # A phase that is not required is tried and its outcome reported, and the sequence goes on (the
+    # next phase must converge from whatever it left).
+    required: bool = True
+    # loadBalancer.mode l2 and verify.fromRunner (chart.l2_config), then the failover measurement.
+    l2: bool = False
+
+
 PHASES = (
-    ("baseline", "baseline", True),
-    ("kpr", "kpr", True),
-    ("performance", "performance", True),
-    ("extreme", "extreme", False),
-    ("rollback-kpr", "kpr", True),
-    ("rollback-baseline", "baseline", True),
+    Phase("baseline", "baseline"),
+    Phase("kpr", "kpr"),
+    Phase("l2", "kpr", l2=True),
+    Phase("performance", "performance"),
+    Phase("extreme", "extreme", required=False),
+    Phase("rollback-kpr", "kpr"),
+    Phase("rollback-baseline", "baseline"),
 )
+# The LoadBalancer objects the program makes with loadBalancer.mode l2, by their CRDs.
+LOAD_BALANCER_KINDS = "ciliumloadbalancerippools.cilium.io,ciliuml2announcementpolicies.cilium.io"
+SAMPLES_FILE = "l2-failover-samples.jsonl"
 KIND_TRIED = "pulumi, tried: the outcome is reported, not required"
 NODE_COUNT = 3
 # What this kernel (no loadable modules) lacks, so the lab cannot show it, with the missing piece.
@@ -153,12 +175,14 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
     nodes = [(m.name, m.address) for m in cluster.members]
     with report.step("cluster", KIND_LAB) as step:
         plans = {
-            tier: program_plan(write_stack(directory / f"plan-{tier}.yaml", stack_config(tier, nodes)))
-            for tier in {tier for _, tier, _ in PHASES}
+            (tier, l2): program_plan(
+                write_stack(directory / f"plan-{tier}{'-l2' if l2 else ''}.yaml", stack_config(tier, nodes, l2=l2))
+            )
+            for tier, l2 in {(phase.tier, phase.l2) for phase in PHASES}
         }
         images: set[str] = set()
-        for tier, plan in plans.items():
-            values = directory / f"values-{tier}.json"
+        for (tier, l2), plan in plans.items():
+            values = directory / f"values-{tier}{'-l2' if l2 else ''}.json"
             values.write_text(json.dumps(plan["ciliumValues"]))
             images |= set(chart_images(render_chart([values])))
 
@@ -174,8 +198,8 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
 
     env, why = toolchain_env()
     if env is None:
-        for phase, _, _ in PHASES:
-            report.not_run(phase, KIND_PULUMI, why)
+        for phase in PHASES:
+            report.not_run(phase.name, KIND_PULUMI, why)
         return
     logs = out / "pulumi"
     logs.mkdir(parents=True, exist_ok=True)
@@ -192,15 +216,19 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
     if report.steps[-1].status != PASSED:
         return
 
-    for phase, tier, required in PHASES:
-        with report.step(phase, KIND_PULUMI if required else KIND_TRIED) as step:
+    l2_ran = False
+    for phase in PHASES:
+        tier = phase.tier
+        with report.step(phase.name, KIND_PULUMI if phase.required else KIND_TRIED) as step:
             if tier == "baseline":
                 cluster.start_kube_proxy()
                 step.details["kubeProxy"] = "started by the lab on every node before `up` (K3s would run it)"
             else:
                 cluster.stop_kube_proxy()
                 step.details["kubeProxy"] = "stopped by the lab before `up` (K3s restarted with disable-kube-proxy)"
-            set_stack_config(stack_file, tier, cluster)
+            if phase.l2:
+                step.details["l2AnnounceLabel"] = label_announcers(cluster)
+            set_stack_config(stack_file, phase, cluster)
             result = pulumi.run(step, "up", "--yes", "--skip-preview")
             passed_or_raise(step, result)
             counts = step.resource_counts
@@ -209,16 +237,28 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
             step.details["verification"] = verdicts(outputs.get("verification") or {})
             step.details["features"] = outputs.get("features")
             step.details["skippedFeatures"] = outputs.get("skippedFeatures")
+            step.details["loadBalancer"] = outputs.get("loadBalancer")
             observe(cluster, tier, step)
+            plan = plans[(tier, phase.l2)]
+            if phase.l2:
+                l2_ran = True
+                observe_l2(cluster, plan, step, outputs.get("verification") or {})
+                # Which nodes the backends run on: one on the failing holder cannot answer meanwhile.
+                failover = step.details["failover"] = {"backendNodes": smoke_pods(cluster)}
+                l2_failover.measure(cluster, l2_target(plan), lease_timings(plan), out / SAMPLES_FILE, failover)
+            elif l2_ran:
+                step.details["lab"]["loadBalancerDropped"] = dropped = load_balancer_objects(cluster)
+                if dropped["objects"] or dropped["service"]:
+                    raise StepFailed(f"loadBalancer dropped, but the `up` left {dropped}")
         if report.steps[-1].status != PASSED:
-            if required:
+            if phase.required:
                 break
             continue
-        with report.step(f"{phase}-no-op", KIND_PULUMI) as step:
+        with report.step(f"{phase.name}-no-op", KIND_PULUMI) as step:
             passed_or_raise(step, pulumi.run(step, "up", "--yes", "--skip-preview", "--expect-no-changes"))
             changed = {k: v for k, v in (step.resource_counts or {}).items() if k != "unchanged" and v}
             if changed:
-                raise StepFailed(f"the second `up` at {tier} changed resources: {changed}")
+                raise StepFailed(f"the second `up` at {phase.name} changed resources: {changed}")
         if report.steps[-1].status != PASSED:
             break
 
@@ -239,20 +279,23 @@ def project_dir(directory: Path) -> Path:
     return project
 
 
-def engine_config(tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str]) -> dict[str, Any]:
-    """The lab program's ``k3s-cilium:*`` config at ``tier``: the lab's stack with the host keys pinned and
-    the official chart archive, checked against the SHA256SUMS published with it (the air-gap path)."""
-    config = stack_config(tier, nodes, host_keys)
+def engine_config(
+    tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str], l2: bool = False
+) -> dict[str, Any]:
+    """The lab program's ``k3s-cilium:*`` config at ``tier`` (with ``l2``: chart.l2_config): the lab's stack
+    with the host keys pinned and the official chart archive, checked against the SHA256SUMS published
+    with it (the air-gap path)."""
+    config = stack_config(tier, nodes, host_keys, l2=l2)
     config["k3s-cilium:airgap"]["sumsFile"] = str(CHART_SUMS)
     config["k3s-cilium:airgap"]["cilium"]["chart"] = str(CHART)
     return config
 
 
-def set_stack_config(stack_file: Path, tier: str, cluster: Cluster) -> None:
-    """The tier's config in the stack file, keeping what `pulumi config set --secret` wrote."""
+def set_stack_config(stack_file: Path, phase: Phase, cluster: Cluster) -> None:
+    """The phase's config in the stack file, keeping what `pulumi config set --secret` wrote."""
     stack = yaml.safe_load(stack_file.read_text()) or {}
     kept = {k: v for k, v in (stack.get("config") or {}).items() if isinstance(v, dict) and "secure" in v}
-    config = engine_config(tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys)
+    config = engine_config(phase.tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys, phase.l2)
     stack["config"] = {**config, **kept}
     stack_file.write_text(yaml.safe_dump(stack, sort_keys=False))
 
@@ -271,6 +314,7 @@ def verdicts(verification: dict[str, Any]) -> dict[str, Any]:
     }
     cluster = {check: result.get("status") for check, result in (verification.get("cluster") or {}).items()}
     failed = [f"{node}/{check}" for node, checks in nodes.items() for check, s in checks.items() if s != "pass"]
+    failed += [f"cluster/{check}" for check, status in cluster.items() if status != "pass"]
     if failed or not nodes:
         raise StepFailed(f"the program's verification did not pass everywhere: {failed or 'no node checked'}")
     return {"nodes": nodes, "cluster": cluster}
@@ -311,6 +355,83 @@ def observe(cluster: Cluster, tier: str, step: Step) -> None:
         raise StepFailed("; ".join(problems))
 
 
+def label_announcers(cluster: Cluster) -> dict[str, Any]:
+    """The label the l2 phase's nodeSelector names, on every node but the server (kubectl, as an operator
+    would): the announcing node can then fail while the API server goes on."""
+    key, value = L2_ANNOUNCE_LABEL
+    agents = [m.name for m in cluster.members if m is not cluster.server]
+    labelled = cluster.plane.kubectl("label", "node", *agents, f"{key}={value}", "--overwrite")
+    if labelled.returncode:
+        raise StepFailed(f"kubectl label node {' '.join(agents)} {key}={value}: {labelled.stderr.strip()}")
+    return {"label": f"{key}={value}", "nodes": agents}
+
+
+def l2_target(plan: dict[str, Any]) -> l2_failover.Target:
+    """The test Service's address and its lease, as the program's plan of the l2 stack names them."""
+    expect = {check["check"]: check["expect"] for check in plan["checks"] if check["node"] is None}
+    return l2_failover.Target(
+        address=expect["loadbalancer-address"]["address"], port=SMOKE_PORT, lease=expect["l2-lease"]["lease"]
+    )
+
+
+def lease_timings(plan: dict[str, Any]) -> tuple[float, float]:
+    """The lease duration and renew deadline the plan configures, in seconds."""
+    leases = plan["loadBalancer"]["leases"]
+    return seconds(leases["duration"]), seconds(leases["renewDeadline"])
+
+
+def load_balancer_objects(cluster: Cluster) -> dict[str, Any]:
+    """The program's LoadBalancer objects in the cluster (pools, L2 policies), the test Service and its lease."""
+    kubectl = cluster.plane.kubectl
+    listed = kubectl("get", LOAD_BALANCER_KINDS, "-o", "name")
+    service = kubectl(
+        "-n", VERIFY_NAMESPACE, "get", "service", LOADBALANCER_SERVICE, "-o", "name", "--ignore-not-found"
+    )
+    lease = lease_name(VERIFY_NAMESPACE, LOADBALANCER_SERVICE)
+    leased = kubectl("-n", "kube-system", "get", "lease", lease, "-o", "name", "--ignore-not-found")
+    found: dict[str, Any] = {
+        "objects": listed.stdout.split(),
+        "service": service.stdout.strip() or None,
+        # Cilium's lease is Cilium's, not the program's: reported, not judged.
+        "lease": leased.stdout.strip() or None,
+    }
+    if listed.returncode:
+        found["error"] = listed.stderr.strip()
+    return found
+
+
+def observe_l2(cluster: Cluster, plan: dict[str, Any], step: Step, verification: dict[str, Any]) -> None:
+    """After the l2 phase's ``up``: the pool and policy exist, the test Service has the address it asked for,
+    and a node holds its lease (what the program's own checks asserted, read by the lab). The program's
+    probes of the address, from every node and from the runner (the bridge namespace), go in the report."""
+    target = l2_target(plan)
+    observed = step.details.setdefault("lab", {})
+    probed = {
+        node: checks.get("probes", {}).get("figures", {}).get("results", {}).get("loadbalancer")
+        for node, checks in (verification.get("nodes") or {}).items()
+    }
+    runner = (verification.get("cluster") or {}).get("probes", {}).get("figures", {}).get("results", {})
+    probed["runner (bridge namespace)"] = runner.get("loadbalancer-from-runner")
+    observed["loadBalancerProbes"] = probed
+    observed["loadBalancerObjects"] = found = load_balancer_objects(cluster)
+    service = cluster.plane.kubectl(
+        "-n", VERIFY_NAMESPACE, "get", "service", LOADBALANCER_SERVICE, "-o", "jsonpath={.status.loadBalancer}"
+    )
+    observed["serviceStatus"] = json.loads(service.stdout or "{}")
+    ingress = [entry.get("ip") for entry in observed["serviceStatus"].get("ingress", [])]
+    holder = l2_failover.lease(cluster, target).get("holderIdentity")
+    observed["leaseHolder"] = holder
+    problems = []
+    if len(found["objects"]) != len(plan["loadBalancer"]["objects"]):
+        problems.append(f"objects {found['objects']}, planned {plan['loadBalancer']['objects']}")
+    if ingress != [target.address]:
+        problems.append(f"{LOADBALANCER_SERVICE} has {ingress}, not [{target.address}]")
+    if holder not in {m.name for m in cluster.members if m is not cluster.server}:
+        problems.append(f"lease {target.lease} held by {holder!r}, not by a labelled node")
+    if problems:
+        raise StepFailed("l2: " + "; ".join(problems))
+
+
 def agent_kpr(cluster: Cluster) -> dict[str, str]:
     """Each agent's ``KubeProxyReplacement:`` line of ``cilium-dbg status``, by node."""
     found = {}
@@ -320,6 +441,14 @@ def agent_kpr(cluster: Cluster) -> dict[str, str]:
     return found
 
 
+def smoke_pods(cluster: Cluster) -> dict[str, str]:
+    """The smoke pods (the test Services' backends) and their nodes."""
+    selector = ",".join(f"{key}={value}" for key, value in SMOKE_LABELS.items())
+    pods = cluster.plane.kubectl("-n", VERIFY_NAMESPACE, "get", "pods", "-l", selector, "-o", "json")
+    items = json.loads(pods.stdout or "{}").get("items", [])
+    return {pod["metadata"]["name"]: pod["spec"].get("nodeName") for pod in items}
+
+
 def pod_probes(cluster: Cluster) -> dict[str, dict[str, str]]:
     """From one smoke pod per node (the test server's ``get``): the Service's ClusterIP and each node's NodePort."""
     kubectl = cluster.plane.kubectl
@@ -327,9 +456,7 @@ def pod_probes(cluster: Cluster) -> dict[str, dict[str, str]]:
     port = service["spec"]["ports"][0]
     targets = [f"http://{service['spec']['clusterIP']}:{port['port']}/"]
     targets += [f"http://{m.address}:{port['nodePort']}/" for m in cluster.members]
-    selector = ",".join(f"{key}={value}" for key, value in SMOKE_LABELS.items())
-    pods = json.loads(kubectl("-n", VERIFY_NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout)
-    one_per_node = {pod["spec"].get("nodeName"): pod["metadata"]["name"] for pod in pods["items"]}
+    one_per_node = {node: pod for pod, node in smoke_pods(cluster).items()}
     results: dict[str, dict[str, str]] = {}
     for node, pod in sorted(one_per_node.items()):
         answers = results[f"{pod} ({node})"] = {}
@@ -347,6 +474,9 @@ def after_destroy(cluster: Cluster) -> dict[str, Any]:
     left["pods"] = pods.stdout.split()
     namespaces = cluster.plane.kubectl("get", "namespace", VERIFY_NAMESPACE, "-o", "name")
     left["verifyNamespace"] = namespaces.stdout.strip() or None
+    # The L2 announcement leases are Cilium's (its agents make them), not the program's: reported, not judged.
+    leases = cluster.plane.kubectl("-n", "kube-system", "get", "leases", "-o", "name")
+    left["ciliumL2Leases"] = [name for name in leases.stdout.split() if "/" + L2_LEASE_PREFIX in name]
     for member in cluster.members:
         links = cluster.ssh(member, "ip -o link show | awk -F': ' '{print $2}' | grep -E '^(cilium|lxc)' || true")
         left[member.name] = {"ciliumLinks": links.stdout.split()}
@@ -398,6 +528,14 @@ def summary(report: Report) -> str:
         if step.status != PASSED:
             tried = " (tried, not required)" if step.kind == KIND_TRIED else ""
             lines.append(f"          {step.first_error or step.reason}{tried}")
+        if "failover" in step.details:
+            lines += failover_summary(step.details["failover"])
+        dropped = step.details.get("lab", {}).get("loadBalancerDropped")
+        if dropped is not None:
+            lines.append(
+                f"          loadBalancer dropped: pools/policies left {dropped['objects'] or 'none'}, "
+                f"service {dropped['service'] or 'gone'}, Cilium's lease {dropped['lease'] or 'gone'}"
+            )
     peaks = report.lab.get("peaks", {})
     lines.append(
         f"  peak memory in use {peaks.get('memoryUsedBytes', 0) / 2**30:.1f} GiB, "
@@ -405,3 +543,28 @@ def summary(report: Report) -> str:
     )
     lines += [f"  not testable here: {name} ({why})" for name, why in NOT_TESTABLE.items()]
     return "\n".join(lines) + "\n"
+
+
+def failover_summary(failover: dict[str, Any]) -> list[str]:
+    """The failover figures, a few lines under the l2 phase in summary.txt."""
+    if not failover.get("holderBefore"):
+        return []
+    after = failover.get("afterRecovery") or {}
+    during = failover.get("duringOutage") or {}
+    restore = failover.get("restore") or {}
+    bound = failover.get("docsBoundSeconds") or ["?", "?"]
+    return [
+        f"          failover of {failover.get('address')}: holder {failover.get('holderBefore')} -> "
+        f"{failover.get('holderAfter')}, MAC {failover.get('macBefore')} -> {failover.get('macAfter')}",
+        f"          lease moved {failover.get('leaseMovedSeconds')} s after the failure (acquireTime; seen by "
+        f"polling {failover.get('leaseSeenMovedSeconds')} s; docs: {bound[0]}-{bound[1]} s), first answer "
+        f"{failover.get('firstAnswerSeconds')} s, outage {failover.get('outageSeconds')} s "
+        f"(longest gap {failover.get('longestGapSeconds')} s)",
+        f"          meanwhile {during.get('answered')}/{during.get('requests')} answered with the old MAC in the "
+        f"neighbour entry, answers' source MACs {during.get('sources')}; failures {during.get('failures')}",
+        f"          the {after.get('windowSeconds')} s after it: {after.get('answered')}/{after.get('requests')} "
+        f"answered (ratio {after.get('ratio')}); failures {after.get('failures')}; backends on "
+        f"{sorted(set((failover.get('backendNodes') or {}).values()))}",
+        f"          {restore.get('node')} back: node lease renewed {restore.get('nodeLeaseRenewedSeconds')} s, "
+        f"Ready {restore.get('nodeReadySeconds')} s, agent healthy {restore.get('agentHealthySeconds')} s",
+    ]

@@ -127,6 +127,7 @@ def test_every_verify_script_is_linted() -> None:
         "verify-benchmark",
         "verify-node",
         "verify-kpr-node",
+        "verify-object",
     }
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.cluster.chart import CHART
+from lab.cluster.chart import CHART, L2_ANNOUNCE_LABEL
 from lab.cluster.datapath import PROGRAM, engine_config
-from tests.mocks import Recorded, run_program
+from tests.mocks import Recorded, depends_transitively, run_program
 
 NODES = [("server-1", "10.99.0.10"), ("agent-1", "10.99.0.11"), ("agent-2", "10.99.0.12")]
 HOST_KEYS = {name: f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{'B' * 42}{i} {name}" for i, (name, _) in enumerate(NODES)}
@@ -19,9 +19,9 @@ KUBECONFIG = f"{PROJECT}:kubeconfig"
 SSH_KEY = "k3s-cilium:sshPrivateKey"
 
 
-def run_lab_program(tier: str) -> Recorded:
+def run_lab_program(tier: str, l2: bool = False) -> Recorded:
     config = {
-        **engine_config(tier, NODES, HOST_KEYS),
+        **engine_config(tier, NODES, HOST_KEYS, l2=l2),
         SSH_KEY: "-----BEGIN OPENSSH PRIVATE KEY-----\nlab\n-----END OPENSSH PRIVATE KEY-----\n",
         KUBECONFIG: "apiVersion: v1\nkind: Config\nclusters: []\n",
     }
@@ -51,3 +51,51 @@ def test_the_lab_program_builds_the_products_cilium_half_without_the_k3s_check(t
         assert connection["hostKey"] == " ".join(HOST_KEYS[node].split()[:2])
     assert rec.exports["omittedChecks"] == ["kpr-integrity"]
     assert rec.exports["tier"] == tier
+    # Without loadBalancer: nothing of it, as __main__.py exports it.
+    assert not rec.of_type("k3s-cilium:index:LoadBalancing")
+    assert rec.exports["loadBalancer"] == {"mode": "none", "objects": []}
+
+
+
+
+def test_the_l2_phase_builds_the_products_load_balancing_and_probes_the_address_from_the_runner() -> None:
+    rec = run_lab_program("kpr", l2=True)
+    assert len(rec.of_type("k3s-cilium:index:LoadBalancing")) == 1
+    # The product's names and objects (components/load_balancer.py), through the release's provider.
+    pool = rec.named("loadbalancer-pool-lab")
+    assert pool.type == "kubernetes:cilium.io/v2:CiliumLoadBalancerIPPool"
+    assert pool.inputs["spec"] == {"blocks": [{"cidr": "10.99.0.200/29"}]}
+    policy = rec.named("loadbalancer-l2-policy-k3s-cilium-l2")
+    assert policy.type == "kubernetes:cilium.io/v2alpha1:CiliumL2AnnouncementPolicy"
+    key, value = L2_ANNOUNCE_LABEL
+    assert policy.inputs["spec"]["nodeSelector"] == {"matchLabels": {key: value}}
+    assert policy.inputs["spec"]["interfaces"] == ["^eth0$"]
+    crds = rec.named("loadbalancer-crds")
+    assert crds.inputs["connection"]["host"] == "10.99.0.10"
+    release = rec.named("cilium-release")
+    for made in (pool, policy):
+        assert made.options.get("provider", "").startswith(rec.named("cilium-provider").urn)
+        assert depends_transitively(rec, made, crds) and depends_transitively(rec, made, release)
+    # The release announces with the stack's short leases.
+    assert release.inputs["values"]["l2announcements"] == {
+        "enabled": True,
+        "leaseDuration": "5s",
+        "leaseRenewDeadline": "3s",
+        "leaseRetryPeriod": "1s",
+    }
+    # The verification runs after the objects, as in __main__.py: the address asked for, its lease,
+    # every node's loadbalancer probe and the probe from where the engine runs (the bridge namespace).
+    for node, _ in NODES:
+        assert depends_transitively(rec, rec.named(f"verify-collect-{node}"), policy)
+    service = rec.named("verify-smoke-loadbalancer")
+    assert service.inputs["metadata"]["annotations"]["lbipam.cilium.io/ips"] == "10.99.0.206"
+    assert service.inputs["spec"]["type"] == "LoadBalancer"
+    runner = rec.named("verify-probes-runner")
+    assert "--target 10.99.0.206:80" in runner.inputs["create"]
+    assert depends_transitively(rec, runner, pool)
+    assert rec.named("verify-loadbalancer-address-assert-cluster")
+    assert rec.named("verify-l2-lease-assert-cluster")
+    assert rec.exports["loadBalancer"] == {
+        "mode": "l2",
+        "objects": ["CiliumLoadBalancerIPPool/lab", "CiliumL2AnnouncementPolicy/k3s-cilium-l2"],
+    }

@@ -2,17 +2,18 @@
 
 K3s cannot be had here, so there is no ``K3sCluster``: the cluster is upstream Kubernetes that
 lab/cluster started. Everything after it is the product's own, built as ``__main__.py`` builds it:
-``CiliumRelease``, ``KubeProxyRemoval`` and ``Verification`` from the stack's ``k3s-cilium:*``
-config, with the cluster's kubeconfig (this project's secret ``kubeconfig``) and SSH connections
-(``components.remote.connection``, the host keys pinned in the stack) in place of what
-``K3sCluster`` gives. One check is left out, and the report says so: ``kpr-integrity`` reads
-K3s' own process and config files, and no K3s runs here.
+``CiliumRelease``, ``KubeProxyRemoval``, ``LoadBalancing`` (when ``loadBalancer.mode`` is not
+``none``) and ``Verification`` from the stack's ``k3s-cilium:*`` config, with the cluster's kubeconfig
+(this project's secret ``kubeconfig``) and SSH connections (``components.remote.connection``, the
+host keys pinned in the stack) in place of what ``K3sCluster`` gives. One check is left out, and the
+report says so: ``kpr-integrity`` reads K3s' own process and config files, and no K3s runs here.
 """
 
 import pulumi
 
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
+from components.load_balancer import LoadBalancing, LoadBalancingArgs
 from components.remote import connection
 from components.verify import Verification, VerificationArgs
 from stacks.checks import planned_checks
@@ -47,6 +48,17 @@ kube_proxy = KubeProxyRemoval(
     "kube-proxy",
     KubeProxyRemovalArgs(cfg=stack_config, features=features, connections=connections, depends_on=[cilium.restart]),
 )
+# LoadBalancer Services (loadBalancer.mode): the pools and the L2 or BGP objects, after the release.
+load_balancing = (
+    LoadBalancing(
+        "loadbalancer",
+        LoadBalancingArgs(
+            cfg=stack_config, provider=cilium.provider, connections=connections, depends_on=[cilium.release]
+        ),
+    )
+    if stack_config.load_balancer.mode != "none"
+    else None
+)
 verification = Verification(
     "verify",
     VerificationArgs(
@@ -54,7 +66,11 @@ verification = Verification(
         features=features,
         connections=connections,
         provider=cilium.provider,
-        depends_on=[cilium.restart, *([kube_proxy.done] if kube_proxy.done else [])],
+        depends_on=[
+            cilium.restart,
+            *([kube_proxy.done] if kube_proxy.done else []),
+            *(load_balancing.objects.values() if load_balancing else []),
+        ],
         omit_checks=K3S_CHECKS,
     ),
 )
@@ -64,5 +80,9 @@ pulumi.export("features", list(features.enabled))
 pulumi.export("skippedFeatures", features.skipped)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
+pulumi.export(
+    "loadBalancer",
+    {"mode": stack_config.load_balancer.mode, "objects": load_balancing.object_names if load_balancing else []},
+)
 pulumi.export("verification", verification.verification)
 pulumi.export("omittedChecks", list(K3S_CHECKS))
