@@ -185,6 +185,8 @@ pulumi.export(
 )
 pulumi.export("nodes", cluster.node_info)
 pulumi.export("kubeconfig", cluster.kubeconfig)
+# The etcd snapshot taken before the last K3s version change (README "Upgrades").
+pulumi.export("k3sSnapshot", cluster.snapshot)
 pulumi.export("kubeconfigExpires", cluster.kubeconfig_expires)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)

@@ -46,8 +46,11 @@ from pulumi_command import local, remote
 from components import remote as ssh
 from components import scripts
 from components.airgap import AirgapNodes, AirgapNodesArgs
-from stacks import airgap, k3s_flags, preflight
+from components.verify import ASSERT_DIR, assert_command
+from stacks import airgap, k3s_flags, preflight, upgrade
+from stacks.checks import PlannedCheck
 from stacks.config import Node, StackConfig
+from stacks.digest import digest
 from stacks.features import Resolved
 from stacks.k3s_flags import API_READY_TIMEOUT_SECONDS, K3S_BIN_DIR
 from stacks.kubeconfig import client_certificate_expiry, expiry_warning
@@ -80,6 +83,8 @@ ROLE_PREFLIGHT = "preflight"
 ROLE_TOKEN = "token"
 ROLE_KUBECONFIG = "kubeconfig"
 ROLE_DEREGISTER = "deregister"
+ROLE_UPGRADE_GATE = "upgrade-gate"
+ROLE_SNAPSHOT = "snapshot"
 
 
 @dataclass
@@ -253,6 +258,11 @@ class K3sCluster(pulumi.ComponentResource):
     nodes_ready: dict[str, pulumi.Resource]
     """Node name -> the resource after which K3s on that node is installed and running."""
     preflight_passed: pulumi.Resource
+    upgrade_gate: local.Command
+    """The verdict on the version change (stacks/upgrade.py rules); every placement and install waits for it."""
+    snapshot: pulumi.Output[dict[str, str]]
+    """The etcd snapshot saved before the last K3s version change (``snapshot``, ``name``, ``from``, ``to``),
+    or why none was (``snapshot: none``, ``reason``)."""
     """Done once every node passed preflight (it runs nothing)."""
     connections: dict[str, remote.ConnectionArgs]
     """Node name -> SSH connection (host key pin, bastion) for further commands."""
@@ -287,16 +297,27 @@ class K3sCluster(pulumi.ComponentResource):
             f"{name}-{ROLE_PREFLIGHT}-passed",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(preflights.values())),
         )
+        first = cfg.servers[0]
+        # Before anything is placed or changes: may the running cluster move to these versions?
+        self.upgrade_gate = self._upgrade_gate(name, cfg, first, preflights_passed)
+        # Then an etcd snapshot named after both releases, before any node is touched.
+        snapshot = self._command(
+            resource_name(name, ROLE_SNAPSHOT, first),
+            first,
+            create=ssh.script("k3s-snapshot", {"TARGET_VERSION": cfg.k3s.version, "K3S_DATA_DIR": K3S_DATA_DIR}),
+            triggers=[*ssh.host_identity(cfg, first), cfg.k3s.version],
+            depends_on=[self.upgrade_gate],
+        )
+        self.snapshot = snapshot.stdout.apply(parse_facts)
         # Air-gapped: artifacts verified and placed, registries.yaml written, before each install.
         self.airgap: AirgapNodes | None = None
         if cfg.airgap.k3s or cfg.airgap.registries:
             self.airgap = AirgapNodes(
                 f"{name}-airgap",
-                AirgapNodesArgs(cfg, self.connections, args.registry_credentials, [preflights_passed]),
+                AirgapNodesArgs(cfg, self.connections, args.registry_credentials, [snapshot]),
                 opts=pulumi.ResourceOptions(parent=self),
             )
 
-        first = cfg.servers[0]
         first_install = self._install(
             name,
             cfg,
@@ -304,8 +325,9 @@ class K3sCluster(pulumi.ComponentResource):
             first,
             token_configured,
             stdin=secret_token,
-            # Nothing is installed anywhere until every node passed preflight.
-            depends_on=[preflights_passed],
+            # Nothing is installed anywhere until every node passed preflight, the upgrade gate passed and
+            # the snapshot is saved.
+            depends_on=[snapshot],
         )
 
         if secret_token is not None:
@@ -348,6 +370,7 @@ class K3sCluster(pulumi.ComponentResource):
                 "kubeconfigExpires": self.kubeconfig_expires,
                 "nodeInfo": self.node_info,
                 "token": self.token,
+                "snapshot": self.snapshot,
             }
         )
 
@@ -376,6 +399,30 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=triggers,
             secret_stdout=secret_stdout,
             depends_on=depends_on or (),
+        )
+
+    def _upgrade_gate(self, name: str, cfg: StackConfig, first: Node, after: pulumi.Resource) -> local.Command:
+        """What runs, read on the first server (``upgrade-gate.sh``), judged against the stack's versions by
+        ``python -m verification upgrade-gate`` where Pulumi runs (stacks/upgrade.py has the rules).
+
+        Both run again exactly when a target version (or allowDowngrade) changes: the reader's trigger.
+        A failed verdict is not stored, so the next `up` judges again (on the output read before, until
+        the target changes)."""
+        check = PlannedCheck(ROLE_UPGRADE_GATE, first.name, upgrade.gate_expect(cfg))
+        reader = self._command(
+            resource_name(name, ROLE_UPGRADE_GATE, first),
+            first,
+            create=ssh.script("upgrade-gate"),
+            triggers=[*ssh.host_identity(cfg, first), digest(check.expect)],
+            depends_on=[after],
+        )
+        return local.Command(
+            f"{name}-{ROLE_UPGRADE_GATE}-assert",
+            create=assert_command(check),
+            stdin=reader.stdout,
+            dir=ASSERT_DIR,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _preflight(self, name: str, cfg: StackConfig, features: Resolved, node: Node) -> remote.Command:

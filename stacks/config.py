@@ -215,6 +215,13 @@ class Node(ConfigModel):
             return None
 
 
+class K3sUpgrade(ConfigModel):
+    allow_downgrade: bool = Field(
+        False,
+        description="Let a `pulumi up` move K3s to an older release (the upgrade gate refuses it otherwise).",
+    )
+
+
 class K3s(ConfigModel):
     version: str = Field(
         "v1.33.3+k3s1", description="Pinned K3s release (`vX.Y.Z+k3sN`); the install script downloads exactly this."
@@ -234,6 +241,10 @@ class K3s(ConfigModel):
         False,
         description="Where firewalld runs, preflight opens the ports K3s and Cilium need (and trusts the pod and "
         "service networks) instead of failing.",
+    )
+    upgrade: K3sUpgrade = Field(
+        default_factory=lambda: K3sUpgrade(),
+        description="How a version change may go (README \"Upgrades\").",
     )
 
     @field_validator("version")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from stacks import airgap, checks, cilium_values, k3s_flags, load_balancer, preflight
+from stacks import airgap, checks, cilium_values, k3s_flags, load_balancer, preflight, upgrade
 from stacks.config import StackConfig
 from stacks.features import CATALOGUE, TIER_FEATURES, Resolved, kernel_text, resolve
 
@@ -79,6 +79,8 @@ def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
         "checks": [
             _check_row(c) for c in checks.planned_checks(cfg, features)
         ],
+        # What a version change may do; the gate judges it against what runs (stacks/upgrade.py).
+        "upgrade": upgrade.plan(cfg),
         # LoadBalancer Services (stacks/load_balancer.py); None for mode none.
         "loadBalancer": load_balancer.plan(cfg.load_balancer, cfg.cilium.parsed_version),
         # Air-gapped sources (stacks/airgap.py); None when everything comes from the internet.
@@ -128,6 +130,7 @@ def to_text(plan: dict[str, Any]) -> str:
         if check.get("unlessSkippedOnNode"):
             line += f" ({', '.join(check['unlessSkippedOnNode'])} not asserted where preflight skips them)"
         lines.append(line)
+    lines += ["", *upgrade.plan_text(plan["upgrade"])]
     if plan.get("loadBalancer"):
         lines += ["", *load_balancer.plan_text(plan["loadBalancer"])]
     if plan.get("airgap"):

@@ -128,3 +128,33 @@ def test_moving_a_node_replaces_its_resources_uninstalling_the_old_host_first(fi
     # The other nodes' K3s, tuning and the release stay as they are.
     for name in ("k3s-server-server-1", "k3s-agent-agent-1", "k3s-preflight-agent-1", "host-tuning-agent-1", RELEASE):
         assert before[name].inputs == after[name].inputs, name
+
+
+def test_a_k3s_version_change_is_gated_and_snapshotted_first_and_installs_no_new_resource():
+    newer = stack_config()
+    newer["k3s-cilium:k3s"] = {**newer["k3s-cilium:k3s"], "version": "v1.34.1+k3s1"}
+    before, after = run_stack(stack_config()), run_stack(newer)
+    added, removed, changed = changes(before, after)
+    assert not added and not removed
+    gate, snapshot = "k3s-upgrade-gate-server-1", "k3s-snapshot-server-1"
+    # Both run again (a new trigger replaces them) before any install changes.
+    for name in (gate, snapshot):
+        assert replaced(before.named(name), after.named(name)), name
+    assert "k3s-upgrade-gate-assert" in changed
+    assert set(installs(after)) <= changed
+    first_install = after.named("k3s-server-server-1")
+    assert after.named(snapshot).urn in first_install.dependencies
+
+
+def test_adding_an_agent_changes_no_other_nodes_k3s_resources():
+    bigger = stack_config()
+    bigger["k3s-cilium:nodes"] = [*bigger["k3s-cilium:nodes"], {"name": "agent-3", "host": "192.168.56.13",
+                                                                 "role": "agent"}]
+    before, after = run_stack(stack_config()), run_stack(bigger)
+    added, removed, changed = changes(before, after)
+    assert not removed
+    assert {"k3s-preflight-agent-3", "k3s-agent-agent-3", "k3s-deregister-agent-3"} <= added
+    k3s_of_others = {name for name in changed if name.startswith("k3s-") and "agent-3" not in name}
+    # The barrier waits for one more preflight; nothing of the other nodes is touched.
+    assert k3s_of_others <= {"k3s-preflight-passed"}, k3s_of_others
+    assert RELEASE not in changed

@@ -1083,6 +1083,7 @@ CHECKS: dict[str, Check] = {
     )
 }
 
-# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes) build on the machinery above;
-# verification/load_balancer.py adds them to CHECKS when it is imported, which happens here.
-import verification.load_balancer  # noqa: E402, F401
+# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes) and the upgrade gate build on
+# the machinery above; their modules add them to CHECKS when imported, which happens here.
+import verification.load_balancer  # noqa: E402
+import verification.upgrade  # noqa: E402, F401

@@ -75,8 +75,9 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
     assert len(commands(rec, "deregister")) == nodes - 1
-    # + the component, the preflights-passed barrier, the kubeconfig read
-    assert len(rec.resources) == 1 + 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1)
+    # + the component, the preflights-passed barrier, the kubeconfig read, the upgrade gate's reader and verdict,
+    # the snapshot
+    assert len(rec.resources) == 1 + 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1) + 3
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -90,13 +91,39 @@ def test_every_child_is_parented_to_the_component() -> None:
     assert children and all(r.parent == parent.urn for r in children)
 
 
-def test_first_server_waits_for_every_preflight_through_one_barrier() -> None:
+def test_first_server_waits_for_every_preflight_through_one_barrier_then_the_gate_and_the_snapshot() -> None:
     rec = build(make_config(2, 4))
     first = rec.named("k3s-server-server-1")
     passed = rec.named("k3s-preflight-passed")
     assert passed.type == "command:local:Command" and "create" not in passed.inputs  # runs nothing, no SSH
-    assert set(first.dependencies) == {passed.urn}
+    gate = rec.named("k3s-upgrade-gate-assert")
+    reader = rec.named("k3s-upgrade-gate-server-1")
+    snapshot = rec.named("k3s-snapshot-server-1")
+    assert set(first.dependencies) == {snapshot.urn}
+    assert set(snapshot.dependencies) == {gate.urn}
+    assert set(gate.dependencies) == {reader.urn}
+    assert set(reader.dependencies) == {passed.urn}
     assert set(passed.dependencies) == {r.urn for r in commands(rec, "preflight") if r is not passed}
+
+
+def gate_reader_triggers(cfg: StackConfig) -> list[Any]:
+    return list(build(cfg).named("k3s-upgrade-gate-server-1").inputs["triggers"])
+
+
+def test_the_upgrade_gate_reads_again_only_when_a_target_version_changes() -> None:
+    base = gate_reader_triggers(make_config(1, 1))
+    assert gate_reader_triggers(make_config(1, 1)) == base  # a no-op `up`
+    assert gate_reader_triggers(make_config(1, 1, k3s={"disable": ["servicelb", "traefik", "metrics-server"]})) == base
+    for changed in ({"k3s": {"version": "v1.34.1+k3s1"}}, {"cilium": {"version": "1.18.4"}},
+                    {"k3s": {"upgrade": {"allowDowngrade": True}}}):
+        assert gate_reader_triggers(make_config(1, 1, **changed)) != base, changed
+
+
+def test_the_upgrade_gate_judges_with_the_stacks_targets() -> None:
+    rec = build(make_config(1, 1, k3s={"version": "v1.34.1+k3s1"}))
+    verdict = rec.named("k3s-upgrade-gate-assert").inputs["create"]
+    assert verdict.startswith(".venv/bin/python -m verification upgrade-gate --node server-1 --expect ")
+    assert '"k3sVersion":"v1.34.1+k3s1"' in verdict and '"testedKubernetes":["1.32","1.35"]' in verdict
 
 
 def test_agents_depend_on_the_first_server_only() -> None:
@@ -138,11 +165,13 @@ def _agent_chain(rec: Recorded) -> int:
 @pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
 def test_sequential_steps_do_not_grow_with_agents(token: str | None) -> None:
     few, many = build(make_config(3, 2), token=token), build(make_config(3, 50), token=token)
-    # preflight -> every-preflight barrier -> first server -> deregistration (or token read) -> agent
-    assert _agent_chain(few) == _agent_chain(many) == 5
-    # preflight -> barrier -> server-1 -> deregistration of server-2 (or token read) -> server-2 -> server-3
+    # preflight -> every-preflight barrier -> gate reader -> gate verdict -> snapshot -> first server
+    # -> deregistration (or token read) -> agent
+    assert _agent_chain(few) == _agent_chain(many) == 8
+    # preflight -> barrier -> gate reader -> verdict -> snapshot -> server-1 -> deregistration of server-2
+    # (or token read) -> server-2 -> server-3
     last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
-    assert last_server == 6
+    assert last_server == 9
 
 
 # --- secrets ---------------------------------------------------------------------------------

@@ -165,9 +165,11 @@ def _state(project: Project, stack: str) -> dict[str, dict[str, Any]]:
 def test_after_a_partial_up_what_exists_is_unchanged_and_only_what_failed_is_retried(
     project: Project, tmp_path: Path
 ) -> None:
-    """The preflight passes (the test's sshd shows it a systemd), the K3s install is refused: what a
-    first `up` created must read as unchanged, and a second `up` must try again only what is missing."""
-    with sshd(tmp_path / "sshd", project.key.with_suffix(".pub"), ["bash -s -- preflight"], systemd=True) as server:
+    """The preflight passes (the test's sshd shows it a systemd), and so do the upgrade gate and the
+    snapshot (no K3s runs: a first install); the K3s install is refused: what a first `up` created must
+    read as unchanged, and a second `up` must try again only what is missing."""
+    allowed = ["bash -s -- preflight", "bash -s -- upgrade-gate", "bash -s -- k3s-snapshot"]
+    with sshd(tmp_path / "sshd", project.key.with_suffix(".pub"), allowed, systemd=True) as server:
         _stack_on(project, "partial", server)
         first = project.pulumi("up", "--yes", "--skip-preview", "--stack", "partial", check=False, timeout=600)
         assert first.returncode != 0

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# What runs now, read on the first server before a version change touches any
+# node or the Cilium release; `python3 -m verification upgrade-gate` judges it
+# against the stack's target versions. Prints one of
+#   cluster=absent                       no K3s here yet: a first install
+#   cluster=unreadable detail=<why>      K3s is here but its API does not answer
+# or one line per node and one for Cilium:
+#   node=<name> kubelet=<v1.33.3+k3s1>
+#   cilium=<agent image> | cilium=absent
+# Reads only; exits 0 after printing unless it cannot run at all.
+#
+# Parameters:
+#   KUBECTL, REQUEST_TIMEOUT_SECONDS
+set -euo pipefail
+# @params
+
+: "${KUBECTL:=k3s kubectl}"
+: "${REQUEST_TIMEOUT_SECONDS:=20}"
+# K3s installs itself in /usr/local/bin, which sudo's secure_path lacks on some distributions.
+PATH="$PATH:/usr/local/bin"
+read -ra kubectl <<<"$KUBECTL"
+if ! command -v "${kubectl[0]}" >/dev/null; then
+  echo cluster=absent
+  exit 0
+fi
+kubectl+=("--request-timeout=${REQUEST_TIMEOUT_SECONDS}s")
+
+if ! nodes=$("${kubectl[@]}" get nodes -o \
+  jsonpath='{range .items[*]}node={.metadata.name} kubelet={.status.nodeInfo.kubeletVersion}{"\n"}{end}' 2>&1); then
+  printf 'cluster=unreadable detail=%q\n' "$(tr '\n' ' ' <<<"$nodes")"
+  exit 0
+fi
+printf '%s\n' "$nodes"
+image=$("${kubectl[@]}" -n kube-system get daemonset cilium -o \
+  jsonpath='{.spec.template.spec.containers[?(@.name=="cilium-agent")].image}' 2>/dev/null) || image=""
+printf 'cilium=%s\n' "${image:-absent}"

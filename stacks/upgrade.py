@@ -1,0 +1,118 @@
+"""Version changes of a running cluster: what a `pulumi up` with a new K3s or Cilium version may do.
+
+The rules (checked by the upgrade gate before any node or the release changes, see
+``components/k3s.py``; the gate reads what runs, the rules are judged by
+``python -m verification upgrade-gate``):
+
+- K3s: one Kubernetes minor at a time (kubernetes.io "Version Skew Policy":
+  the control plane is upgraded one minor version at a time), no downgrade
+  unless ``k3s.upgrade.allowDowngrade``;
+- Cilium: one minor at a time, forward or back (docs: operations/upgrade, "The
+  only tested upgrade and rollback path is between consecutive minor releases.
+  Always perform upgrades and rollbacks between one minor release at a time.");
+- on a version change, the Kubernetes minor must be one the pinned Cilium minor
+  is tested with (Cilium's "Kubernetes Compatibility" page of each release,
+  ``network/kubernetes/compatibility``), :data:`TESTED_KUBERNETES`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from packaging.version import Version
+
+from stacks.config import StackConfig
+
+# Kubernetes minors each Cilium minor is e2e-tested with: docs of each release,
+# Documentation/network/kubernetes/compatibility.rst at tags v1.13.18, v1.14.19, v1.15.19,
+# v1.16.19, v1.17.0, v1.18.0, v1.19.6, v1.20.0.
+TESTED_KUBERNETES: dict[str, tuple[str, str]] = {
+    "1.13": ("1.16", "1.26"),
+    "1.14": ("1.19", "1.27"),
+    "1.15": ("1.26", "1.29"),
+    "1.16": ("1.27", "1.30"),
+    "1.17": ("1.29", "1.32"),
+    "1.18": ("1.30", "1.33"),
+    "1.19": ("1.32", "1.35"),
+    "1.20": ("1.33", "1.36"),
+}
+_K3S = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$")
+
+
+def kubernetes_minor(k3s_version: str) -> str:
+    """``v1.33.3+k3s1`` -> ``1.33``."""
+    match = _K3S.match(k3s_version)
+    if not match:
+        raise ValueError(f"not a K3s release: {k3s_version!r}")
+    return f"{match[1]}.{match[2]}"
+
+
+def cilium_minor(cilium_version: str) -> str:
+    version = Version(cilium_version)
+    return f"{version.major}.{version.minor}"
+
+
+def tested(cfg: StackConfig) -> tuple[str, str]:
+    return TESTED_KUBERNETES[cilium_minor(cfg.cilium.version)]
+
+
+def is_tested(cfg: StackConfig) -> bool:
+    low, high = (Version(v) for v in tested(cfg))
+    return low <= Version(kubernetes_minor(cfg.k3s.version)) <= high
+
+
+def gate_expect(cfg: StackConfig) -> dict[str, Any]:
+    """The ``--expect`` of the upgrade gate: the target versions and what the rules need, known offline."""
+    low, high = tested(cfg)
+    return {
+        "k3sVersion": cfg.k3s.version,
+        "ciliumVersion": cfg.cilium.version,
+        "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
+        "testedKubernetes": [low, high],
+    }
+
+
+def plan(cfg: StackConfig) -> dict[str, Any]:
+    """The upgrade part of the offline plan: the targets, the rules and whether the pair is a tested one."""
+    low, high = tested(cfg)
+    return {
+        "k3s": cfg.k3s.version,
+        "kubernetesMinor": kubernetes_minor(cfg.k3s.version),
+        "cilium": cfg.cilium.version,
+        "ciliumTestedKubernetes": f"{low}-{high}",
+        "tested": is_tested(cfg),
+        "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
+        "k3sOrder": order(cfg),
+        "rules": [
+            "K3s: one Kubernetes minor per `pulumi up`"
+            + ("" if cfg.k3s.upgrade.allow_downgrade else ", never down (k3s.upgrade.allowDowngrade)"),
+            "Cilium: one minor per `pulumi up`, forward or back",
+            f"a version change needs Kubernetes {low}-{high}, the minors Cilium {cilium_minor(cfg.cilium.version)} "
+            "is tested with",
+        ],
+    }
+
+
+def order(cfg: StackConfig) -> list[str]:
+    """What a K3s version change does, in order (components/k3s.py's dependencies)."""
+    first, *other_servers = cfg.servers
+    steps = [
+        f"read the running versions on {first.name} and judge them (upgrade gate)",
+        f"etcd snapshot on {first.name}",
+        *(f"server {server.name}" for server in (first, *other_servers)),
+    ]
+    if cfg.agents:
+        steps.append(f"agents {', '.join(agent.name for agent in cfg.agents)} together, after {first.name}")
+    return steps
+
+
+def plan_text(entry: dict[str, Any]) -> list[str]:
+    mark = "tested" if entry["tested"] else "NOT TESTED"
+    lines = [
+        f"upgrade gate: K3s {entry['k3s']} (Kubernetes {entry['kubernetesMinor']}) with Cilium {entry['cilium']} "
+        f"(tested with Kubernetes {entry['ciliumTestedKubernetes']}): {mark}"
+    ]
+    lines += [f"  {rule}" for rule in entry["rules"]]
+    lines.append("  a K3s version change goes: " + " -> ".join(entry["k3sOrder"]))
+    return lines

@@ -1,0 +1,71 @@
+"""upgrade-gate.sh run for real against a fake kubectl, its output judged by the real assertion CLI."""
+
+from __future__ import annotations
+
+from components.scripts import render
+from stacks.checks import PlannedCheck
+from stacks.config import parse
+from stacks.upgrade import gate_expect
+from tests.components.test_verify_scripts import assert_cli, executable, run_script
+from tests.shell import lint
+
+# `get nodes` prints FAKE_NODES (or fails with FAKE_NODES_ERROR), `get daemonset` prints FAKE_IMAGE.
+FAKE_KUBECTL = r"""#!/usr/bin/env bash
+case " $* " in
+  *" get nodes "*)
+    if [[ -n ${FAKE_NODES_ERROR:-} ]]; then echo "$FAKE_NODES_ERROR" >&2; exit 1; fi
+    printf '%b' "$FAKE_NODES" ;;
+  *" get daemonset cilium "*) [[ -n ${FAKE_IMAGE:-} ]] || exit 1; printf '%s' "$FAKE_IMAGE" ;;
+  *) echo "fake kubectl: unexpected $*" >&2; exit 9 ;;
+esac
+"""
+STACK = {"nodes": [{"name": "server-1", "host": "10.0.0.10", "role": "server"}]}
+
+
+def check() -> PlannedCheck:
+    return PlannedCheck("upgrade-gate", "server-1", gate_expect(parse(STACK)))
+
+
+def gate(tmp_path, **env: str):
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    kubectl = executable(tmp_path / "bin" / "kubectl", FAKE_KUBECTL)
+    return run_script(tmp_path, "upgrade-gate", {"KUBECTL": str(kubectl)}, env)
+
+
+def test_the_script_passes_lint(tmp_path):
+    lint(render("upgrade-gate", {}), tmp_path, "upgrade-gate.sh")
+
+
+def test_no_k3s_yet_is_a_first_install(tmp_path):
+    read = run_script(tmp_path, "upgrade-gate", {"KUBECTL": "k3s kubectl"}, {}, path="/usr/bin:/bin")
+    assert read.returncode == 0 and read.stdout == "cluster=absent\n"
+    assert assert_cli(check(), read.stdout).returncode == 0
+
+
+def test_what_runs_is_read_and_one_minor_up_passes(tmp_path):
+    read = gate(tmp_path, FAKE_NODES="node=server-1 kubelet=v1.32.7+k3s1\\n",
+                FAKE_IMAGE="quay.io/cilium/cilium:v1.18.4@sha256:" + "a" * 64)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == [
+        "node=server-1 kubelet=v1.32.7+k3s1",
+        "cilium=quay.io/cilium/cilium:v1.18.4@sha256:" + "a" * 64,
+    ]
+    verdict = assert_cli(check(), read.stdout)
+    assert verdict.returncode == 0, verdict.stderr
+
+
+def test_a_skipped_minor_read_from_the_cluster_is_refused(tmp_path):
+    read = gate(tmp_path, FAKE_NODES="node=server-1 kubelet=v1.31.2+k3s1\\n", FAKE_IMAGE="")
+    assert read.stdout.splitlines()[-1] == "cilium=absent"
+    verdict = assert_cli(check(), read.stdout)
+    assert verdict.returncode == 1
+    assert "to v1.32.x" in verdict.stderr
+
+
+def test_an_api_that_does_not_answer_is_reported_and_refused(tmp_path):
+    read = gate(tmp_path, FAKE_NODES_ERROR="The connection to the server 127.0.0.1:6443 was refused")
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.startswith("cluster=unreadable detail=")
+    verdict = assert_cli(check(), read.stdout)
+    assert verdict.returncode == 1
+    assert "was refused" in verdict.stderr

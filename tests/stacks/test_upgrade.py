@@ -1,0 +1,53 @@
+"""The upgrade rules' offline side: the tested Kubernetes minors per Cilium minor, the gate's targets, the plan.
+
+Tested minors as each release's docs list them (Documentation/network/kubernetes/compatibility.rst):
+Cilium 1.13: 1.16-1.26, 1.17: 1.29-1.32, 1.19: 1.32-1.35, 1.20: 1.33-1.36.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks import plan, stackfile, upgrade
+from stacks.config import parse
+
+NODES = [{"name": "server-1", "host": "10.0.0.10", "role": "server"}]
+
+
+@pytest.mark.parametrize(
+    ("cilium", "tested"),
+    [
+        ("1.13.18", ("1.16", "1.26")),
+        ("1.17.18", ("1.29", "1.32")),
+        ("1.19.6", ("1.32", "1.35")),
+        ("1.20.0", ("1.33", "1.36")),
+    ],
+)
+def test_the_tested_minors_are_those_of_each_releases_docs(cilium, tested):
+    assert upgrade.tested(parse({"nodes": NODES, "cilium": {"version": cilium}})) == tested
+
+
+def test_a_pair_outside_the_table_shows_as_not_tested_in_the_plan():
+    cfg = parse({"nodes": NODES, "cilium": {"version": "1.17.18"}, "k3s": {"version": "v1.33.3+k3s1"}})
+    entry = plan.build("test", cfg)["upgrade"]
+    assert entry["tested"] is False
+    assert "(tested with Kubernetes 1.29-1.32): NOT TESTED" in plan.to_text(plan.build("test", cfg))
+
+
+def test_the_gate_gets_the_targets_and_the_tested_range():
+    cfg = parse({"nodes": NODES, "k3s": {"version": "v1.34.1+k3s1", "upgrade": {"allowDowngrade": True}}})
+    assert upgrade.gate_expect(cfg) == {
+        "k3sVersion": "v1.34.1+k3s1",
+        "ciliumVersion": "1.19.6",
+        "allowDowngrade": True,
+        "testedKubernetes": ["1.32", "1.35"],
+    }
+
+
+def test_the_plan_shows_the_order_a_k3s_version_change_takes():
+    cfg = stackfile.load(stackfile.locate("ha-performance"))
+    steps = plan.build("ha-performance", cfg)["upgrade"]["k3sOrder"]
+    assert steps[:2] == ["read the running versions on server-1 and judge them (upgrade gate)",
+                         "etcd snapshot on server-1"]
+    assert steps[2:5] == ["server server-1", "server server-2", "server server-3"]
+    assert steps[5] == "agents agent-1, agent-2, agent-3, agent-4 together, after server-1"

@@ -1,0 +1,103 @@
+"""The upgrade gate's verdict (`python -m verification upgrade-gate`), on what upgrade-gate.sh prints.
+
+The rules it must hold (sources in stacks/upgrade.py): K3s moves one Kubernetes minor per run and never
+down without allowDowngrade; Cilium moves one minor per run either way; a version change needs a
+Kubernetes minor the target Cilium is tested with (Cilium 1.19: 1.32-1.35, its compatibility page).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from verification.__main__ import main
+
+TESTED_1_19 = ["1.32", "1.35"]
+RUNNING = """node=server-1 kubelet=v1.32.7+k3s1
+node=agent-1 kubelet=v1.32.7+k3s1
+cilium=quay.io/cilium/cilium:v1.18.4@sha256:0d81e8b3f7c0a8f6f2b0c1f8e2d6a1b5c9e7d3f4a2b6c8d0e1f3a5b7c9d1e3f5
+"""
+
+
+def gate(
+    stdin: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], **expect: Any
+) -> tuple[int, dict[str, Any], str]:
+    document = {"k3sVersion": "v1.33.3+k3s1", "ciliumVersion": "1.19.6", "allowDowngrade": False,
+                "testedKubernetes": TESTED_1_19} | expect
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    code = main(["upgrade-gate", "--node", "server-1", "--expect", json.dumps(document)])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_a_first_install_passes(monkeypatch, capsys):
+    code, result, _ = gate("cluster=absent\n", monkeypatch, capsys)
+    assert code == 0 and result["figures"]["fresh"] is True
+
+
+def test_one_minor_of_each_passes_and_names_what_moves(monkeypatch, capsys):
+    code, result, err = gate(RUNNING, monkeypatch, capsys)
+    assert code == 0, err
+    assert result["figures"]["changes"] == {"k3s": ["agent-1", "server-1"], "cilium": True}
+
+
+def test_a_skipped_kubernetes_minor_is_refused_naming_the_step_between(monkeypatch, capsys):
+    running = RUNNING.replace("v1.32.7+k3s1", "v1.31.9+k3s1")
+    code, _, err = gate(running, monkeypatch, capsys)
+    assert code == 1
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("node server-1: check upgrade-gate: expected K3s on agent-1 (v1.31.9+k3s1) to move "
+                               "at most one Kubernetes minor, to v1.32.x, saw k3s.version v1.33.3+k3s1")
+    assert "set k3s.version to the latest v1.32 release" in lines[0]
+
+
+def test_a_downgrade_is_refused_unless_allowed(monkeypatch, capsys):
+    running = RUNNING.replace("v1.32.7+k3s1", "v1.33.5+k3s1")
+    code, _, err = gate(running, monkeypatch, capsys)
+    assert code == 1 and "not to be downgraded" in err and "etcd snapshot" in err
+    code, _, err = gate(running, monkeypatch, capsys, allowDowngrade=True)
+    assert code == 0, err
+
+
+def test_a_newer_k3s_build_of_the_same_patch_is_an_upgrade(monkeypatch, capsys):
+    running = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
+    code, _, err = gate(running, monkeypatch, capsys, k3sVersion="v1.33.3+k3s2")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("running", "target", "step"), [("v1.17.6", "1.19.6", "1.18"), ("v1.19.6", "1.17.8", "1.18")])
+def test_cilium_moves_one_minor_at_a_time_either_way(monkeypatch, capsys, running, target, step):
+    stdin = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1").replace("v1.18.4", running)
+    code, _, err = gate(stdin, monkeypatch, capsys, ciliumVersion=target)
+    assert code == 1
+    assert f"set cilium.version to the latest {step} release" in err
+
+
+def test_one_cilium_minor_back_is_the_rollback_and_passes(monkeypatch, capsys):
+    stdin = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1").replace("v1.18.4", "v1.19.6")
+    code, _, err = gate(stdin, monkeypatch, capsys, ciliumVersion="1.18.7", testedKubernetes=["1.30", "1.33"])
+    assert code == 0, err
+
+
+def test_a_change_to_an_untested_pair_is_refused_but_an_unchanged_one_is_not(monkeypatch, capsys):
+    running = RUNNING.replace("v1.18.4", "v1.17.6").replace("v1.32.7+k3s1", "v1.32.7+k3s1")
+    # Kubernetes 1.33 with Cilium 1.17 (tested with 1.29-1.32).
+    code, _, err = gate(running, monkeypatch, capsys, ciliumVersion="1.17.6", testedKubernetes=["1.29", "1.32"])
+    assert code == 1
+    assert "expected Kubernetes 1.33 (k3s.version v1.33.3+k3s1) to be one Cilium 1.17 is tested with, 1.29-1.32" in err
+    unchanged = running.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
+    code, _, err = gate(unchanged, monkeypatch, capsys, ciliumVersion="1.17.6", testedKubernetes=["1.29", "1.32"])
+    assert code == 0, err
+
+
+def test_an_api_that_does_not_answer_stops_the_change(monkeypatch, capsys):
+    stdin = "cluster=unreadable detail='The connection to the server 127.0.0.1:6443 was refused'\n"
+    code, _, err = gate(stdin, monkeypatch, capsys)
+    assert code == 1
+    assert "saw The connection to the server 127.0.0.1:6443 was refused" in err
+    assert "systemctl status k3s" in err

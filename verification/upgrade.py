@@ -1,0 +1,200 @@
+"""The upgrade gate: may this `pulumi up` move the running cluster to the stack's versions?
+
+stdin: what ``upgrade-gate.sh`` printed on the first server (``cluster=absent``,
+``cluster=unreadable detail=...``, or ``node=<name> kubelet=<version>`` lines and
+``cilium=<agent image>``). ``--expect`` keys: ``k3sVersion`` and ``ciliumVersion``
+(the targets), ``allowDowngrade``, ``testedKubernetes`` ([low, high] Kubernetes
+minors the target Cilium minor is tested with). The rules (``stacks/upgrade.py``
+cites them): K3s one Kubernetes minor up per run and never down without
+``allowDowngrade``; Cilium one minor per run, either way; on any version change
+the Kubernetes minor within ``testedKubernetes``. A first install (nothing
+runs) passes; a cluster whose API does not answer fails, since what runs is
+unknown. Figures: fresh, nodes ({node: version}), cilium, changes.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from verification.expectations import (
+    CHECKS,
+    Check,
+    Expectations,
+    JsonValue,
+    KeySpec,
+    Problem,
+    Verdict,
+    _bool,
+    _is_bool,
+    _is_str,
+    _list_of,
+    _str,
+    _str_list,
+)
+
+_K3S = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:\+k3s(\d+))?$")
+_CILIUM_TAG = re.compile(r":v?(\d+)\.(\d+)\.(\d+)(?:[-@]|$)")
+_MINOR = re.compile(r"^(\d+)\.(\d+)$")
+ROLLBACK = "README \"Rollback\""
+
+
+def k3s_version(text: str) -> tuple[int, int, int, int] | None:
+    """``v1.33.3+k3s1`` -> (1, 33, 3, 1); a kubelet without the K3s suffix counts as k3s0."""
+    match = _K3S.match(text.strip())
+    return (int(match[1]), int(match[2]), int(match[3]), int(match[4] or 0)) if match else None
+
+
+def cilium_version(image_or_version: str) -> tuple[int, int, int] | None:
+    """The version of an agent image reference (``quay.io/cilium/cilium:v1.19.6@sha256:...``) or of ``1.19.6``."""
+    text = image_or_version.strip()
+    match = _CILIUM_TAG.search(text) or _CILIUM_TAG.search(f":{text}")
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def _fields(line: str) -> dict[str, str]:
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    return dict(word.split("=", 1) for word in words if "=" in word)
+
+
+def parse_gate(text: str) -> tuple[str, dict[str, str], str | None]:
+    """(state: "absent" | "unreadable" | "running" | "empty", node versions or the detail, Cilium image)."""
+    nodes: dict[str, str] = {}
+    cilium: str | None = None
+    for line in text.splitlines():
+        fields = _fields(line)
+        if fields.get("cluster") in ("absent", "unreadable"):
+            return fields["cluster"], {"detail": fields.get("detail", "")}, None
+        if "node" in fields and "kubelet" in fields:
+            nodes[fields["node"]] = fields["kubelet"]
+        elif "cilium" in fields:
+            cilium = fields["cilium"]
+    return ("running" if nodes else "empty"), nodes, cilium
+
+
+def _minor_text(version: tuple[int, ...]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def _k3s_problems(nodes: dict[str, str], target: str, allow_downgrade: bool) -> list[Problem]:
+    wanted = k3s_version(target)
+    if wanted is None:
+        return [Problem("k3sVersion", "a K3s release like v1.33.3+k3s1", target)]
+    problems = []
+    for node, running_text in sorted(nodes.items()):
+        running = k3s_version(running_text)
+        if running is None:
+            problems.append(Problem(f"K3s on {node}", "a readable version", running_text))
+            continue
+        if wanted[:2] > (running[0], running[1] + 1):
+            step = f"v{running[0]}.{running[1] + 1}"
+            problems.append(
+                Problem(
+                    f"K3s on {node} ({running_text})",
+                    f"to move at most one Kubernetes minor, to {step}.x",
+                    f"k3s.version {target}",
+                    f"set k3s.version to the latest {step} release and run pulumi up, then go on to {target}",
+                )
+            )
+        elif wanted < running and not allow_downgrade:
+            problems.append(
+                Problem(
+                    f"K3s on {node} ({running_text})",
+                    "not to be downgraded",
+                    f"k3s.version {target}",
+                    f"keep k3s.version at {running_text}, or restore the etcd snapshot of the older release "
+                    f"({ROLLBACK}); k3s.upgrade.allowDowngrade: true lets the install go down anyway",
+                )
+            )
+    return problems
+
+
+def _cilium_problems(image: str | None, target: str) -> list[Problem]:
+    if not image or image == "absent":
+        return []
+    running, wanted = cilium_version(image), cilium_version(target)
+    if running is None or wanted is None:
+        return [Problem("Cilium's agent image", "a readable version", image)]
+    distance = wanted[1] - running[1] if wanted[0] == running[0] else 99
+    if abs(distance) <= 1:
+        return []
+    step = f"{running[0]}.{running[1] + (1 if distance > 0 else -1)}"
+    return [
+        Problem(
+            f"Cilium {'.'.join(map(str, running))}",
+            "to move one minor release at a time",
+            f"cilium.version {target}",
+            f"set cilium.version to the latest {step} release and run pulumi up, then go on to {target}",
+        )
+    ]
+
+
+def _tested_problem(target_k3s: str, target_cilium: str, tested: list[str]) -> Problem | None:
+    wanted, cilium = k3s_version(target_k3s), cilium_version(target_cilium)
+    bounds = [_MINOR.match(bound) for bound in tested]
+    if wanted is None or cilium is None or len(bounds) != 2 or not all(bounds):
+        return None
+    low, high = ((int(b[1]), int(b[2])) for b in bounds if b)
+    if low <= wanted[:2] <= high:
+        return None
+    return Problem(
+        f"Kubernetes {_minor_text(wanted)} (k3s.version {target_k3s})",
+        f"to be one Cilium {_minor_text(cilium)} is tested with, {tested[0]}-{tested[1]}",
+        f"Kubernetes {_minor_text(wanted)}",
+        "change one of k3s.version and cilium.version at a time, through pairs Cilium's compatibility table lists",
+    )
+
+
+def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
+    state, found, cilium = parse_gate(text)
+    target_k3s, target_cilium = _str(expect, "k3sVersion") or "", _str(expect, "ciliumVersion") or ""
+    verdict = Verdict(figures={"state": state, "fresh": state == "absent"})
+    if state == "absent":
+        return verdict
+    if state in ("unreadable", "empty"):
+        detail = found.get("detail") or "no node listed"
+        verdict.add(
+            Problem(
+                "the running versions",
+                "readable from the K3s API on the first server",
+                detail,
+                "make the API answer on the first server (systemctl status k3s), then run pulumi up again",
+            )
+        )
+        return verdict
+    nodes = found
+    moving: list[JsonValue] = [node for node in sorted(nodes) if nodes[node] != target_k3s]
+    changes: dict[str, JsonValue] = {
+        "k3s": moving,
+        "cilium": bool(cilium and cilium != "absent" and cilium_version(cilium) != cilium_version(target_cilium)),
+    }
+    verdict.figures.update({"nodes": {node: version for node, version in nodes.items()}, "cilium": cilium})
+    verdict.figures["changes"] = changes
+    for problem in _k3s_problems(nodes, target_k3s, bool(_bool(expect, "allowDowngrade"))):
+        verdict.add(problem)
+    for problem in _cilium_problems(cilium, target_cilium):
+        verdict.add(problem)
+    if changes["k3s"] or changes["cilium"]:
+        tested = _tested_problem(target_k3s, target_cilium, _str_list(expect, "testedKubernetes"))
+        if tested is not None:
+            verdict.add(tested)
+    return verdict
+
+
+UPGRADE_GATE_KEYS = {
+    "k3sVersion": KeySpec("target K3s release", _is_str),
+    "ciliumVersion": KeySpec("target Cilium release", _is_str),
+    "allowDowngrade": KeySpec("whether K3s may go to an older release", _is_bool),
+    "testedKubernetes": KeySpec("[low, high] Kubernetes minors the target Cilium is tested with", _list_of(_is_str)),
+}
+UPGRADE_GATE = Check(
+    "upgrade-gate",
+    "upgrade-gate.sh output: cluster=absent|unreadable, or node=<name> kubelet=<version> lines and cilium=<image>",
+    UPGRADE_GATE_KEYS,
+    evaluate_upgrade_gate,
+)
+# Registered here, at the end, so that importing this module before verification.expectations works too.
+CHECKS[UPGRADE_GATE.name] = UPGRADE_GATE
