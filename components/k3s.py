@@ -85,6 +85,10 @@ ROLE_KUBECONFIG = "kubeconfig"
 ROLE_DEREGISTER = "deregister"
 ROLE_UPGRADE_GATE = "upgrade-gate"
 ROLE_SNAPSHOT = "snapshot"
+ROLE_DRAIN = "drain"
+ROLE_READY = "ready"
+# How long a node may take, after its install or upgrade, to run the target release and be Ready.
+NODE_READY_TIMEOUT_SECONDS = 600
 
 
 @dataclass
@@ -327,7 +331,7 @@ class K3sCluster(pulumi.ComponentResource):
             stdin=secret_token,
             # Nothing is installed anywhere until every node passed preflight, the upgrade gate passed and
             # the snapshot is saved.
-            depends_on=[snapshot],
+            depends_on=[self._drain(name, cfg, first, [snapshot])],
         )
 
         if secret_token is not None:
@@ -335,30 +339,31 @@ class K3sCluster(pulumi.ComponentResource):
         else:
             self.token = self._read_token(name, cfg, first, first_install)
 
-        self.nodes_ready = {first.name: first_install}
-        previous = first_install
-        for server in cfg.servers[1:]:
-            # etcd membership changes one at a time: each server joins after the previous one.
-            previous = self._install(
-                name,
-                cfg,
-                features,
-                server,
-                token_configured,
-                stdin=self.token,
-                depends_on=[previous, self._deregistration(name, cfg, first, server, first_install)],
-            )
-            self.nodes_ready[server.name] = previous
-        for agent in cfg.agents:
-            self.nodes_ready[agent.name] = self._install(
-                name,
-                cfg,
-                features,
-                agent,
-                token_configured,
-                stdin=self.token,
-                depends_on=[self._deregistration(name, cfg, first, agent, first_install)],
-            )
+        # One node at a time for servers (etcd membership changes one at a time), then the agents in
+        # batches of k3s.upgrade.maxUnavailable; each node drained before its install or upgrade and
+        # waited for (its release, Ready, its Cilium agent, etcd) after it, before the next one starts.
+        first_ready = self._ready(name, cfg, first, first_install)
+        self.nodes_ready = {first.name: first_ready}
+        size = cfg.k3s.upgrade.max_unavailable
+        batches = [[server] for server in cfg.servers[1:]]
+        batches += [cfg.agents[start : start + size] for start in range(0, len(cfg.agents), size)]
+        previous: list[pulumi.Resource] = [first_ready]
+        for batch in batches:
+            for node in batch:
+                install = self._install(
+                    name,
+                    cfg,
+                    features,
+                    node,
+                    token_configured,
+                    stdin=self.token,
+                    depends_on=[
+                        self._drain(name, cfg, node, previous),
+                        self._deregistration(name, cfg, first, node, first_install),
+                    ],
+                )
+                self.nodes_ready[node.name] = self._ready(name, cfg, node, install)
+            previous = [self.nodes_ready[node.name] for node in batch]
 
         self.kubeconfig, self.kubeconfig_expires = self._fetch_kubeconfig(name, cfg, first, first_install)
         self.node_facts = {node: command.stdout.apply(parse_facts) for node, command in preflights.items()}
@@ -460,6 +465,47 @@ class K3sCluster(pulumi.ComponentResource):
             stdin=stdin,
             triggers=ssh.host_identity(cfg, node),
             depends_on=[*depends_on, *(self.airgap.ready[node.name] if self.airgap else [])],
+        )
+
+    def _rollout_triggers(self, cfg: StackConfig, node: Node) -> list[Any]:
+        """A node's drain and wait run again when its host or the K3s release changes (its upgrade)."""
+        return [*ssh.host_identity(cfg, node), cfg.k3s.version]
+
+    def _drain(
+        self, name: str, cfg: StackConfig, node: Node, after: Sequence[pulumi.Resource]
+    ) -> remote.Command:
+        """Cordon and drain ``node`` before its upgrade (``k3s-drain.sh``; a no-op on a first install)."""
+        first, drain = cfg.servers[0], cfg.k3s.upgrade.drain
+        params: dict[str, scripts.ScriptValue] = {
+            "NODE_NAME": node.name,
+            "TARGET_VERSION": cfg.k3s.version,
+            "DRAIN_TIMEOUT_SECONDS": drain.timeout,
+            "DELETE_EMPTYDIR_DATA": str(drain.delete_empty_dir_data).lower(),
+            "IGNORE_DAEMONSETS": str(drain.ignore_daemon_sets).lower(),
+        }
+        return self._command(
+            resource_name(name, ROLE_DRAIN, node),
+            first,
+            create=ssh.script("k3s-drain", params),
+            triggers=[*self._rollout_triggers(cfg, node), digest(params)],
+            depends_on=after,
+        )
+
+    def _ready(self, name: str, cfg: StackConfig, node: Node, install: remote.Command) -> remote.Command:
+        """Wait until ``node`` runs the release and is Ready, then uncordon it (``k3s-node-ready.sh``)."""
+        first = cfg.servers[0]
+        params: dict[str, scripts.ScriptValue] = {
+            "NODE_NAME": node.name,
+            "TARGET_VERSION": cfg.k3s.version,
+            "ROLE": node.role,
+            "TIMEOUT_SECONDS": NODE_READY_TIMEOUT_SECONDS,
+        }
+        return self._command(
+            resource_name(name, ROLE_READY, node),
+            first,
+            create=ssh.script("k3s-node-ready", params),
+            triggers=self._rollout_triggers(cfg, node),
+            depends_on=[install],
         )
 
     def _deregistration(

@@ -215,11 +215,28 @@ class Node(ConfigModel):
             return None
 
 
+class Drain(ConfigModel):
+    timeout: int = Field(
+        300, ge=10, le=86400, description="Seconds a node's drain may take before the upgrade stops, naming the pods."
+    )
+    delete_empty_dir_data: bool = Field(
+        False,
+        description="Evict pods with emptyDir volumes too (their data is lost; kubectl's --delete-emptydir-data).",
+    )
+    ignore_daemon_sets: bool = Field(
+        True, description="Leave DaemonSet pods (Cilium's agent among them) in place, as kubectl's --ignore-daemonsets."
+    )
+
+
 class K3sUpgrade(ConfigModel):
     allow_downgrade: bool = Field(
         False,
         description="Let a `pulumi up` move K3s to an older release (the upgrade gate refuses it otherwise).",
     )
+    max_unavailable: int = Field(
+        1, ge=1, le=1000, description="Agents drained and upgraded at once (servers always go one at a time)."
+    )
+    drain: Drain = Field(default_factory=lambda: Drain(), description="How each node is drained before its upgrade.")
 
 
 class K3s(ConfigModel):

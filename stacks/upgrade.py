@@ -95,15 +95,18 @@ def plan(cfg: StackConfig) -> dict[str, Any]:
 
 
 def order(cfg: StackConfig) -> list[str]:
-    """What a K3s version change does, in order (components/k3s.py's dependencies)."""
-    first, *other_servers = cfg.servers
+    """What a K3s version change does, in order (components/k3s.py's dependencies): each node is drained,
+    upgraded, and waited for (its release, Ready, its Cilium agent, etcd on servers), then uncordoned."""
+    first = cfg.servers[0]
     steps = [
         f"read the running versions on {first.name} and judge them (upgrade gate)",
         f"etcd snapshot on {first.name}",
-        *(f"server {server.name}" for server in (first, *other_servers)),
+        *(f"server {server.name}" for server in cfg.servers),
     ]
-    if cfg.agents:
-        steps.append(f"agents {', '.join(agent.name for agent in cfg.agents)} together, after {first.name}")
+    size = cfg.k3s.upgrade.max_unavailable
+    for start in range(0, len(cfg.agents), size):
+        batch = [agent.name for agent in cfg.agents[start : start + size]]
+        steps.append(f"agent {batch[0]}" if len(batch) == 1 else f"agents {', '.join(batch)} together")
     return steps
 
 
@@ -114,5 +117,6 @@ def plan_text(entry: dict[str, Any]) -> list[str]:
         f"(tested with Kubernetes {entry['ciliumTestedKubernetes']}): {mark}"
     ]
     lines += [f"  {rule}" for rule in entry["rules"]]
-    lines.append("  a K3s version change goes: " + " -> ".join(entry["k3sOrder"]))
+    lines.append("  a K3s version change goes (each node drained, upgraded, waited for Ready, uncordoned): "
+                 + " -> ".join(entry["k3sOrder"]))
     return lines

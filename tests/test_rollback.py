@@ -130,7 +130,7 @@ def test_moving_a_node_replaces_its_resources_uninstalling_the_old_host_first(fi
         assert before[name].inputs == after[name].inputs, name
 
 
-def test_a_k3s_version_change_is_gated_and_snapshotted_first_and_installs_no_new_resource():
+def test_a_k3s_version_change_is_gated_snapshotted_and_drained_first_and_adds_no_resource():
     newer = stack_config()
     newer["k3s-cilium:k3s"] = {**newer["k3s-cilium:k3s"], "version": "v1.34.1+k3s1"}
     before, after = run_stack(stack_config()), run_stack(newer)
@@ -142,8 +142,13 @@ def test_a_k3s_version_change_is_gated_and_snapshotted_first_and_installs_no_new
         assert replaced(before.named(name), after.named(name)), name
     assert "k3s-upgrade-gate-assert" in changed
     assert set(installs(after)) <= changed
-    first_install = after.named("k3s-server-server-1")
-    assert after.named(snapshot).urn in first_install.dependencies
+    # Every node is drained before and waited for after its upgrade: those run again too.
+    for node in ("server-1", "agent-1", "agent-2"):
+        for role in ("drain", "ready"):
+            assert replaced(before.named(f"k3s-{role}-{node}"), after.named(f"k3s-{role}-{node}")), (role, node)
+    first_drain = after.named("k3s-drain-server-1")
+    assert after.named(snapshot).urn in first_drain.dependencies
+    assert first_drain.urn in after.named("k3s-server-server-1").dependencies
 
 
 def test_adding_an_agent_changes_no_other_nodes_k3s_resources():

@@ -28,15 +28,17 @@ def edges(rec: Recorded) -> int:
     return sum(len(r.dependencies) for r in rec.resources)
 
 
-def test_at_most_five_ssh_sessions_per_node_and_a_fixed_few_more_on_the_first_server(forty):
+def test_at_most_five_ssh_sessions_per_node_and_two_per_node_more_on_the_first_server(forty):
     per_host, _ = sessions(forty)
     first = "10.0.0.1"
     assert len(per_host) == 40
     assert max(count for host, count in per_host.items() if host != first) <= 5
-    # The first server's cluster-wide commands (upgrade gate, snapshot, token, kubeconfig, pod restart,
+    # The first server drains and waits for every node of the rollout (two sessions per node, one node or
+    # batch at a time); its cluster-wide commands (upgrade gate, snapshot, token, kubeconfig, pod restart,
     # kube-proxy objects, smoke pod discovery) do not grow with the nodes.
-    assert per_host[first] <= 12
-    assert per_host[first] == sessions(run_stack(stack(10)))[0][first]
+    ten = sessions(run_stack(stack(10)))[0][first]
+    assert per_host[first] - ten == 2 * (40 - 10)
+    assert per_host[first] - 2 * 40 <= 12
 
 
 def test_never_more_than_eight_sessions_at_once_on_one_host(forty):

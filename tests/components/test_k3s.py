@@ -12,7 +12,7 @@ from components.k3s import K3sCluster, K3sClusterArgs
 from stacks import k3s_flags
 from stacks.config import StackConfig, parse
 from stacks.features import resolve
-from tests.mocks import FAKE_TOKEN, Recorded, Registration, run_program
+from tests.mocks import FAKE_TOKEN, Recorded, Registration, depends_transitively, run_program
 
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = (
@@ -75,9 +75,10 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
     assert len(commands(rec, "deregister")) == nodes - 1
+    assert len(commands(rec, "drain")) == len(commands(rec, "ready")) == nodes
     # + the component, the preflights-passed barrier, the kubeconfig read, the upgrade gate's reader and verdict,
     # the snapshot
-    assert len(rec.resources) == 1 + 1 + nodes * 2 + (nodes - 1) + 1 + (0 if token else 1) + 3
+    assert len(rec.resources) == 1 + 1 + nodes * 4 + (nodes - 1) + 1 + (0 if token else 1) + 3
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -99,7 +100,9 @@ def test_first_server_waits_for_every_preflight_through_one_barrier_then_the_gat
     gate = rec.named("k3s-upgrade-gate-assert")
     reader = rec.named("k3s-upgrade-gate-server-1")
     snapshot = rec.named("k3s-snapshot-server-1")
-    assert set(first.dependencies) == {snapshot.urn}
+    drain = rec.named("k3s-drain-server-1")
+    assert set(first.dependencies) == {drain.urn}
+    assert set(drain.dependencies) == {snapshot.urn}
     assert set(snapshot.dependencies) == {gate.urn}
     assert set(gate.dependencies) == {reader.urn}
     assert set(reader.dependencies) == {passed.urn}
@@ -126,23 +129,50 @@ def test_the_upgrade_gate_judges_with_the_stacks_targets() -> None:
     assert '"k3sVersion":"v1.34.1+k3s1"' in verdict and '"testedKubernetes":["1.32","1.35"]' in verdict
 
 
-def test_agents_depend_on_the_first_server_only() -> None:
+def test_each_node_is_drained_before_and_waited_for_after_its_install() -> None:
     rec = build(make_config(3, 6), token=None)
-    first = rec.named("k3s-server-server-1")
     token = rec.named("k3s-token-server-1")
-    for agent in commands(rec, "agent"):
-        deregistration = rec.named(agent.name.replace("-agent-", "-deregister-", 1))
-        assert set(agent.dependencies) == {deregistration.urn, token.urn}, agent.name
-        assert set(deregistration.dependencies) == {first.urn}
-        assert agent.property_dependencies.get("stdin") == (token.urn,)
+    for install in [*commands(rec, "server"), *commands(rec, "agent")]:
+        node = install.name.split("-", 2)[2]
+        drain, ready = rec.named(f"k3s-drain-{node}"), rec.named(f"k3s-ready-{node}")
+        assert drain.urn in install.dependencies, node
+        assert set(ready.dependencies) == {install.urn}, node
+        assert "k3s-drain" in drain.script() and "k3s-node-ready" in ready.script()
+        if install.name.startswith("k3s-agent-"):
+            assert install.property_dependencies.get("stdin") == (token.urn,)
 
 
 def test_further_servers_join_one_after_another() -> None:
     rec = build(make_config(3, 2))
     servers = [rec.named(f"k3s-server-server-{i}") for i in (1, 2, 3)]
-    assert rec.depends_on(servers[1], servers[0])
-    assert rec.depends_on(servers[2], servers[1])
+    # server-2's drain waits for server-1 to be ready again; server-3's for server-2.
+    assert rec.depends_on(rec.named("k3s-drain-server-2"), rec.named("k3s-ready-server-1"))
+    assert rec.depends_on(rec.named("k3s-drain-server-3"), rec.named("k3s-ready-server-2"))
+    assert depends_transitively(rec, servers[2], servers[1])
     assert not rec.depends_on(servers[2], servers[0])  # only through server-2
+
+
+@pytest.mark.parametrize(("agents", "max_unavailable"), [(5, 1), (5, 2), (4, 4)])
+def test_agents_go_after_the_servers_in_batches_of_max_unavailable(agents: int, max_unavailable: int) -> None:
+    rec = build(make_config(2, agents, k3s={"upgrade": {"maxUnavailable": max_unavailable}}))
+    last_server_ready = rec.named("k3s-ready-server-2")
+    names = [f"agent-{i}" for i in range(1, agents + 1)]
+    batches = [names[i : i + max_unavailable] for i in range(0, agents, max_unavailable)]
+    waits_for = [last_server_ready.urn]
+    for batch in batches:
+        for node in batch:
+            assert set(rec.named(f"k3s-drain-{node}").dependencies) == set(waits_for), node
+        waits_for = [rec.named(f"k3s-ready-{node}").urn for node in batch]
+
+
+def test_drain_settings_reach_the_script_and_rerun_it() -> None:
+    settings = {"upgrade": {"drain": {"timeout": 900, "deleteEmptyDirData": True, "ignoreDaemonSets": False}}}
+    default, custom = build(make_config(1, 1)), build(make_config(1, 1, k3s=settings))
+    script = custom.named("k3s-drain-agent-1").script()
+    assert "DRAIN_TIMEOUT_SECONDS=900" in script and "DELETE_EMPTYDIR_DATA=true" in script
+    assert "IGNORE_DAEMONSETS=false" in script
+    assert custom.named("k3s-drain-agent-1").inputs["triggers"] != default.named("k3s-drain-agent-1").inputs["triggers"]
+    assert custom.named("k3s-ready-agent-1").inputs["triggers"] == default.named("k3s-ready-agent-1").inputs["triggers"]
 
 
 def test_token_and_kubeconfig_wait_for_the_first_server() -> None:
@@ -163,15 +193,16 @@ def _agent_chain(rec: Recorded) -> int:
 
 
 @pytest.mark.parametrize("token", [CONFIGURED_TOKEN, None], ids=["token-configured", "token-generated"])
-def test_sequential_steps_do_not_grow_with_agents(token: str | None) -> None:
-    few, many = build(make_config(3, 2), token=token), build(make_config(3, 50), token=token)
-    # preflight -> every-preflight barrier -> gate reader -> gate verdict -> snapshot -> first server
-    # -> deregistration (or token read) -> agent
-    assert _agent_chain(few) == _agent_chain(many) == 8
-    # preflight -> barrier -> gate reader -> verdict -> snapshot -> server-1 -> deregistration of server-2
-    # (or token read) -> server-2 -> server-3
+def test_sequential_steps_grow_with_the_batches_of_agents(token: str | None) -> None:
+    """One drain-install-ready step per server and per batch of maxUnavailable agents, after the gate."""
+    few = build(make_config(3, 2), token=token)
+    many = build(make_config(3, 12, k3s={"upgrade": {"maxUnavailable": 4}}), token=token)
+    # preflight -> barrier -> gate reader -> verdict -> snapshot, then drain -> install -> ready per server
+    # and per batch before the last, then the last batch's drain -> install
+    assert _agent_chain(few) == 5 + 3 * 3 + (2 - 1) * 3 + 2
+    assert _agent_chain(many) == 5 + 3 * 3 + (3 - 1) * 3 + 2
     last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
-    assert last_server == 9
+    assert last_server == 5 + 3 * 2 + 2
 
 
 # --- secrets ---------------------------------------------------------------------------------

@@ -165,10 +165,11 @@ def _state(project: Project, stack: str) -> dict[str, dict[str, Any]]:
 def test_after_a_partial_up_what_exists_is_unchanged_and_only_what_failed_is_retried(
     project: Project, tmp_path: Path
 ) -> None:
-    """The preflight passes (the test's sshd shows it a systemd), and so do the upgrade gate and the
-    snapshot (no K3s runs: a first install); the K3s install is refused: what a first `up` created must
-    read as unchanged, and a second `up` must try again only what is missing."""
-    allowed = ["bash -s -- preflight", "bash -s -- upgrade-gate", "bash -s -- k3s-snapshot"]
+    """The preflight passes (the test's sshd shows it a systemd), and so do the upgrade gate, the
+    snapshot and the first server's drain (no K3s runs: a first install); the K3s install is refused:
+    what a first `up` created must read as unchanged, and a second `up` must try again only what is
+    missing."""
+    allowed = ["bash -s -- preflight", "bash -s -- upgrade-gate", "bash -s -- k3s-snapshot", "bash -s -- k3s-drain"]
     with sshd(tmp_path / "sshd", project.key.with_suffix(".pub"), allowed, systemd=True) as server:
         _stack_on(project, "partial", server)
         first = project.pulumi("up", "--yes", "--skip-preview", "--stack", "partial", check=False, timeout=600)

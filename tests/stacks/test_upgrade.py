@@ -50,4 +50,7 @@ def test_the_plan_shows_the_order_a_k3s_version_change_takes():
     assert steps[:2] == ["read the running versions on server-1 and judge them (upgrade gate)",
                          "etcd snapshot on server-1"]
     assert steps[2:5] == ["server server-1", "server server-2", "server server-3"]
-    assert steps[5] == "agents agent-1, agent-2, agent-3, agent-4 together, after server-1"
+    assert steps[5:] == ["agent agent-1", "agent agent-2", "agent agent-3", "agent agent-4"]
+    batched = parse({"nodes": [*NODES, *({"name": f"agent-{i}", "host": f"10.0.0.{20 + i}", "role": "agent"}
+                                         for i in range(1, 4))], "k3s": {"upgrade": {"maxUnavailable": 2}}})
+    assert upgrade.order(batched)[3:] == ["agents agent-1, agent-2 together", "agent agent-3"]
