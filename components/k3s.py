@@ -25,9 +25,13 @@ up (pulumi-command would otherwise run ``update`` on the new host and leave
 the old one running K3s).
 
 Ordering: every install waits for every preflight (through the first
-server); further servers join one after another (etcd membership changes
-are serialized); agents join in parallel after the first server, so the
-number of sequential steps does not grow with the number of agents.
+server), the upgrade gate and the snapshot (``<name>-upgrade-gate-*``,
+``<name>-snapshot-<first>``); then one node at a time for the servers (etcd
+membership changes are serialized) and batches of
+``k3s.upgrade.maxUnavailable`` agents, each node framed by
+``<name>-drain-<node>`` (cordon and drain before a version change) and
+``<name>-ready-<node>`` (its release, Ready, its Cilium agent, etcd; then
+uncordon) on the first server; the next node or batch starts after it.
 """
 
 from __future__ import annotations
@@ -262,12 +266,12 @@ class K3sCluster(pulumi.ComponentResource):
     nodes_ready: dict[str, pulumi.Resource]
     """Node name -> the resource after which K3s on that node is installed and running."""
     preflight_passed: pulumi.Resource
+    """Done once every node passed preflight (it runs nothing)."""
     upgrade_gate: local.Command
     """The verdict on the version change (stacks/upgrade.py rules); every placement and install waits for it."""
     snapshot: pulumi.Output[dict[str, str]]
     """The etcd snapshot saved before the last K3s version change (``snapshot``, ``name``, ``from``, ``to``),
     or why none was (``snapshot: none``, ``reason``)."""
-    """Done once every node passed preflight (it runs nothing)."""
     connections: dict[str, remote.ConnectionArgs]
     """Node name -> SSH connection (host key pin, bastion) for further commands."""
     token: pulumi.Output[str]
