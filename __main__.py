@@ -12,11 +12,12 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime.config import is_config_secret
 
+from components import load_balancer
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.host_tuning import HostTuning, HostTuningArgs
 from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
-from components.load_balancer import LoadBalancing, LoadBalancingArgs
+from components.load_balancer import LoadBalancingArgs
 from components.verify import Verification, VerificationArgs
 from stacks import airgap, preflight
 from stacks.checks import planned_checks
@@ -149,15 +150,11 @@ with built_without_collecting():
         ),
     )
     # LoadBalancer Services (loadBalancer.mode): the pools and the L2 or BGP objects, after the release.
-    load_balancing = (
-        LoadBalancing(
-            "loadbalancer",
-            LoadBalancingArgs(
-                cfg=stack_config, provider=cilium.provider, connections=cluster.connections, depends_on=[cilium.release]
-            ),
-        )
-        if stack_config.load_balancer.mode != "none"
-        else None
+    load_balancing = load_balancer.load_balancing(
+        "loadbalancer",
+        LoadBalancingArgs(
+            cfg=stack_config, provider=cilium.provider, connections=cluster.connections, depends_on=[cilium.release]
+        ),
     )
     verification = Verification(
         "verify",
@@ -191,8 +188,5 @@ pulumi.export("kubeconfigExpires", cluster.kubeconfig_expires)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
 pulumi.export("hostTuning", host_tuning.summaries)
-pulumi.export(
-    "loadBalancer",
-    {"mode": stack_config.load_balancer.mode, "objects": load_balancing.object_names if load_balancing else []},
-)
+pulumi.export("loadBalancer", load_balancer.exported(stack_config, load_balancing))
 pulumi.export("verification", verification.verification)

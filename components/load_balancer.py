@@ -119,3 +119,13 @@ class LoadBalancing(pulumi.ComponentResource):
             )
         self.object_names = list(self.objects)
         self.register_outputs({"object_names": self.object_names})
+
+
+def load_balancing(name: str, args: LoadBalancingArgs) -> LoadBalancing | None:
+    """The component for ``loadBalancer.mode``; None for ``none``, so such a stack gets no new resource."""
+    return LoadBalancing(name, args) if args.cfg.load_balancer.mode != "none" else None
+
+
+def exported(cfg: StackConfig, component: LoadBalancing | None) -> dict[str, Any]:
+    """The stack output ``loadBalancer``: the mode and the objects made for it."""
+    return {"mode": cfg.load_balancer.mode, "objects": component.object_names if component else []}

@@ -203,15 +203,15 @@ class L2(ConfigModel):
     def _timings(self) -> L2:
         # docs: network/l2-announcements, "Leader election": duration > 1s and > renew deadline; the
         # renew deadline at least 20% above the retry period.
-        duration, renew, retry = (seconds(t) for t in self.timings())
+        duration_text, renew_text, retry_text = self.timings()
+        duration, renew, retry = seconds(duration_text), seconds(renew_text), seconds(retry_text)
         if duration <= 1 or duration <= renew:
             raise ValueError(
-                f"leaseDuration {self.timings()[0]} must be above 1s and above leaseRenewDeadline {self.timings()[1]}"
+                f"leaseDuration {duration_text} must be above 1s and above leaseRenewDeadline {renew_text}"
             )
         if renew < 1.2 * retry:
             raise ValueError(
-                f"leaseRenewDeadline {self.timings()[1]} must be at least 20% above leaseRetryPeriod "
-                f"{self.timings()[2]}"
+                f"leaseRenewDeadline {renew_text} must be at least 20% above leaseRetryPeriod {retry_text}"
             )
         return self
 

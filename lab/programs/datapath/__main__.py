@@ -11,9 +11,10 @@ report says so: ``kpr-integrity`` reads K3s' own process and config files, and n
 
 import pulumi
 
+from components import load_balancer
 from components.cilium import CiliumRelease, CiliumReleaseArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
-from components.load_balancer import LoadBalancing, LoadBalancingArgs
+from components.load_balancer import LoadBalancingArgs
 from components.remote import connection
 from components.verify import Verification, VerificationArgs
 from stacks.checks import planned_checks
@@ -49,15 +50,11 @@ kube_proxy = KubeProxyRemoval(
     KubeProxyRemovalArgs(cfg=stack_config, features=features, connections=connections, depends_on=[cilium.restart]),
 )
 # LoadBalancer Services (loadBalancer.mode): the pools and the L2 or BGP objects, after the release.
-load_balancing = (
-    LoadBalancing(
-        "loadbalancer",
-        LoadBalancingArgs(
-            cfg=stack_config, provider=cilium.provider, connections=connections, depends_on=[cilium.release]
-        ),
-    )
-    if stack_config.load_balancer.mode != "none"
-    else None
+load_balancing = load_balancer.load_balancing(
+    "loadbalancer",
+    LoadBalancingArgs(
+        cfg=stack_config, provider=cilium.provider, connections=connections, depends_on=[cilium.release]
+    ),
 )
 verification = Verification(
     "verify",
@@ -80,9 +77,6 @@ pulumi.export("features", list(features.enabled))
 pulumi.export("skippedFeatures", features.skipped)
 pulumi.export("ciliumRelease", cilium.release_status)
 pulumi.export("kubeProxyCleanup", kube_proxy.summaries)
-pulumi.export(
-    "loadBalancer",
-    {"mode": stack_config.load_balancer.mode, "objects": load_balancing.object_names if load_balancing else []},
-)
+pulumi.export("loadBalancer", load_balancer.exported(stack_config, load_balancing))
 pulumi.export("verification", verification.verification)
 pulumi.export("omittedChecks", list(K3S_CHECKS))
