@@ -17,7 +17,9 @@ What it creates, per node, as children of the component:
 - on the first server, for every other node: ``<name>-deregister-<node>``,
   whose delete removes the node's Node object and node-password secret after
   the node was uninstalled (a node removed from the stack, or moved to a new
-  host under the same name, would otherwise be stale or rejected).
+  host under the same name, would otherwise be stale or rejected), and
+  ``<name>-retire-<node>``, whose delete cordons and drains the node before
+  its uninstall (skipped when the whole cluster is destroyed).
 
 A node's commands carry its SSH address as trigger: a node moved to another
 host is a replacement, uninstalled on the old host before the new one is set
@@ -91,6 +93,7 @@ ROLE_UPGRADE_GATE = "upgrade-gate"
 ROLE_SNAPSHOT = "snapshot"
 ROLE_DRAIN = "drain"
 ROLE_READY = "ready"
+ROLE_RETIRE = "retire"
 # How long a node may take, after its install or upgrade, to run the target release and be Ready.
 NODE_READY_TIMEOUT_SECONDS = 600
 
@@ -367,6 +370,7 @@ class K3sCluster(pulumi.ComponentResource):
                     ],
                 )
                 self.nodes_ready[node.name] = self._ready(name, cfg, node, install)
+                self._retirement(name, cfg, node, install, first_install)
             previous = [self.nodes_ready[node.name] for node in batch]
 
         self.kubeconfig, self.kubeconfig_expires = self._fetch_kubeconfig(name, cfg, first, first_install)
@@ -395,6 +399,7 @@ class K3sCluster(pulumi.ComponentResource):
         triggers: Sequence[Any] | None = None,
         secret_stdout: bool = False,
         depends_on: Sequence[pulumi.Resource] | None = None,
+        deleted_with: pulumi.Resource | None = None,
     ) -> remote.Command:
         return ssh.node_command(
             resource,
@@ -408,6 +413,7 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=triggers,
             secret_stdout=secret_stdout,
             depends_on=depends_on or (),
+            deleted_with=deleted_with,
         )
 
     def _upgrade_gate(self, name: str, cfg: StackConfig, first: Node, after: pulumi.Resource) -> local.Command:
@@ -475,24 +481,49 @@ class K3sCluster(pulumi.ComponentResource):
         """A node's drain and wait run again when its host or the K3s release changes (its upgrade)."""
         return [*ssh.host_identity(cfg, node), cfg.k3s.version]
 
-    def _drain(
-        self, name: str, cfg: StackConfig, node: Node, after: Sequence[pulumi.Resource]
-    ) -> remote.Command:
-        """Cordon and drain ``node`` before its upgrade (``k3s-drain.sh``; a no-op on a first install)."""
-        first, drain = cfg.servers[0], cfg.k3s.upgrade.drain
-        params: dict[str, scripts.ScriptValue] = {
+    def _drain_params(self, cfg: StackConfig, node: Node, purpose: str) -> dict[str, scripts.ScriptValue]:
+        drain = cfg.k3s.upgrade.drain
+        return {
             "NODE_NAME": node.name,
+            "PURPOSE": purpose,
             "TARGET_VERSION": cfg.k3s.version,
             "DRAIN_TIMEOUT_SECONDS": drain.timeout,
             "DELETE_EMPTYDIR_DATA": str(drain.delete_empty_dir_data).lower(),
             "IGNORE_DAEMONSETS": str(drain.ignore_daemon_sets).lower(),
         }
+
+    def _drain(
+        self, name: str, cfg: StackConfig, node: Node, after: Sequence[pulumi.Resource]
+    ) -> remote.Command:
+        """Cordon and drain ``node`` before its upgrade (``k3s-drain.sh``; a no-op on a first install)."""
+        params = self._drain_params(cfg, node, "upgrade")
         return self._command(
             resource_name(name, ROLE_DRAIN, node),
-            first,
+            cfg.servers[0],
             create=ssh.script("k3s-drain", params),
             triggers=[*self._rollout_triggers(cfg, node), digest(params)],
             depends_on=after,
+        )
+
+    def _retirement(
+        self, name: str, cfg: StackConfig, node: Node, install: remote.Command, first_install: remote.Command
+    ) -> remote.Command:
+        """Cordon and drain ``node`` when it leaves the stack, before its uninstall (``k3s-drain.sh``).
+
+        It depends on the node's install, so Pulumi deletes it (runs the drain) before the
+        uninstall, and the deregistration after that. Nothing runs on create. When the whole
+        cluster goes (the first server's install is deleted too), the drain is skipped:
+        ``deleted_with`` the first server's install. Its trigger is the node's SSH address, so a
+        node moved to another host is drained before the old host is uninstalled.
+        """
+        return self._command(
+            resource_name(name, ROLE_RETIRE, node),
+            cfg.servers[0],
+            create=None,
+            delete=ssh.script("k3s-drain", self._drain_params(cfg, node, "removal")),
+            triggers=ssh.host_identity(cfg, node),
+            depends_on=[install],
+            deleted_with=first_install,
         )
 
     def _ready(self, name: str, cfg: StackConfig, node: Node, install: remote.Command) -> remote.Command:

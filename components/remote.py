@@ -130,6 +130,7 @@ def node_command(
     secret_stdout: bool = False,
     logging: remote.Logging | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
+    deleted_with: pulumi.Resource | None = None,
 ) -> remote.Command:
     """A command on one node, with the options every such command needs.
 
@@ -162,6 +163,7 @@ def node_command(
             additional_secret_outputs=["stdout"] if secret_stdout else None,
             # A delete undoes the create on the host: when replaced, the old one must go first.
             delete_before_replace=True if delete else None,
+            deleted_with=deleted_with,
         ),
     )
 

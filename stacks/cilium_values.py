@@ -125,6 +125,10 @@ def render(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
         "bpf": _bpf(features, version),
         "hubble": _hubble(features),
     }
+    if cfg.cilium.upgrade_compatibility:
+        # Every chart 1.13+ keys version-dependent defaults (Envoy DaemonSet, secret sync, KPR, ...) on it
+        # (docs: operations/upgrade, "set to the initial Cilium version which was installed in this cluster").
+        values["upgradeCompatibility"] = cfg.cilium.upgrade_compatibility
     values.update(_routing(cfg, features, version))
     if kpr:
         values.update(_load_balancing(cfg, features))

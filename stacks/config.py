@@ -301,9 +301,30 @@ class Cilium(ConfigModel):
         None, description="API server address the agent uses; defaults to K3s's node-local load balancer 127.0.0.1."
     )
     k8s_service_port: Port | None = Field(None, description="API server port the agent uses; defaults to 6444.")
+    upgrade_compatibility: str | None = Field(
+        None,
+        description="The Cilium minor (`1.X`) this cluster was first installed with: keeps the chart's "
+        "version-dependent defaults of that release through upgrades (chart `upgradeCompatibility`).",
+    )
     values: dict[str, Any] = Field(
         default_factory=dict, description="Raw Helm values deep-merged over the rendered ones, last."
     )
+
+    @field_validator("upgrade_compatibility")
+    @classmethod
+    def _upgrade_compatibility(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"1\.(0|[1-9]\d?)", value):
+            raise ValueError("must be the Cilium minor the cluster was first installed with, like '1.16'")
+        return value
+
+    @model_validator(mode="after")
+    def _installed_before(self) -> Cilium:
+        if self.upgrade_compatibility and Version(self.upgrade_compatibility) > self.parsed_version:
+            raise ValueError(
+                f"upgradeCompatibility: {self.upgrade_compatibility} is newer than version {self.version}; set it "
+                "to the minor the cluster was first installed with (never newer than the one it runs)"
+            )
+        return self
 
     @field_validator("version")
     @classmethod

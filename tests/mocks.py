@@ -326,6 +326,7 @@ def _options(request: Any) -> dict[str, Any]:
         "protect": bool(request.protect),
         "retain_on_delete": bool(request.retainOnDelete),
         "provider": request.provider,
+        "deleted_with": request.deletedWith,
     }
 
 

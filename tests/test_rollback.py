@@ -117,6 +117,7 @@ def test_moving_a_node_replaces_its_resources_uninstalling_the_old_host_first(fi
         "k3s-preflight-agent-2",
         "k3s-agent-agent-2",
         "k3s-deregister-agent-2",
+        "k3s-retire-agent-2",
         "host-tuning-agent-2",
         "kube-proxy-cleanup-agent-2",
     }
@@ -158,7 +159,7 @@ def test_adding_an_agent_changes_no_other_nodes_k3s_resources():
     before, after = run_stack(stack_config()), run_stack(bigger)
     added, removed, changed = changes(before, after)
     assert not removed
-    assert {"k3s-preflight-agent-3", "k3s-agent-agent-3", "k3s-deregister-agent-3"} <= added
+    assert {"k3s-preflight-agent-3", "k3s-agent-agent-3", "k3s-deregister-agent-3", "k3s-retire-agent-3"} <= added
     k3s_of_others = {name for name in changed if name.startswith("k3s-") and "agent-3" not in name}
     # The barrier waits for one more preflight; nothing of the other nodes is touched.
     assert k3s_of_others <= {"k3s-preflight-passed"}, k3s_of_others

@@ -74,11 +74,11 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "agent")) == agents
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
-    assert len(commands(rec, "deregister")) == nodes - 1
+    assert len(commands(rec, "deregister")) == len(commands(rec, "retire")) == nodes - 1
     assert len(commands(rec, "drain")) == len(commands(rec, "ready")) == nodes
     # + the component, the preflights-passed barrier, the kubeconfig read, the upgrade gate's reader and verdict,
     # the snapshot
-    assert len(rec.resources) == 1 + 1 + nodes * 4 + (nodes - 1) + 1 + (0 if token else 1) + 3
+    assert len(rec.resources) == 1 + 1 + nodes * 4 + (nodes - 1) * 2 + 1 + (0 if token else 1) + 3
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -350,7 +350,7 @@ def test_non_root_user_gets_sudo() -> None:
 def test_root_user_runs_bash_directly() -> None:
     rec = build(make_config(1, 1))
     for r in rec.of_type(COMMAND):
-        command = r.inputs["delete"] if "-deregister-" in r.name else r.inputs["create"]
+        command = r.inputs.get("create") or r.inputs["delete"]
         assert command.startswith("bash -s -- "), r.name
 
 
@@ -557,6 +557,25 @@ def test_every_other_node_is_deregistered_from_the_first_server_after_its_uninst
         # The install depends on it, so Pulumi uninstalls the node before deregistering it.
         assert rec.depends_on(install, deregistration)
         assert deregistration.options["delete_before_replace"] is True
+
+
+def test_a_node_that_leaves_is_drained_before_its_uninstall_unless_the_whole_cluster_goes() -> None:
+    rec = build(make_config(2, 2))
+    first_install = rec.named("k3s-server-server-1")
+    retirements = commands(rec, "retire")
+    # The first server cannot leave on its own: only the other nodes have one.
+    assert {r.name for r in retirements} == {"k3s-retire-server-2", "k3s-retire-agent-1", "k3s-retire-agent-2"}
+    for retirement in retirements:
+        node = retirement.name.removeprefix("k3s-retire-")
+        install = rec.named(f"k3s-{node.split('-')[0]}-{node}")
+        delete = retirement.script("delete")
+        assert "create" not in retirement.inputs
+        assert retirement.inputs["connection"] == first_install.inputs["connection"]
+        assert f"NODE_NAME={node}" in delete and "PURPOSE=removal" in delete
+        # It depends on the install, so Pulumi deletes it (drains) before the uninstall.
+        assert rec.depends_on(retirement, install)
+        # Destroying the cluster deletes the first server too: no drain then.
+        assert retirement.options["deleted_with"] == first_install.urn
 
 
 def test_moving_a_node_to_another_host_replaces_its_deregistration() -> None:

@@ -55,10 +55,10 @@ def kubectl(tmp_path: Path, **env: str) -> tuple[str, dict[str, str]]:
                        "FAKE_OLD": OLD, "FAKE_NEW": NEW, **env}
 
 
-def drain(tmp_path: Path, **env: str):
+def drain(tmp_path: Path, purpose: str = "upgrade", **env: str):
     # The node runs FAKE_OLD throughout (it is not upgraded while being drained).
     path, environment = kubectl(tmp_path, **{"FAKE_UPGRADED_AFTER": "1000", **env})
-    params = {"NODE_NAME": "agent-1", "TARGET_VERSION": NEW, "DRAIN_TIMEOUT_SECONDS": 30,
+    params = {"NODE_NAME": "agent-1", "PURPOSE": purpose, "TARGET_VERSION": NEW, "DRAIN_TIMEOUT_SECONDS": 30,
               "DELETE_EMPTYDIR_DATA": "false", "IGNORE_DAEMONSETS": "true", "KUBECTL": path}
     return run_script(tmp_path, "k3s-drain", params, environment)
 
@@ -101,6 +101,18 @@ def test_a_disruption_budget_that_blocks_the_drain_stops_the_upgrade_naming_the_
     assert "node agent-1 not drained within 30s; the upgrade stops before it" in done.stderr
     assert "pods still on agent-1: shop/web-1 shop/web-2" in done.stderr
     assert "disruption budget" in done.stderr
+
+
+def test_a_node_that_leaves_is_drained_whatever_release_it_runs_and_a_blocked_drain_stops_the_removal(tmp_path):
+    done = drain(tmp_path / "a", "removal", FAKE_OLD=NEW)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"drain=done node=agent-1 from={NEW}\n"
+    assert "drain agent-1 --timeout=30s --ignore-daemonsets" in log(tmp_path / "a")
+    blocked = drain(tmp_path / "b", "removal", FAKE_PDB_BLOCKS="1", FAKE_LEFT="shop/web-1 ")
+    assert blocked.returncode == 1
+    assert "node agent-1 not drained within 30s; the removal stops before it" in blocked.stderr
+    # Gone already (the cluster is down): nothing to drain, and the removal goes on.
+    assert drain(tmp_path / "c", "removal", FAKE_API_RC="1").stdout == "drain=skipped node=agent-1 reason=no-cluster\n"
 
 
 def test_an_upgraded_node_is_waited_for_until_ready_with_its_agent_then_uncordoned(tmp_path):
