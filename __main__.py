@@ -141,6 +141,7 @@ with built_without_collecting():
             kubeconfig=cluster.kubeconfig,
             connections=cluster.connections,
             depends_on=nodes_ready,
+            nodes_ready=cluster.nodes_ready,
         ),
     )
     kube_proxy = KubeProxyRemoval(

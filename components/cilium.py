@@ -4,7 +4,9 @@
 :func:`stacks.cilium_values.render` produces, through a Kubernetes provider made
 from the cluster's kubeconfig, and waits until the agents and the operator are
 rolled out. A change of those values restarts the agents (the chart's
-``rollOutCiliumPods``), which is enough for most features; the features whose
+``rollOutCiliumPods``), which is enough for most features; before it is
+installed or changes, ``<name>-prepull-<node>`` puts the target agent image on
+every node (``cilium-prepull.sh``); the features whose
 catalogue entry says ``restart="pods"`` (and the MTU) change what Cilium sets up
 when it creates a pod's network device, so running pods keep the old datapath
 until they are recreated. For those a remote command on the first server rolls
@@ -20,7 +22,7 @@ import base64
 import binascii
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -29,7 +31,7 @@ import yaml
 from pulumi_command import local, remote
 
 from components.airgap import release_chart_args
-from components.remote import Script, node_command, script
+from components.remote import Script, host_identity, node_command, script
 from components.verify import ASSERT_DIR, PROJECT_PYTHON
 from stacks import airgap, cilium_values
 from stacks.config import StackConfig
@@ -47,6 +49,8 @@ RELEASE_NAME = "cilium"
 DEFAULT_TIMEOUT_SECONDS = 900
 # Bound on each workload's rollout in the restart after a datapath change.
 DEFAULT_RESTART_TIMEOUT_SECONDS = 300
+# Bound on each node's pull of the agent image before the release changes.
+PULL_TIMEOUT_SECONDS = 600
 MAX_HISTORY = 10
 
 # The API check (verification/api_reachable.py), run where Pulumi runs like the verification assertions.
@@ -71,6 +75,8 @@ class CiliumReleaseArgs:
     connections: Mapping[str, remote.ConnectionArgs]
     # What must exist before the release is installed (K3sCluster.nodes_ready values).
     depends_on: Sequence[pulumi.Resource] = ()
+    # Per node, what its image pre-pull waits for (K3sCluster.nodes_ready); else ``depends_on``.
+    nodes_ready: Mapping[str, pulumi.Resource] = field(default_factory=dict)
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     restart_timeout_seconds: int = DEFAULT_RESTART_TIMEOUT_SECONDS
     # Namespaces whose workloads are never restarted after a datapath change.
@@ -157,6 +163,7 @@ class CiliumRelease(pulumi.ComponentResource):
     restart: remote.Command
     restart_trigger: str
     api_check: local.Command
+    prepulls: dict[str, remote.Command]
 
     def __init__(self, name: str, args: CiliumReleaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("k3s-cilium:index:CiliumRelease", name, None, opts)
@@ -191,6 +198,24 @@ class CiliumRelease(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.api_check]),
         )
 
+        # The target release's agent image on every node before the release changes, so that no
+        # agent waits for a pull while its node's datapath restarts (``cilium-prepull.sh``).
+        # Runs again when the image or the node's host changes, and only then.
+        image = cilium_values.agent_image(values, cfg.cilium.version)
+        self.prepulls = {
+            node.name: node_command(
+                f"{name}-prepull-{node.name}",
+                args.connections[node.name],
+                self,
+                user=cfg.ssh_user(node),
+                create=script("cilium-prepull", {"IMAGE": image, "PULL_TIMEOUT_SECONDS": PULL_TIMEOUT_SECONDS}),
+                triggers=[*host_identity(cfg, node), image],
+                # Its own node only: one edge per node, not one per pair of nodes.
+                depends_on=[args.nodes_ready[node.name]] if node.name in args.nodes_ready else args.depends_on,
+            )
+            for node in cfg.nodes
+        }
+
         # atomic is off on purpose: a rollback would restart every agent a second
         # time, a failed first install would uninstall the cluster's only CNI, and
         # it would put the cluster back on the old values behind Pulumi's back.
@@ -211,7 +236,9 @@ class CiliumRelease(pulumi.ComponentResource):
                 max_history=MAX_HISTORY,
             ),
             opts=pulumi.ResourceOptions(
-                parent=self, provider=self.provider, depends_on=[*args.depends_on, self.api_check]
+                parent=self,
+                provider=self.provider,
+                depends_on=[*args.depends_on, self.api_check, *self.prepulls.values()],
             ),
         )
         status = self.release.status

@@ -29,6 +29,8 @@ TUNED_MAP_RATIO = 0.08
 DEFAULT_MAP_RATIO = 0.0025
 
 V1_14, V1_16, V1_17 = (Version(v) for v in ("1.14", "1.16", "1.17"))
+# The agent image's repository in every chart 1.13-1.20 (values.yaml `image.repository`).
+AGENT_REPOSITORY = "quay.io/cilium/cilium"
 
 
 def _kpr_value(on: bool, version: Version) -> str:
@@ -93,6 +95,19 @@ def _hubble(features: Resolved) -> dict[str, Any]:
         "relay": {"enabled": True},
         "tls": {"auto": {"enabled": True, "method": "cronJob"}},
     }
+
+
+def agent_image(values: dict[str, Any], version: str) -> str:
+    """The agent image the chart runs with these values, as a reference to pull: its ``image.override``,
+    else the repository with the digest the values give (``useDigest``), else with the tag (``v<version>``,
+    the chart's default tag). The chart's own default digest is not known here: that one is pulled by tag."""
+    image = values.get("image") or {}
+    if image.get("override"):
+        return str(image["override"])
+    repository = image.get("repository") or AGENT_REPOSITORY
+    if image.get("digest") and image.get("useDigest", True):
+        return f"{repository}@{image['digest']}"
+    return f"{repository}:{image.get('tag') or f'v{version}'}"
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 from pathlib import Path
+
+from components.scripts import ScriptValue, render
 
 
 def lint(script: str, tmp_path: Path, name: str = "script.sh") -> None:
@@ -27,3 +30,24 @@ def lint_file(path: Path, sources: Path | None = None) -> None:
         text=True,
     )
     assert found.returncode == 0, f"shellcheck {path.name}:\n{found.stdout}{found.stderr}"
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def run_script(
+    tmp_path: Path,
+    name: str,
+    params: dict[str, ScriptValue],
+    env: dict[str, str] | None = None,
+    path: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / f"{name}.sh"
+    script.write_text(render(name, params))
+    environment = {"PATH": path or f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **(env or {})}
+    return subprocess.run(
+        ["/bin/bash", str(script)], capture_output=True, text=True, env=environment, timeout=120, check=False
+    )

@@ -19,7 +19,7 @@ from stacks.config import StackConfig, parse
 from stacks.features import CATALOGUE, TIER_FEATURES, resolve
 from tests.lab import LAB, PROVIDER_TYPE, RELEASE_TYPE, config, stand_in_cluster
 from tests.mocks import FAKE_KUBECONFIG, ProgramMocks, Recorded, run_program, walk_strings
-from tests.shell import lint
+from tests.shell import executable, lint, run_script
 
 NAME = "cilium"
 COMPONENT_TYPE = "k3s-cilium:index:CiliumRelease"
@@ -130,7 +130,8 @@ def test_every_child_is_parented_and_named_after_the_component() -> None:
     (component,) = rec.of_type(COMPONENT_TYPE)
     children = rec.children_of(component)
     assert sorted(child.name for child in children) == [
-        f"{NAME}-api-reachable", f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"
+        f"{NAME}-api-reachable", *(f"{NAME}-prepull-{node}" for node in ("agent-1", "agent-2", "server-1")),
+        f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"
     ]
 
 
@@ -436,3 +437,83 @@ def test_restart_script_restarts_nothing_while_cilium_is_not_rolled_out(fake_kub
     result = run_restart(fake_kubectl)
     assert result.returncode == 1
     assert not [c for c in calls(fake_kubectl) if "rollout restart" in c]
+
+
+# --- the agent image on every node before the release changes ----------------------------------
+
+
+def test_every_node_pulls_the_target_agent_image_over_its_own_connection_before_the_release() -> None:
+    cfg = config("kpr")
+    rec, _ = deploy(cfg)
+    release = release_of(rec)
+    for node in cfg.nodes:
+        prepull = rec.named(f"{NAME}-prepull-{node.name}")
+        assert prepull.inputs["connection"]["host"] == node.host
+        assert "IMAGE=quay.io/cilium/cilium:v1.19.6" in prepull.script()
+        assert rec.depends_on(release, prepull)
+        assert rec.depends_on(prepull, rec.named(f"k3s-ready-{node.name}"))
+
+
+def test_the_pre_pull_runs_again_only_when_the_image_changes() -> None:
+    def triggers(cfg: StackConfig) -> Any:
+        return deploy(cfg)[0].named(f"{NAME}-prepull-agent-1").inputs["triggers"]
+
+    kpr = config("kpr")
+    assert triggers(kpr) == triggers(config("extreme"))
+    newer = kpr.model_copy(update={"cilium": kpr.cilium.model_copy(update={"version": "1.19.7"})})
+    assert triggers(newer) != triggers(kpr)
+
+
+@pytest.mark.parametrize(
+    ("image_values", "expected"),
+    [
+        # The chart's defaults (values.yaml `image`): quay.io/cilium/cilium, tag v<version>.
+        ({}, "quay.io/cilium/cilium:v1.18.12"),
+        # airgap.cilium.imageRegistry with keepChartDigests: false (the lab's stack).
+        ({"repository": "lab.local/cilium/cilium", "useDigest": False}, "lab.local/cilium/cilium:v1.18.12"),
+        # A digest of our own: pulled by digest.
+        ({"repository": "registry.internal/cilium", "digest": "sha256:" + "a" * 64, "useDigest": True},
+         "registry.internal/cilium@sha256:" + "a" * 64),
+        ({"override": "registry.internal/cilium:custom"}, "registry.internal/cilium:custom"),
+    ],
+)
+def test_the_pulled_reference_is_the_one_the_chart_runs(image_values: dict[str, Any], expected: str) -> None:
+    assert cilium_values.agent_image({"image": image_values} if image_values else {}, "1.18.12") == expected
+
+
+FAKE_CRICTL = r"""#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$FAKE_LOG"
+case "$1" in
+  inspecti) [[ -n ${FAKE_PRESENT:-} ]] ;;
+  pull) [[ -z ${FAKE_PULL_FAILS:-} ]] && echo "Image is up to date for sha256:1234" ||
+    { echo 'E1203 pulling image: failed to resolve reference: dial tcp: lookup quay.io: no such host' >&2; exit 1; } ;;
+  *) exit 9 ;;
+esac
+"""
+
+
+def prepull(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    crictl = executable(tmp_path / "crictl", FAKE_CRICTL)
+    params = {"IMAGE": "quay.io/cilium/cilium:v1.19.6", "PULL_TIMEOUT_SECONDS": 30, "CRICTL": str(crictl)}
+    return run_script(tmp_path, "cilium-prepull", params, {"FAKE_LOG": str(tmp_path / "log"), **env})
+
+
+def test_prepull_script_lints(tmp_path: Path) -> None:
+    lint(render("cilium-prepull", {}), tmp_path, "cilium-prepull.sh")
+
+
+def test_an_image_already_on_the_node_is_not_pulled_again(tmp_path: Path) -> None:
+    done = prepull(tmp_path, FAKE_PRESENT="1")
+    assert (done.returncode, done.stdout) == (0, "prepull=present image=quay.io/cilium/cilium:v1.19.6\n")
+    assert "pull" not in (tmp_path / "log").read_text().split()
+
+
+def test_a_missing_image_is_pulled_and_a_failed_pull_stops_the_release(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pulled = prepull(tmp_path / "a")
+    assert (pulled.returncode, pulled.stdout) == (0, "prepull=pulled image=quay.io/cilium/cilium:v1.19.6\n")
+    failed = prepull(tmp_path / "b", FAKE_PULL_FAILS="1")
+    assert failed.returncode == 1
+    assert "could not pull quay.io/cilium/cilium:v1.19.6 within 30s; the Cilium release is not changed" in failed.stderr
+    assert "no such host" in failed.stderr

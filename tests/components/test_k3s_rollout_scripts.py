@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.scripts import render
-from tests.components.test_verify_scripts import executable, run_script
-from tests.shell import lint
+from tests.shell import executable, lint, run_script
 
 # A cluster in FAKE_* variables; every call is logged to FAKE_LOG.
 FAKE_KUBECTL = r"""#!/usr/bin/env bash

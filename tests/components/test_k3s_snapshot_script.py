@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.scripts import render
-from tests.components.test_verify_scripts import executable, run_script
-from tests.shell import lint
+from tests.shell import executable, lint, run_script
 
 # `--version` prints FAKE_RUNNING as K3s does; `etcd-snapshot save --name N` writes
 # <data>/server/db/snapshots/N-<node>-<timestamp> unless FAKE_SAVE_FAILS, and says so as K3s does.

@@ -8,8 +8,8 @@ from components.scripts import render
 from stacks.checks import planned_checks
 from stacks.config import parse
 from stacks.features import resolve
-from tests.components.test_verify_scripts import FIXTURES, assert_cli, executable, run_script
-from tests.shell import lint
+from tests.components.test_verify_scripts import FIXTURES, assert_cli
+from tests.shell import executable, lint, run_script
 
 # Answers `get <object> -o jsonpath=...` with nothing until the READY_AFTER-th call, then with
 # FAKE_READY; `get <object> -o json` with the file FAKE_JSON; `get crd <name>` fails until the

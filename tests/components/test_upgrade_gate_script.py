@@ -6,8 +6,8 @@ from components.scripts import render
 from stacks.checks import PlannedCheck
 from stacks.config import parse
 from stacks.upgrade import gate_expect
-from tests.components.test_verify_scripts import assert_cli, executable, run_script
-from tests.shell import lint
+from tests.components.test_verify_scripts import assert_cli
+from tests.shell import executable, lint, run_script
 
 # `get nodes` prints FAKE_NODES (or fails with FAKE_NODES_ERROR), `get daemonset` prints FAKE_IMAGE.
 FAKE_KUBECTL = r"""#!/usr/bin/env bash

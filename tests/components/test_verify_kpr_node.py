@@ -32,7 +32,8 @@ from components.scripts import ScriptValue, render
 from stacks.checks import PlannedCheck
 from stacks.config import StackConfig
 from stacks.features import resolve
-from tests.components.test_verify_scripts import assert_cli, executable, lab, planned, run_script
+from tests.components.test_verify_scripts import assert_cli, lab, planned
+from tests.shell import executable, run_script
 from tests.verification.test_kpr_integrity import captured_cmdline
 
 ROOT = Path(__file__).resolve().parents[2]

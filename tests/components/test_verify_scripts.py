@@ -10,7 +10,6 @@ collector itself with a message.
 from __future__ import annotations
 
 import json
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from stacks.checks import PlannedCheck, planned_checks
 from stacks.config import StackConfig
 from stacks.features import resolve
 from tests.components.test_cilium import config
-from tests.shell import lint
+from tests.shell import executable, lint, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "verification" / "fixtures"
@@ -66,27 +65,6 @@ def lab(tier: str = "kpr", version: str = "1.19.6", **features: bool) -> StackCo
 
 def planned(cfg: StackConfig, key: str) -> PlannedCheck:
     return next(check for check in planned_checks(cfg, resolve(cfg)) if check.key == key)
-
-
-def executable(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
-
-
-def run_script(
-    tmp_path: Path,
-    name: str,
-    params: dict[str, ScriptValue],
-    env: dict[str, str] | None = None,
-    path: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / f"{name}.sh"
-    script.write_text(render(name, params))
-    environment = {"PATH": path or f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **(env or {})}
-    return subprocess.run(
-        ["/bin/bash", str(script)], capture_output=True, text=True, env=environment, timeout=120, check=False
-    )
 
 
 def assert_cli(check: PlannedCheck, stdin: str) -> subprocess.CompletedProcess[str]:
