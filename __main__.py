@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import pulumi
@@ -19,7 +20,7 @@ from components.k3s import K3sCluster, K3sClusterArgs
 from components.kube_proxy import KubeProxyRemoval, KubeProxyRemovalArgs
 from components.load_balancer import LoadBalancingArgs
 from components.verify import Verification, VerificationArgs
-from stacks import airgap, preflight
+from stacks import airgap, encryption, gateway_api, preflight
 from stacks.checks import planned_checks
 from stacks.config import NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, config_keys, parse
 from stacks.features import Resolved, resolve
@@ -113,6 +114,23 @@ token = config.get_secret("k3sToken") if config.get("k3sToken") else None
 key_password = config.get_secret("sshPrivateKeyPassword") if config.get("sshPrivateKeyPassword") else None
 # Credentials for airgap.registries (secret YAML/JSON), checked before any resource without showing a value.
 registry_credentials = airgap.checked_credentials(config.get("registryCredentials") or "", stack_config.airgap)
+# The IPsec key (features.encryption ipsec), checked the same way; and the Gateway API CRD bundle, read and
+# checked against its pinned digest, before any resource.
+ipsec_key = config.get("ipsecKey") or None
+problems = [f"{NAMESPACE}:{line}" for line in encryption.key_problems(stack_config.features.encryption, ipsec_key)]
+try:
+    gateway_api_crds = gateway_api.program_crds(
+        "gatewayApi" in features,
+        stack_config.gateway_api,
+        stack_config.cilium.parsed_version,
+        stack_config.k3s.version,
+        stack_config.k3s.disable,
+        Path(__file__).parent,
+    )
+except gateway_api.CrdBundleError as problem:
+    problems.append(f"{NAMESPACE}:{problem}")
+if problems:
+    raise pulumi.RunError("\n".join(problems))
 
 with built_without_collecting():
     cluster = K3sCluster(
@@ -142,6 +160,8 @@ with built_without_collecting():
             connections=cluster.connections,
             depends_on=nodes_ready,
             nodes_ready=cluster.nodes_ready,
+            ipsec_key=config.get_secret("ipsecKey") if ipsec_key else None,
+            gateway_api_crds=gateway_api_crds,
         ),
     )
     kube_proxy = KubeProxyRemoval(

@@ -33,7 +33,7 @@ from pulumi_command import local, remote
 from components.airgap import release_chart_args
 from components.remote import Script, host_identity, node_command, script
 from components.verify import ASSERT_DIR, PROJECT_PYTHON
-from stacks import airgap, cilium_values
+from stacks import airgap, cilium_values, encryption
 from stacks.config import StackConfig
 from stacks.digest import digest
 from stacks.features import CATALOGUE, Resolved
@@ -77,6 +77,10 @@ class CiliumReleaseArgs:
     depends_on: Sequence[pulumi.Resource] = ()
     # Per node, what its image pre-pull waits for (K3sCluster.nodes_ready); else ``depends_on``.
     nodes_ready: Mapping[str, pulumi.Resource] = field(default_factory=dict)
+    # The IPsec pre-shared key (config secret ipsecKey) with features.encryption ipsec; treated as secret.
+    ipsec_key: pulumi.Input[str] | None = None
+    # The Gateway API CRDs the release needs first (stacks.gateway_api.program_crds): verified manifests.
+    gateway_api_crds: Sequence[Mapping[str, Any]] = ()
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     restart_timeout_seconds: int = DEFAULT_RESTART_TIMEOUT_SECONDS
     # Namespaces whose workloads are never restarted after a datapath change.
@@ -164,6 +168,8 @@ class CiliumRelease(pulumi.ComponentResource):
     restart_trigger: str
     api_check: local.Command
     prepulls: dict[str, remote.Command]
+    # What the release needs in the cluster first: the IPsec key Secret, the Gateway API CRDs.
+    prerequisites: list[pulumi.Resource]
 
     def __init__(self, name: str, args: CiliumReleaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("k3s-cilium:index:CiliumRelease", name, None, opts)
@@ -197,6 +203,8 @@ class CiliumRelease(pulumi.ComponentResource):
             cluster_identifier=cluster_identifier,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.api_check]),
         )
+
+        self.prerequisites = [*self._ipsec_secret(name, args), *self._gateway_api_crds(name, args)]
 
         # The target release's agent image on every node before the release changes, so that no
         # agent waits for a pull while its node's datapath restarts (``cilium-prepull.sh``).
@@ -238,7 +246,7 @@ class CiliumRelease(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=self.provider,
-                depends_on=[*args.depends_on, self.api_check, *self.prepulls.values()],
+                depends_on=[*args.depends_on, self.api_check, *self.prepulls.values(), *self.prerequisites],
             ),
         )
         status = self.release.status
@@ -290,3 +298,37 @@ class CiliumRelease(pulumi.ComponentResource):
                 "restart_trigger": self.restart_trigger,
             }
         )
+
+    def _ipsec_secret(self, name: str, args: CiliumReleaseArgs) -> list[pulumi.Resource]:
+        """The Secret the chart mounts into the agents (``encryption.ipsec.secretName``), made from the secret
+        ``ipsecKey``: never on a command line, in no output. A new key (with a new key id) is the rotation."""
+        if args.cfg.features.encryption != "ipsec" or args.ipsec_key is None:
+            return []
+        manifest = encryption.ipsec_secret("")
+        key = pulumi.Output.secret(args.ipsec_key).apply(lambda text: text.strip())
+        return [
+            k8s.core.v1.Secret(
+                f"{name}-ipsec-keys",
+                metadata=manifest["metadata"],
+                type=manifest["type"],
+                string_data={encryption.IPSEC_SECRET_KEY: key},
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    provider=self.provider,
+                    additional_secret_outputs=["data", "stringData"],
+                ),
+            )
+        ]
+
+    def _gateway_api_crds(self, name: str, args: CiliumReleaseArgs) -> list[pulumi.Resource]:
+        """The Gateway API CRDs, before the release (the operator needs them when it starts). Kept when the
+        stack stops wanting them or is destroyed: deleting a CRD deletes every Gateway and route of it."""
+        return [
+            k8s.apiextensions.v1.CustomResourceDefinition(
+                f"{name}-crd-{crd['metadata']['name']}",
+                metadata=crd["metadata"],
+                spec=crd["spec"],
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider, retain_on_delete=True),
+            )
+            for crd in args.gateway_api_crds
+        ]

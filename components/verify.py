@@ -63,7 +63,7 @@ from pulumi_command import local, remote
 
 from components.remote import Script, node_command, script
 from components.scripts import ScriptValue, render
-from stacks import checks, load_balancer, preflight
+from stacks import checks, encryption, gateway_api, hubble, load_balancer, preflight
 from stacks.checks import PlannedCheck, Workloads
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.digest import deployed_state, digest
@@ -107,11 +107,36 @@ NODE_CHECKS = (
     "probes",
     "bgp-peers",
     "bgp-routes",
+    "encryption-status",
+    "hubble-server",
+    "hubble-metrics",
 )
 # Checks about the cluster's objects, collected with kubectl on the first server (verify-object.sh).
-OBJECT_CHECKS = ("loadbalancer-address", "l2-lease")
+OBJECT_CHECKS = ("loadbalancer-address", "l2-lease", "hubble-ui", "gatewayclass-accepted", "gateway-address")
+# What verify-object.sh reads for each: namespace, object, and a jsonpath that prints something once it is ready.
+OBJECTS = {
+    "loadbalancer-address": (
+        checks.VERIFY_NAMESPACE,
+        f"service/{checks.LOADBALANCER_SERVICE}",
+        "{.status.loadBalancer.ingress[*].ip}",
+    ),
+    "hubble-ui": (hubble.NAMESPACE, f"deployment/{hubble.UI_DEPLOYMENT}", "{.status.readyReplicas}"),
+    # Cluster-scoped: kubectl ignores the namespace. Only a True condition ends the wait.
+    "gatewayclass-accepted": (
+        "default",
+        f"gatewayclass/{gateway_api.GATEWAY_CLASS}",
+        '{.status.conditions[?(@.status=="True")].type}',
+    ),
+    "gateway-address": (
+        checks.VERIFY_NAMESPACE,
+        f"gateway/{gateway_api.GATEWAY_NAME}",
+        "{.status.addresses[*].value}",
+    ),
+}
 # How long the LoadBalancer Service may take to get its address, and the lease its holder.
 OBJECT_WAIT_SECONDS = 120
+# How long Hubble Relay may take to reach every node and serve a flow.
+HUBBLE_RELAY_WAIT_SECONDS = 180
 RUNNER_PROBE_PROGRAM = f"{PROJECT_PYTHON} -m verification.http_probe"
 # Starts the line before each check's output in a node collector's stdout.
 SECTION_MARK = "### k3s-cilium check"
@@ -314,11 +339,28 @@ def collector_script(
             "AGENT_COMMAND": f"{cli} bgp routes advertised ipv4 unicast",
             "WAIT_FOR": _ere_escape(prefixes[0]) if prefixes else "",
         }
-    if check.check == "loadbalancer-address":
+    if check.check == "encryption-status":
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} encrypt status",
+            "WAIT_FOR": encryption.verify_wait_for(cfg.features.encryption, len(cfg.nodes)),
+        }
+    if check.check == "hubble-server":
+        return "verify-agent-exec", {
+            "NODE_NAME": node_label(check),
+            "AGENT_COMMAND": f"{cli} status",
+            "WAIT_FOR": r"^Hubble:[[:space:]]+Ok",
+        }
+    if check.check == "hubble-metrics":
+        return "verify-listening", {"PORT": hubble.METRICS_PORT, "WAIT_SECONDS": OBJECT_WAIT_SECONDS}
+    if check.check == "hubble-relay":
+        return "verify-hubble-relay", {"EXPECTED_NODES": len(cfg.nodes), "WAIT_SECONDS": HUBBLE_RELAY_WAIT_SECONDS}
+    if check.check in OBJECTS:
+        namespace, obj, ready = OBJECTS[check.check]
         return "verify-object", {
-            "NAMESPACE": checks.VERIFY_NAMESPACE,
-            "OBJECT": f"service/{checks.LOADBALANCER_SERVICE}",
-            "READY_JSONPATH": "{.status.loadBalancer.ingress[*].ip}",
+            "NAMESPACE": namespace,
+            "OBJECT": obj,
+            "READY_JSONPATH": ready,
             "WAIT_SECONDS": OBJECT_WAIT_SECONDS,
         }
     if check.check == "l2-lease":
@@ -354,6 +396,8 @@ def collector_script(
         if "loadbalancer" in probes:
             # Node IPAM hands the Service the nodes' own addresses.
             params["LB_ADDRESS"] = load_balancer.verify_address(cfg.load_balancer) or node_ip
+        if "gateway" in probes:
+            params["GATEWAY_TARGET"] = checks.gateway_target(cfg, node_ip)
         return "verify-probes", params
     if check.check == "benchmark":
         return "verify-benchmark", {
@@ -455,7 +499,8 @@ class Verification(pulumi.ComponentResource):
                 cluster_wide.append(self._assertion(check, self._collector(check, smoke).stdout))
             elif check.check == "probes" and check.node is None:
                 cluster_wide.append(self._assertion(check, self._runner_probe(check, smoke).stdout))
-            elif check.check == "connectivity-test":
+            elif check.check in ("connectivity-test", "hubble-relay"):
+                # After the node checks: the smoke traffic gives the relay flows to serve.
                 collector = self._collector(check, per_node)
                 cluster_wide.append(self._assertion(check, collector.stdout))
             elif check.check == "benchmark":
@@ -665,7 +710,7 @@ class Verification(pulumi.ComponentResource):
             ),
             opts=self._k8s_opts(),
         )
-        return [deployment, service, *self._smoke_loadbalancer(namespace)]
+        return [deployment, service, *self._smoke_loadbalancer(namespace), *self._smoke_gateway(namespace)]
 
     def _smoke_loadbalancer(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
         """A LoadBalancer Service on the smoke pods, asking the first pool for a known address (node IPAM:
@@ -702,6 +747,29 @@ class Verification(pulumi.ComponentResource):
             opts=self._k8s_opts(),
         )
         return [service]
+
+    def _smoke_gateway(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
+        """With Gateway API: a Gateway of class cilium and an HTTPRoute to the smoke Service (stacks/gateway_api.py),
+        asking the pool for a known address where the release can."""
+        cfg = self._args.cfg
+        if "gatewayApi" not in self._args.features:
+            return []
+        version = cfg.cilium.parsed_version
+        documents = [
+            gateway_api.gateway(cfg.gateway_api, version, checks.VERIFY_NAMESPACE, address=checks.gateway_address(cfg)),
+            gateway_api.http_route(version, checks.VERIFY_NAMESPACE, SMOKE_NAME, checks.SMOKE_PORT),
+        ]
+        return [
+            k8s.apiextensions.CustomResource(
+                f"{self._name}-smoke-{document['kind'].lower()}",
+                api_version=document["apiVersion"],
+                kind=document["kind"],
+                metadata={**document["metadata"], "namespace": namespace.metadata.name},
+                spec=document["spec"],
+                opts=self._k8s_opts(),
+            )
+            for document in documents
+        ]
 
     def _benchmark_workload(self, namespace: k8s.core.v1.Namespace) -> list[pulumi.Resource]:
         placed = self._workloads

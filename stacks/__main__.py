@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = stackfile.locate(args.stack)
         name = args.stack if not args.stack.endswith(".yaml") else path.stem.removeprefix("Pulumi.")
-        result = plan.build(name, stackfile.load(path))
+        result = plan.build(name, stackfile.load(path), stackfile.secrets_set(path))
     except (ConfigError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from stacks import cilium_values, load_balancer, preflight
+from stacks import cilium_values, encryption, gateway_api, hubble, load_balancer, preflight
 from stacks.config import ConfigError, Node, StackConfig
 from stacks.features import Resolved
 
@@ -38,7 +38,7 @@ SMOKE_PORT = 80
 # Taint effects that keep the smoke and benchmark pods (which tolerate nothing) off a node.
 BLOCKING_TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 # The probes the probes check runs from every node, in this order.
-PROBES = ("localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod", "loadbalancer")
+PROBES = ("localhost-nodeport", "nodeip-nodeport", "clusterip", "remote-pod", "loadbalancer", "gateway")
 # The LoadBalancer Service on the smoke pods (loadBalancer.mode other than none), and the probe of it
 # from where Pulumi runs (verify.fromRunner).
 LOADBALANCER_SERVICE = "smoke-lb"
@@ -212,15 +212,42 @@ def kpr_integrity_expect(node: Node, values: dict[str, Any]) -> dict[str, Any]:
     return expect
 
 
-def probe_names(cfg: StackConfig, node: Node) -> list[str]:
+def gateway_address(cfg: StackConfig) -> str | None:
+    """The address the test Gateway asks LB-IPAM for (LoadBalancer pools, Cilium 1.15+), else None."""
+    lb = cfg.load_balancer
+    if cfg.gateway_api.host_network or lb.mode == "nodeipam" or cfg.cilium.parsed_version < V1_15:
+        return None
+    return gateway_api.gateway_address(lb, avoid=load_balancer.verify_address(lb))
+
+
+def gateway_probed(cfg: StackConfig, features: Resolved) -> bool:
+    """Whether the nodes probe the test Gateway: there is one, and its address is known before it exists (the
+    node's own in host network mode or with node IPAM, else the one it asks the pool for; Cilium 1.13/1.14
+    cannot ask for one)."""
+    if not (cfg.verify.smoke and "gatewayApi" in features):
+        return False
+    on_nodes = cfg.gateway_api.host_network or cfg.load_balancer.mode == "nodeipam"
+    return on_nodes or gateway_address(cfg) is not None
+
+
+def gateway_target(cfg: StackConfig, node_ip: str) -> str:
+    """``address:port`` of the test Gateway as a node probes it (see :func:`gateway_probed`)."""
+    address = gateway_address(cfg) or node_ip
+    return gateway_api.probe_target(cfg.gateway_api, address)
+
+
+def probe_names(cfg: StackConfig, features: Resolved, node: Node) -> list[str]:
     """The probes run from ``node``; ``remote-pod`` only when a smoke pod is sure to run on another node,
-    ``loadbalancer`` only with a LoadBalancer mode."""
+    ``loadbalancer`` only with a LoadBalancer mode, ``gateway`` only with a test Gateway whose address is known
+    (from the node's own address when the stack does not give it, as the node probes do)."""
     placed = workloads(cfg)
     skipped = set()
     if not (placed.spread or any(name != node.name for name in placed.schedulable)):
         skipped.add("remote-pod")
     if cfg.load_balancer.mode == "none":
         skipped.add("loadbalancer")
+    if not gateway_probed(cfg, features):
+        skipped.add("gateway")
     return [name for name in PROBES if name not in skipped]
 
 
@@ -261,8 +288,40 @@ def loadbalancer_checks(cfg: StackConfig) -> tuple[list[PlannedCheck], dict[str,
     return cluster, per_node
 
 
-def probes_expect(cfg: StackConfig, node: Node) -> dict[str, Any]:
-    names = probe_names(cfg, node)
+def day_two_checks(cfg: StackConfig, features: Resolved) -> tuple[list[PlannedCheck], dict[str, list[PlannedCheck]]]:
+    """The cluster-wide and per-node checks of encryption, Hubble and Gateway API (none when they are off)."""
+    names = [node.name for node in cfg.nodes]
+    version = cfg.cilium.parsed_version
+    per_node: dict[str, list[PlannedCheck]] = {name: [] for name in names}
+    cluster: list[PlannedCheck] = []
+    mode = cfg.features.encryption
+    if mode != "none":
+        expect = encryption.verify_expectations(mode, cfg.encryption, len(names))
+        for name in names:
+            per_node[name].append(PlannedCheck("encryption-status", name, expect))
+    for expected in hubble.verify_expectations(cfg.hubble, "hubble" in features, version, names):
+        check = PlannedCheck(expected.check, expected.node, expected.expect)
+        if expected.node is None:
+            cluster.append(check)
+        else:
+            per_node[expected.node].append(check)
+    if "gatewayApi" in features:
+        expects = gateway_api.verify_expectations(
+            cfg.gateway_api,
+            version,
+            cfg.load_balancer,
+            VERIFY_NAMESPACE,
+            node_addresses=[node.internal_ip for node in cfg.nodes if node.internal_ip],
+            address=gateway_address(cfg),
+        )
+        cluster.append(PlannedCheck("gatewayclass-accepted", None, expects["gatewayclass-accepted"]))
+        if cfg.verify.smoke:
+            cluster.append(PlannedCheck("gateway-address", None, expects["gateway-address"]))
+    return cluster, per_node
+
+
+def probes_expect(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, Any]:
+    names = probe_names(cfg, features, node)
     return {"probes": names, "minProbes": len(names)}
 
 
@@ -293,6 +352,7 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
     kpr = "kubeProxyReplacement" in features
     values = cilium_values.render(cfg, features) if kpr else {}
     lb_cluster, lb_per_node = loadbalancer_checks(cfg)
+    day_two_cluster, day_two_per_node = day_two_checks(cfg, features)
     for node in cfg.nodes:
         checks.append(PlannedCheck("agent-status", node.name, agent, skippable))
         if kpr:
@@ -300,9 +360,11 @@ def planned_checks(cfg: StackConfig, features: Resolved) -> list[PlannedCheck]:
             checks.append(PlannedCheck("kpr-integrity", node.name, kpr_integrity_expect(node, values)))
         if cfg.verify.smoke:
             checks.append(PlannedCheck("service-list", node.name, service_list_expect(cfg, features, node)))
-            checks.append(PlannedCheck("probes", node.name, probes_expect(cfg, node)))
+            checks.append(PlannedCheck("probes", node.name, probes_expect(cfg, features, node)))
         checks += lb_per_node.get(node.name, [])
+        checks += day_two_per_node.get(node.name, [])
     checks += lb_cluster
+    checks += day_two_cluster
     if cfg.verify.connectivity_test:
         checks.append(PlannedCheck("connectivity-test", cfg.servers[0].name, {"minTests": 1}))
     if cfg.verify.benchmark:

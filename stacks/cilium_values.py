@@ -13,9 +13,9 @@ from typing import Any
 
 from packaging.version import Version
 
-from stacks import airgap, load_balancer
+from stacks import airgap, encryption, gateway_api, hubble, load_balancer
 from stacks.config import StackConfig
-from stacks.features import Resolved
+from stacks.features import Resolved, tunnel_protocol
 
 # K3s runs a client-side load balancer for the API server on every node
 # (servers and agents) at 127.0.0.1:6444; without kube-proxy the agent cannot
@@ -43,14 +43,14 @@ def _kpr_value(on: bool, version: Version) -> str:
 
 def _routing(cfg: StackConfig, features: Resolved, version: Version) -> dict[str, Any]:
     native = "nativeRouting" in features
-    tunnel_protocol = "geneve" if features.dsr_dispatch == "geneve" else "vxlan"
+    tunnel = tunnel_protocol(native, features.dsr_dispatch)
     values: dict[str, Any] = {}
     if version < V1_14:
-        values["tunnel"] = "disabled" if native else tunnel_protocol
+        values["tunnel"] = tunnel or "disabled"
     else:
         values["routingMode"] = "native" if native else "tunnel"
-        if not native:
-            values["tunnelProtocol"] = tunnel_protocol
+        if tunnel:
+            values["tunnelProtocol"] = tunnel
     if native:
         values["autoDirectNodeRoutes"] = True
         values["ipv4NativeRoutingCIDR"] = cfg.native_routing_cidr
@@ -83,18 +83,6 @@ def _bpf(features: Resolved, version: Version) -> dict[str, Any]:
     if version >= V1_17:
         bpf["distributedLRU"] = {"enabled": features.distributed_lru}
     return bpf
-
-
-def _hubble(features: Resolved) -> dict[str, Any]:
-    if "hubble" not in features:
-        return {"enabled": False}
-    # Certificates made by an in-cluster CronJob instead of at Helm render
-    # time, so that a no-op `pulumi up` renders identical values.
-    return {
-        "enabled": True,
-        "relay": {"enabled": True},
-        "tls": {"auto": {"enabled": True, "method": "cronJob"}},
-    }
 
 
 def agent_image(values: dict[str, Any], version: str) -> str:
@@ -138,7 +126,7 @@ def render(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
         "bandwidthManager": {"enabled": "bandwidthManager" in features, "bbr": "bbr" in features},
         "installNoConntrackIptablesRules": "bypassConntrack" in features,
         "bpf": _bpf(features, version),
-        "hubble": _hubble(features),
+        "hubble": hubble.helm_values(cfg.hubble, "hubble" in features, version),
     }
     if cfg.cilium.upgrade_compatibility:
         # Every chart 1.13+ keys version-dependent defaults (Envoy DaemonSet, secret sync, KPR, ...) on it
@@ -154,6 +142,11 @@ def render(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
         values["MTU"] = mtu
     # LoadBalancer Services: L2 announcements, BGP or node IPAM, and the client rate limit they need.
     values.update(load_balancer.helm_values(cfg.load_balancer, version))
+    # Transparent encryption (and l7Proxy off for WireGuard on 1.13), Gateway API and Ingress.
+    values = deep_merge(values, encryption.helm_values(cfg.features.encryption, cfg.encryption, version))
+    values = deep_merge(
+        values, gateway_api.helm_values("gatewayApi" in features, "ingress" in features, cfg.gateway_api, version)
+    )
     # Air-gapped: every image of the chart from the internal registry (stacks/airgap.py).
     values = deep_merge(values, airgap.image_values(cfg.airgap.cilium, version))
     return deep_merge(values, cfg.cilium.values)

@@ -26,12 +26,16 @@ from pydantic import (
 
 from stacks import airgap, load_balancer
 from stacks.airgap import Airgap
+from stacks.encryption import Encryption
+from stacks.encryption import Mode as EncryptionMode
+from stacks.gateway_api import GatewayApi
+from stacks.hubble import Hubble
 from stacks.load_balancer import LoadBalancer
 from stacks.model import LABEL_KEY, LABEL_VALUE, ConfigModel
 
 NAMESPACE = "k3s-cilium"
 # Declared in Pulumi.yaml and read only through pulumi.Config, never by the model.
-SECRET_KEYS = ("sshPrivateKey", "sshPrivateKeyPassword", "k3sToken", "registryCredentials")
+SECRET_KEYS = ("sshPrivateKey", "sshPrivateKeyPassword", "k3sToken", "registryCredentials", "ipsecKey")
 
 TIERS = ("baseline", "kpr", "performance", "extreme")
 Tier = Literal["baseline", "kpr", "performance", "extreme"]
@@ -54,7 +58,9 @@ _HOST_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}$"
 )
 _TAINT = re.compile(r"^(?P<key>[^=:]+)(=(?P<value>[^:]*))?:(?P<effect>NoSchedule|PreferNoSchedule|NoExecute)$")
-K3sComponent = Literal["coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"]
+K3sComponent = Literal[
+    "coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes", "gateway-api-crd"
+]
 _DEFAULT_DISABLED: list[K3sComponent] = ["servicelb", "traefik"]
 
 
@@ -380,6 +386,8 @@ FEATURE_NAMES = (
     "hubble",
     "netkit",
     "hostTuning",
+    "gatewayApi",
+    "ingress",
 )
 
 
@@ -404,10 +412,16 @@ class Features(ConfigModel):
     hubble: bool | None = Field(None, description="Hubble flow observability.")
     netkit: bool | None = Field(None, description="netkit device mode instead of veth.")
     host_tuning: bool | None = Field(None, description="tuned profile, CPU governor and IRQ spreading on hosts.")
+    gateway_api: bool | None = Field(None, description="Cilium's Gateway API implementation (needs Envoy).")
+    ingress: bool | None = Field(None, description="Cilium's Ingress controller (needs Envoy).")
+    encryption: EncryptionMode = Field(
+        "none", description="Transparent encryption between nodes: `none`, `wireguard` or `ipsec`."
+    )
 
     def overrides(self) -> dict[str, bool]:
-        """The features the stack set explicitly, by camelCase name."""
-        return {name: value for name, value in self.model_dump(by_alias=True).items() if value is not None}
+        """The on/off features the stack set explicitly, by camelCase name."""
+        dumped = self.model_dump(by_alias=True)
+        return {name: dumped[name] for name in FEATURE_NAMES if dumped[name] is not None}
 
 
 class Verify(ConfigModel):
@@ -443,6 +457,18 @@ class StackConfig(ConfigModel):
     load_balancer: LoadBalancer = Field(
         default_factory=lambda: LoadBalancer(),
         description="LoadBalancer Services through Cilium (LB-IPAM with L2 announcements or BGP, or node IPAM).",
+    )
+    encryption: Encryption = Field(
+        default_factory=lambda: Encryption(),
+        description="Options of the transparent encryption that `features.encryption` picks.",
+    )
+    hubble: Hubble = Field(
+        default_factory=lambda: Hubble(),
+        description="Hubble relay, UI and metrics (with `features.hubble`).",
+    )
+    gateway_api: GatewayApi = Field(
+        default_factory=lambda: GatewayApi(),
+        description="Gateway API CRD bundle and listener options (with `features.gatewayApi` / `features.ingress`).",
     )
     airgap: Airgap = Field(
         default_factory=lambda: Airgap(),

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from stacks.config import NAMESPACE, SECRET_KEYS, TIERS, Features, Node, StackConfig, config_keys
+from stacks.config import FEATURE_NAMES, NAMESPACE, SECRET_KEYS, TIERS, Features, Node, StackConfig, config_keys
 from stacks.features import (
     CATALOGUE,
     CILIUM_KERNEL_FLOORS,
@@ -254,7 +254,19 @@ def features_table() -> str:
         "| Key | What it does | Requires | Kernel >= | Cilium >= | Takes effect when | First tier |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [_feature_row(CATALOGUE[name]) for name in config_keys(Features)]
+    lines += [_feature_row(CATALOGUE[name]) for name in FEATURE_NAMES]
+    # The one feature that is a choice rather than a switch.
+    encryption = Features.model_fields["encryption"]
+    cells = (
+        _code("features.encryption"),
+        f"{encryption.description} The refused combinations and what each needs: \"Transparent encryption\".",
+        "—",
+        "—",
+        "—",
+        _RESTART["agents"],
+        "override only",
+    )
+    lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from packaging.version import Version
 
+from stacks import encryption, gateway_api, hubble
 from stacks.config import FEATURE_NAMES, ConfigError, StackConfig
 
 # (major, minor) or (major, minor, patch); tuples compare the way kernel versions do.
@@ -151,6 +152,22 @@ CATALOGUE: dict[str, Feature] = {
             "Host settings: tuned network profile, CPU governor 'performance', NIC IRQs spread over CPUs.",
             restart="none",
             source="TUNE: 'Further Considerations' (tuned network-*-profile, CPU governor, irqbalance)",
+        ),
+        Feature(
+            "gatewayApi",
+            "Cilium implements the Gateway API (GatewayClass cilium) with its Envoy proxy; the CRDs come first.",
+            requires=("kubeProxyReplacement",),
+            restart="agents",
+            source="docs: network/servicemesh/gateway-api/gateway-api ('Prerequisites': kube-proxy replacement, "
+            "L7 proxy, the Gateway API CRDs)",
+        ),
+        Feature(
+            "ingress",
+            "Cilium's Ingress controller (IngressClass cilium) with its Envoy proxy.",
+            requires=("kubeProxyReplacement",),
+            restart="agents",
+            source="docs: network/servicemesh/ingress ('Prerequisites': NodePort through kube-proxy replacement, "
+            "L7 proxy)",
         ),
     )
 }
@@ -347,6 +364,7 @@ def resolve(cfg: StackConfig) -> Resolved:
                 f"set features.{needed}: true, or set features.{name}: false"
             )
 
+    problems += [f"k3s-cilium:{line}" for line in _day_two_problems(cfg, wanted, dsr_dispatch)]
     if cfg.load_balancer.mode == "l2" and "kubeProxyReplacement" not in wanted:
         # docs: network/l2-announcements, "Prerequisites".
         problems.append(
@@ -365,6 +383,46 @@ def resolve(cfg: StackConfig) -> Resolved:
         xdp_mode=xdp_mode,
         dsr_dispatch=dsr_dispatch,
     )
+
+
+def tunnel_protocol(native_routing: bool, dsr_dispatch: str | None) -> str | None:
+    """The encapsulation between nodes: None with native routing, else Geneve (DSR's geneve dispatch) or VXLAN."""
+    if native_routing:
+        return None
+    return "geneve" if dsr_dispatch == "geneve" else "vxlan"
+
+
+def l7_proxy_on(cfg: StackConfig) -> bool:
+    """Whether the agents run the L7 proxy (Envoy): the chart's default, unless ``cilium.values`` turns it off
+    or WireGuard on 1.13 has to (stacks/encryption.py)."""
+    rendered = encryption.helm_values(cfg.features.encryption, cfg.encryption, cfg.cilium.parsed_version)
+    return cfg.cilium.values.get("l7Proxy", rendered.get("l7Proxy", True)) is not False
+
+
+def _day_two_problems(cfg: StackConfig, wanted: dict[str, str], dsr_dispatch: str | None) -> list[str]:
+    """Encryption, Hubble and Gateway API against the features the stack really gets."""
+    cilium = cfg.cilium.parsed_version
+    return [
+        *encryption.problems(
+            cfg.features.encryption,
+            cfg.encryption,
+            cilium,
+            wanted.keys(),
+            tunnel_protocol("nativeRouting" in wanted, dsr_dispatch),
+        ),
+        *hubble.problems(cfg.hubble, "hubble" in wanted, cilium),
+        *gateway_api.problems(
+            "gatewayApi" in wanted,
+            "ingress" in wanted,
+            cfg.gateway_api,
+            cilium,
+            kpr_on="kubeProxyReplacement" in wanted,
+            l7_proxy_on=l7_proxy_on(cfg),
+            lb_mode=cfg.load_balancer.mode,
+            k3s_version=cfg.k3s.version,
+            k3s_disabled=cfg.k3s.disable,
+        ),
+    ]
 
 
 def _xdp_mode(cfg: StackConfig, wanted: dict[str, str], skipped: dict[str, str], problems: list[str]) -> str | None:

@@ -7,13 +7,25 @@ between a pull request and its base branch.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import yaml
 
-from stacks import airgap, checks, cilium_values, k3s_flags, load_balancer, preflight, upgrade
+from stacks import (
+    airgap,
+    checks,
+    cilium_values,
+    encryption,
+    gateway_api,
+    hubble,
+    k3s_flags,
+    load_balancer,
+    preflight,
+    upgrade,
+)
 from stacks.config import StackConfig
-from stacks.features import CATALOGUE, TIER_FEATURES, Resolved, kernel_text, resolve
+from stacks.features import CATALOGUE, TIER_FEATURES, Resolved, kernel_text, resolve, tunnel_protocol
 
 
 def _feature_rows(cfg: StackConfig, features: Resolved) -> list[dict[str, Any]]:
@@ -54,8 +66,18 @@ def kernel_reason(features: Resolved) -> str:
     return ", ".join(at_floor) if at_floor else features.min_kernel_reason()
 
 
-def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
+def _encryption(cfg: StackConfig, features: Resolved, secrets: Collection[str]) -> dict[str, Any] | None:
+    mode, version = cfg.features.encryption, cfg.cilium.parsed_version
+    tunnel = tunnel_protocol("nativeRouting" in features, features.dsr_dispatch)
+    notes = encryption.caveats(mode, cfg.encryption, version, features.enabled, tunnel)
+    return encryption.plan(mode, cfg.encryption, version, encryption.IPSEC_KEY_CONFIG in secrets, notes)
+
+
+def build(stack: str, cfg: StackConfig, secrets: Collection[str] = ()) -> dict[str, Any]:
+    """The plan; ``secrets`` are the secret keys the stack file sets (the plan says whether, never what)."""
     features = resolve(cfg)
+    version = cfg.cilium.parsed_version
+    gateway_on, ingress_on = "gatewayApi" in features, "ingress" in features
     return {
         "stack": stack,
         "tier": cfg.tier,
@@ -83,6 +105,12 @@ def build(stack: str, cfg: StackConfig) -> dict[str, Any]:
         "upgrade": upgrade.plan(cfg),
         # LoadBalancer Services (stacks/load_balancer.py); None for mode none.
         "loadBalancer": load_balancer.plan(cfg.load_balancer, cfg.cilium.parsed_version),
+        # Transparent encryption, Hubble, Gateway API / Ingress; None when off.
+        "encryption": _encryption(cfg, features, secrets),
+        "hubble": hubble.plan(cfg.hubble, "hubble" in features, version),
+        "gatewayApi": gateway_api.plan(
+            gateway_on, ingress_on, cfg.gateway_api, version, cfg.k3s.version, cfg.k3s.disable
+        ),
         # Air-gapped sources (stacks/airgap.py); None when everything comes from the internet.
         "airgap": airgap.plan(cfg.airgap, cfg.cilium.version),
     }
@@ -133,6 +161,12 @@ def to_text(plan: dict[str, Any]) -> str:
     lines += ["", *upgrade.plan_text(plan["upgrade"])]
     if plan.get("loadBalancer"):
         lines += ["", *load_balancer.plan_text(plan["loadBalancer"])]
-    if plan.get("airgap"):
-        lines += ["", *airgap.plan_text(plan["airgap"])]
+    for key, text in (
+        ("encryption", encryption.plan_text),
+        ("hubble", hubble.plan_text),
+        ("gatewayApi", gateway_api.plan_text),
+        ("airgap", airgap.plan_text),
+    ):
+        if plan.get(key):
+            lines += ["", *text(plan[key])]
     return "\n".join(lines) + "\n"

@@ -15,12 +15,23 @@ driver supports it. A tier that presets such a feature leaves it off on that
 node, says so in the preflight facts (``skipped=bigTcp,xdp``), and the node's
 verification does not assert it; a stack that forces it fails preflight naming
 node and NIC.
+
+With transparent encryption (``features.encryption``) every node needs the
+kernel side of it (:func:`stacks.encryption.requirements`): WireGuard's
+module, as Cilium has no userspace fallback (off here, gone from 1.17), or
+IPsec's XFRM user interface and ESP. Each node checks its own kernel and a
+node that lacks it fails naming the node and the fix
+(:func:`stacks.encryption.wireguard_module_problem`,
+:func:`~stacks.encryption.ipsec_modules_problem`). WireGuard's UDP port joins
+the firewalld check; IPsec's ESP is an IP protocol, not a port, and is left to
+the plan's requirements.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from stacks import encryption
 from stacks.config import Node, StackConfig
 from stacks.features import Resolved, kernel_text
 
@@ -68,6 +79,9 @@ CILIUM_HEALTH_PORT = "4240/tcp"
 HUBBLE_PORT = "4244/tcp"
 VXLAN_PORT = "8472/udp"
 GENEVE_PORT = "6081/udp"
+WIREGUARD_PORT = f"{encryption.WIREGUARD_PORT}/udp"
+# Stands for the missing kernel modules in ENCRYPTION_PROBLEM; preflight.sh puts in the ones it found missing.
+MISSING_MARK = "@MISSING@"
 
 
 def nic_feature_modes(cfg: StackConfig, features: Resolved) -> dict[str, str]:
@@ -94,6 +108,8 @@ def firewall_ports(cfg: StackConfig, features: Resolved, node: Node) -> list[str
     ports += [KUBELET_PORT, CILIUM_HEALTH_PORT]
     if "nativeRouting" not in features:
         ports.append(GENEVE_PORT if features.dsr_dispatch == "geneve" else VXLAN_PORT)
+    if cfg.features.encryption == "wireguard":
+        ports.append(WIREGUARD_PORT)
     if "hubble" in features:
         ports.append(HUBBLE_PORT)
     return ports
@@ -115,6 +131,29 @@ def required_commands(cfg: StackConfig, node: Node) -> list[str]:
     return lines
 
 
+def encryption_modules(cfg: StackConfig) -> list[str]:
+    """The kernel modules (or built-ins) every node needs for the stack's transparent encryption, sorted."""
+    mode = cfg.features.encryption
+    if mode == "wireguard":
+        return [encryption.WIREGUARD_MODULE]
+    if mode == "ipsec":
+        return sorted(encryption.IPSEC_MODULES)
+    return []
+
+
+def encryption_problem(cfg: StackConfig, node: Node) -> str:
+    """The problem line (after ``node <name>: ``) of a node whose kernel lacks what the mode needs; for IPsec,
+    MISSING_MARK stands for the missing modules. Empty without encryption."""
+    mode = cfg.features.encryption
+    if mode == "wireguard":
+        line = encryption.wireguard_module_problem(node.name, False, cfg.cilium.parsed_version)
+    elif mode == "ipsec":
+        line = encryption.ipsec_modules_problem(node.name, [MISSING_MARK])
+    else:
+        line = None
+    return (line or "").removeprefix(f"node {node.name}: ")
+
+
 def params(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, str]:
     """The parameters of ``preflight.sh`` for ``node``."""
     floors = features.kernel_needs()
@@ -132,6 +171,9 @@ def params(cfg: StackConfig, features: Resolved, node: Node) -> dict[str, str]:
         "NIC_ADDRESS": node.internal_ip or "",
         "NIC_FEATURES": "".join(f"{name}={mode}\n" for name, mode in nic_feature_modes(cfg, features).items()),
         "XDP_DRIVERS": " ".join(XDP_NATIVE_DRIVERS),
+        "ENCRYPTION": cfg.features.encryption,
+        "ENCRYPTION_MODULES": " ".join(encryption_modules(cfg)),
+        "ENCRYPTION_PROBLEM": encryption_problem(cfg, node),
     }
 
 

@@ -62,8 +62,20 @@ def _without_secrets(value: Any) -> Any:
     return value
 
 
-def load(path: Path) -> StackConfig:
+def _document(path: Path) -> dict[str, Any]:
     document = yaml.safe_load(path.read_text()) or {}
     if not isinstance(document, dict):
         raise ConfigError([f"{path}: a stack file must be a YAML mapping with a 'config:' key"])
-    return parse(raw_config(document))
+    return document
+
+
+def load(path: Path) -> StackConfig:
+    return parse(raw_config(_document(path)))
+
+
+def secrets_set(path: Path) -> frozenset[str]:
+    """The project's keys the stack file holds encrypted (the plan says whether a secret is set, never what)."""
+    config = _document(path).get("config") or {}
+    return frozenset(
+        str(key).removeprefix(f"{NAMESPACE}:") for key, value in config.items() if _is_secure(value)
+    )

@@ -33,19 +33,22 @@ def run_stack(
     key_password: str = "",
     mocks: ProgramMocks | None = None,
     record: bool = True,
+    secrets: dict[str, str] | None = None,
 ) -> Recorded:
-    """The program's registrations for ``config`` plus the secrets, stored encrypted."""
+    """The program's registrations for ``config`` plus the secrets (more in ``secrets``), stored encrypted."""
+    more = {f"k3s-cilium:{key}": value for key, value in (secrets or {}).items()}
     config = {
         **config,
         "k3s-cilium:sshPrivateKey": SSH_KEY,
         "k3s-cilium:sshPrivateKeyPassword": key_password,
         "k3s-cilium:k3sToken": token,
+        **more,
     }
     return run_program(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
         mocks,
         config=config,
-        secret_config=SECRETS,
+        secret_config=(*SECRETS, *more),
         record=record,
     )
 

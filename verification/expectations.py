@@ -9,12 +9,13 @@ not find are reported as "not found in output", never assumed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeAlias
 
 from verification import parsers
+from verification.kube_objects import is_block, is_ip, parse_address_block, same_ip
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 Expectations: TypeAlias = Mapping[str, JsonValue]
@@ -143,6 +144,54 @@ def _str_list(expect: Expectations, key: str) -> list[str]:
 # --------------------------------------------------------------------------
 # agent-status
 # --------------------------------------------------------------------------
+
+# --- the addresses an object got (a LoadBalancer Service's ingress, a Gateway's status) ----------------
+
+
+def address_keys(field: str, node_addresses_when: str) -> dict[str, KeySpec]:
+    """``address``, ``within`` and ``nodeAddresses``; ``field`` names where the addresses are."""
+    return {
+        "address": KeySpec(f"an IP address {field} must hold", is_ip),
+        "within": KeySpec(
+            'pool blocks every address must lie in: CIDRs "10.0.10.0/24" or ranges "10.0.10.5-10.0.10.20"',
+            _list_of(is_block),
+        ),
+        "nodeAddresses": KeySpec(
+            f"node IPs ({node_addresses_when}): every address must be one of them", _list_of(is_ip)
+        ),
+    }
+
+
+def expected_label(expect: Expectations) -> str:
+    """What the expectation asks for, in a problem's "expected" part when no address was seen."""
+    address = _str(expect, "address")
+    if address is not None:
+        return address
+    blocks = _str_list(expect, "within")
+    if blocks:
+        return f"assigned from {', '.join(blocks)}"
+    nodes = _str_list(expect, "nodeAddresses")
+    return f"assigned from the node addresses {', '.join(nodes)}" if nodes else "assigned"
+
+
+def address_problems(item: str, seen: Sequence[str], expect: Expectations) -> Iterable[Problem]:
+    """One problem per unmet expectation of the addresses ``seen`` (``item`` names them in the message)."""
+    address = _str(expect, "address")
+    if address is not None and not any(same_ip(address, ip) for ip in seen):
+        yield Problem(item, address, ", ".join(seen))
+    blocks = [block for text in _str_list(expect, "within") if (block := parse_address_block(text))]
+    if blocks:
+        wanted = f"within {', '.join(block.text for block in blocks)}"
+        for ip in seen:
+            if not any(block.contains(ip) for block in blocks):
+                yield Problem(item, wanted, f"{ip} (in none of them)")
+    nodes = _str_list(expect, "nodeAddresses")
+    if nodes:
+        wanted = f"one of the node addresses {', '.join(nodes)}"
+        for ip in seen:
+            if not any(same_ip(node, ip) for node in nodes):
+                yield Problem(item, wanted, f"{ip} (not a node address)")
+
 
 DSR_DISPATCH_LABELS = {"opt": "IP Option/Extension", "ipip": "IPIP", "geneve": "Geneve"}
 XDP_LABELS = {"native": "Native", "best-effort": "Best-Effort", "generic": "Generic", "disabled": "Disabled"}
@@ -1083,7 +1132,10 @@ CHECKS: dict[str, Check] = {
     )
 }
 
-# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes) and the upgrade gate build on
-# the machinery above; their modules add them to CHECKS when imported, which happens here.
+# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes), the upgrade gate, encryption,
+# Hubble and Gateway API build on the machinery above; their modules add them to CHECKS when imported, here.
+import verification.encryption  # noqa: E402
+import verification.gateway_api  # noqa: E402
+import verification.hubble  # noqa: E402
 import verification.load_balancer  # noqa: E402
 import verification.upgrade  # noqa: E402, F401

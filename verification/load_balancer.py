@@ -19,8 +19,6 @@ empty cell is found by where its neighbours start under the header.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,144 +38,29 @@ from verification.expectations import (
     _list_of,
     _str,
     _str_list,
+    address_keys,
+    address_problems,
+    expected_label,
 )
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# How much of a kubectl error (or other text that is not the object) a problem quotes.
-_QUOTED_CHARS = 300
-
-
-def _ip(text: str) -> IpAddress | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-
-
-def _network(text: str) -> IpNetwork | None:
-    """A CIDR (host bits clear) or a single address, which is its own /32 or /128."""
-    try:
-        return ipaddress.ip_network(text.strip())
-    except ValueError:
-        return None
-
-
-def _same_ip(text: str, other: str) -> bool:
-    a, b = _ip(text), _ip(other)
-    return a == b if a is not None and b is not None else text.strip() == other.strip()
-
-
-def _canonical_ip(text: str) -> str:
-    """``"FD00:10:0::1"`` -> ``"fd00:10::1"``; text that is no address stays as it is."""
-    parsed = _ip(text)
-    return str(parsed) if parsed is not None else text.strip()
-
-
-@dataclass(frozen=True)
-class AddressBlock:
-    """A CIDR ``"10.0.10.0/24"`` or a range ``"10.0.10.5-10.0.10.20"``, both ends included."""
-
-    text: str
-    version: int
-    first: int
-    last: int
-
-    def contains(self, address: str) -> bool:
-        parsed = _ip(address)
-        return parsed is not None and parsed.version == self.version and self.first <= int(parsed) <= self.last
-
-
-def parse_address_block(text: str) -> AddressBlock | None:
-    if "-" in text:
-        start, _, stop = text.partition("-")
-        first, last = _ip(start), _ip(stop)
-        if first is None or last is None or first.version != last.version or int(first) > int(last):
-            return None
-        return AddressBlock(text.strip(), first.version, int(first), int(last))
-    network = _network(text)
-    if network is None:
-        return None
-    return AddressBlock(text.strip(), network.version, int(network.network_address), int(network.broadcast_address))
-
-
-# --------------------------------------------------------------------------
-# Kubernetes objects printed by kubectl -o json
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NotFound:
-    """kubectl printed no object of the kind asked for: its text (an error), or why not."""
-
-    text: str
-
-
-def _quote(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _QUOTED_CHARS else flat[: _QUOTED_CHARS - 3] + "..."
-
-
-def _load_json(text: str) -> JsonValue | NotFound:
-    """The JSON document in ``text``; lines before its first ``{`` line (a kubectl warning) are skipped."""
-    stripped = text.strip()
-    if not stripped:
-        return NotFound("no output")
-    try:
-        loaded: JsonValue = json.loads(stripped)
-        return loaded
-    except json.JSONDecodeError:
-        pass
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("{"):
-            try:
-                later: JsonValue = json.loads("\n".join(lines[index:]))
-                return later
-            except json.JSONDecodeError:
-                break
-    return NotFound(_quote(text))
-
-
-def _object(value: JsonValue) -> dict[str, JsonValue]:
-    return value if isinstance(value, dict) else {}
-
-
-def _objects(value: JsonValue) -> list[dict[str, JsonValue]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _text(value: JsonValue) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: JsonValue) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def read_kube_object(text: str, kind: str) -> dict[str, JsonValue] | NotFound:
-    """The one object of ``kind`` kubectl printed (also the single item of a ``List``)."""
-    loaded = _load_json(text)
-    if isinstance(loaded, NotFound):
-        return loaded
-    document = _object(loaded)
-    items = _objects(document.get("items"))
-    if document.get("kind") == "List" and len(items) == 1:
-        document = items[0]
-    if document.get("kind") != kind:
-        seen = _text(document.get("kind")) if document else None
-        what = f"a {seen} object" if seen else "JSON that is no Kubernetes object"
-        return NotFound(f"{what} instead of a {kind}")
-    return document
-
-
-def _reference(metadata: Mapping[str, JsonValue]) -> str | None:
-    namespace, name = _text(metadata.get("namespace")), _text(metadata.get("name"))
-    if name is None:
-        return None
-    return f"{namespace}/{name}" if namespace else name
-
+from verification.kube_objects import (
+    Condition,
+    NotFound,
+    as_number,
+    as_object,
+    as_objects,
+    as_text,
+    canonical_ip,
+    condition_figures,
+    ip,
+    is_ip,
+    is_reference,
+    network,
+    parse_conditions,
+    quote,
+    read_kube_object,
+    reference,
+    same_ip,
+)
 
 # --------------------------------------------------------------------------
 # loadbalancer-address
@@ -187,18 +70,6 @@ def _reference(metadata: Mapping[str, JsonValue]) -> str | None:
 # (operator/pkg/lbipam/lbipam.go), io.cilium/lb-ipam-request-satisfied before the rename and in the docs.
 LB_IPAM_CONDITIONS = ("cilium.io/IPAMRequestSatisfied", "io.cilium/lb-ipam-request-satisfied")
 NODE_IPAM_CLASS = "io.cilium/node"
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str | None
-    reason: str | None
-    message: str | None
-
-    def describe(self) -> str:
-        text = f"{self.type} status {self.status or '?'}, reason {self.reason or '?'}"
-        return f"{text}: {self.message}" if self.message else text
 
 
 @dataclass(frozen=True)
@@ -219,51 +90,20 @@ def parse_service(text: str) -> LoadBalancerService | NotFound:
     document = read_kube_object(text, "Service")
     if isinstance(document, NotFound):
         return document
-    spec, status = _object(document.get("spec")), _object(document.get("status"))
-    ingress = _objects(_object(status.get("loadBalancer")).get("ingress"))
+    spec, status = as_object(document.get("spec")), as_object(document.get("status"))
+    ingress = as_objects(as_object(status.get("loadBalancer")).get("ingress"))
     return LoadBalancerService(
-        reference=_reference(_object(document.get("metadata"))),
-        service_type=_text(spec.get("type")),
-        load_balancer_class=_text(spec.get("loadBalancerClass")),
-        ingress=tuple(ip for entry in ingress if (ip := _text(entry.get("ip")))),
-        conditions=tuple(
-            Condition(
-                type=condition_type,
-                status=_text(condition.get("status")),
-                reason=_text(condition.get("reason")),
-                message=_text(condition.get("message")),
-            )
-            for condition in _objects(status.get("conditions"))
-            if (condition_type := _text(condition.get("type")))
-        ),
+        reference=reference(as_object(document.get("metadata"))),
+        service_type=as_text(spec.get("type")),
+        load_balancer_class=as_text(spec.get("loadBalancerClass")),
+        ingress=tuple(ip for entry in ingress if (ip := as_text(entry.get("ip")))),
+        conditions=parse_conditions(status),
     )
 
 
-def _is_reference(value: JsonValue) -> bool:
-    if not isinstance(value, str):
-        return False
-    namespace, slash, name = value.partition("/")
-    return bool(slash and namespace.strip() and name.strip() and "/" not in name)
-
-
-def _is_ip(value: JsonValue) -> bool:
-    return isinstance(value, str) and _ip(value) is not None
-
-
-def _is_block(value: JsonValue) -> bool:
-    return isinstance(value, str) and parse_address_block(value) is not None
-
-
 LOADBALANCER_ADDRESS_KEYS: dict[str, KeySpec] = {
-    "service": KeySpec('"namespace/name" of the Service (named in problems)', _is_reference),
-    "address": KeySpec("an IP address status.loadBalancer.ingress must hold", _is_ip),
-    "within": KeySpec(
-        'pool blocks every ingress address must lie in: CIDRs "10.0.10.0/24" or ranges "10.0.10.5-10.0.10.20"',
-        _list_of(_is_block),
-    ),
-    "nodeAddresses": KeySpec(
-        "node IPs (Cilium node IPAM): every ingress address must be one of them", _list_of(_is_ip)
-    ),
+    "service": KeySpec('"namespace/name" of the Service (named in problems)', is_reference),
+    **address_keys("status.loadBalancer.ingress", "Cilium node IPAM"),
 }
 
 
@@ -274,10 +114,7 @@ def _service_figures(service: LoadBalancerService | None) -> Figures:
         "ingress": list(service.ingress),
         "type": service.service_type,
         "loadBalancerClass": service.load_balancer_class,
-        "conditions": {
-            condition.type: {"status": condition.status, "reason": condition.reason, "message": condition.message}
-            for condition in service.conditions
-        },
+        "conditions": condition_figures(service.conditions),
     }
 
 
@@ -292,39 +129,6 @@ def _no_address_seen(service: LoadBalancerService) -> str:
     cls = service.load_balancer_class
     where = f"loadBalancerClass {cls}" if cls else "no loadBalancerClass"
     return f"{seen}; no LB-IPAM condition ({' or '.join(LB_IPAM_CONDITIONS)}) on the Service, {where}"
-
-
-def _expected_address_label(expect: Expectations) -> str:
-    address = _str(expect, "address")
-    if address is not None:
-        return address
-    blocks = _str_list(expect, "within")
-    if blocks:
-        return f"assigned from {', '.join(blocks)}"
-    nodes = _str_list(expect, "nodeAddresses")
-    if nodes:
-        return f"assigned from the node addresses {', '.join(nodes)}"
-    return "assigned"
-
-
-def _address_problems(service: LoadBalancerService, label: str, expect: Expectations) -> Iterable[Problem]:
-    item = f"service {label} LoadBalancer address"
-    ingress = service.ingress
-    address = _str(expect, "address")
-    if address is not None and not any(_same_ip(address, seen) for seen in ingress):
-        yield Problem(item, address, ", ".join(ingress))
-    blocks = [block for text in _str_list(expect, "within") if (block := parse_address_block(text))]
-    if blocks:
-        wanted = f"within {', '.join(block.text for block in blocks)}"
-        for seen in ingress:
-            if not any(block.contains(seen) for block in blocks):
-                yield Problem(item, wanted, f"{seen} (in none of them)")
-    nodes = _str_list(expect, "nodeAddresses")
-    if nodes:
-        wanted = f"one of the node addresses {', '.join(nodes)}"
-        for seen in ingress:
-            if not any(_same_ip(node, seen) for node in nodes):
-                yield Problem(item, wanted, f"{seen} (not a node address)")
 
 
 def evaluate_loadbalancer_address(text: str, expect: Expectations) -> Verdict:
@@ -345,10 +149,10 @@ def evaluate_loadbalancer_address(text: str, expect: Expectations) -> Verdict:
         return verdict
     if not parsed.ingress:
         verdict.add(
-            Problem(f"service {label} LoadBalancer address", _expected_address_label(expect), _no_address_seen(parsed))
+            Problem(f"service {label} LoadBalancer address", expected_label(expect), _no_address_seen(parsed))
         )
         return verdict
-    verdict.problems.extend(_address_problems(parsed, label, expect))
+    verdict.problems.extend(address_problems(f"service {label} LoadBalancer address", parsed.ingress, expect))
     return verdict
 
 
@@ -376,14 +180,14 @@ def parse_lease(text: str) -> Lease | NotFound:
     document = read_kube_object(text, "Lease")
     if isinstance(document, NotFound):
         return document
-    spec = _object(document.get("spec"))
+    spec = as_object(document.get("spec"))
     return Lease(
-        name=_text(_object(document.get("metadata")).get("name")),
-        holder=_text(spec.get("holderIdentity")) or None,
-        lease_duration_seconds=_number(spec.get("leaseDurationSeconds")),
-        lease_transitions=_number(spec.get("leaseTransitions")),
-        acquire_time=_text(spec.get("acquireTime")),
-        renew_time=_text(spec.get("renewTime")),
+        name=as_text(as_object(document.get("metadata")).get("name")),
+        holder=as_text(spec.get("holderIdentity")) or None,
+        lease_duration_seconds=as_number(spec.get("leaseDurationSeconds")),
+        lease_transitions=as_number(spec.get("leaseTransitions")),
+        acquire_time=as_text(spec.get("acquireTime")),
+        renew_time=as_text(spec.get("renewTime")),
     )
 
 
@@ -496,7 +300,7 @@ def _is_disabled(text: str) -> bool:
 
 
 def _first_line(text: str) -> str | None:
-    return next((_quote(line) for line in text.splitlines() if line.strip()), None)
+    return next((quote(line) for line in text.splitlines() if line.strip()), None)
 
 
 def _whole_number(text: str) -> int | None:
@@ -545,13 +349,13 @@ def split_peer_address(cell: str, has_port: bool = True) -> tuple[str, int | Non
     alone (``has_port=False``): then a cell that is an address as it stands has no port.
     """
     cell = cell.strip()
-    if not has_port and _ip(cell) is not None:
-        return _canonical_ip(cell), None
+    if not has_port and ip(cell) is not None:
+        return canonical_ip(cell), None
     host, colon, port = cell.rpartition(":")
     host = host.strip("[]")
-    if colon and port.isdigit() and _ip(host) is not None:
-        return _canonical_ip(host), int(port)
-    return _canonical_ip(cell), None
+    if colon and port.isdigit() and ip(host) is not None:
+        return canonical_ip(host), int(port)
+    return canonical_ip(cell), None
 
 
 def _family(row: Mapping[str, str]) -> tuple[str, tuple[int | None, int | None]] | None:
@@ -604,7 +408,7 @@ BGP_PEERS_KEYS: dict[str, KeySpec] = {
     "localASN": KeySpec("the Local AS every matched (or, without peers, every listed) session must have", _is_int),
     "peers": KeySpec(
         '[{"address": "<peer IP>", "asn": <peer AS>}]: each listed with that Peer AS and session established',
-        _list_of(_object_of({"address": _is_ip, "asn": _is_int})),
+        _list_of(_object_of({"address": is_ip, "asn": _is_int})),
     ),
 }
 
@@ -657,11 +461,11 @@ def _peer_problems(peer: BgpPeer, address: str, asn: int, local_asn: int | None)
 def _wanted_peers(expect: Expectations) -> list[tuple[str, int]]:
     wanted = expect.get("peers")
     return [
-        (_canonical_ip(address), asn)
+        (canonical_ip(address), asn)
         for item in (wanted if isinstance(wanted, list) else [])
         if isinstance(item, dict)
-        and (address := _text(item.get("address"))) is not None
-        and (asn := _number(item.get("asn"))) is not None
+        and (address := as_text(item.get("address"))) is not None
+        and (asn := as_number(item.get("asn"))) is not None
     ]
 
 
@@ -679,7 +483,7 @@ def evaluate_bgp_peers(text: str, expect: Expectations) -> Verdict:
     local_asn = _int(expect, "localASN")
     wanted = _wanted_peers(expect)
     for address, asn in wanted:
-        rows = [peer for peer in parsed.peers if _same_ip(peer.address, address)]
+        rows = [peer for peer in parsed.peers if same_ip(peer.address, address)]
         if not rows:
             verdict.add(Problem(f"BGP peer {address} (AS {asn})", "listed", _listed(parsed.peers)))
             continue
@@ -735,7 +539,7 @@ def parse_bgp_routes(text: str) -> BgpRoutes:
         BgpRoute(
             node=row.get("Node") or None,
             vrouter=row.get("VRouter", ""),
-            peer=_canonical_ip(row["Peer"]) if row.get("Peer") else None,
+            peer=canonical_ip(row["Peer"]) if row.get("Peer") else None,
             prefix=row.get("Prefix", ""),
             next_hop=row.get("NextHop", ""),
             age=row.get("Age") or None,
@@ -747,7 +551,7 @@ def parse_bgp_routes(text: str) -> BgpRoutes:
 
 
 def _is_prefix(value: JsonValue) -> bool:
-    return isinstance(value, str) and _network(value) is not None
+    return isinstance(value, str) and network(value) is not None
 
 
 BGP_ROUTES_KEYS: dict[str, KeySpec] = {
@@ -756,7 +560,7 @@ BGP_ROUTES_KEYS: dict[str, KeySpec] = {
     ),
     "peers": KeySpec(
         "peer addresses: each prefix must be advertised to each (without prefixes, something must be)",
-        _list_of(_is_ip),
+        _list_of(is_ip),
     ),
 }
 
@@ -775,7 +579,7 @@ def _route_figure(route: BgpRoute) -> JsonValue:
 
 
 def _same_prefix(text: str, other: str) -> bool:
-    a, b = _network(text), _network(other)
+    a, b = network(text), network(other)
     return a == b if a is not None and b is not None else text.strip() == other.strip()
 
 
@@ -792,7 +596,7 @@ def _prefix_problems(routes: Sequence[BgpRoute], prefix: str, peers: Sequence[st
             yield Problem(f"prefix {prefix}", "advertised", seen)
         return
     for peer in peers:
-        if any(route.peer is not None and _same_ip(route.peer, peer) for route in advertised):
+        if any(route.peer is not None and same_ip(route.peer, peer) for route in advertised):
             continue
         others = _peers_text(advertised)
         seen = f"advertised to {others} only" if others else "not advertised to any peer"
@@ -816,7 +620,7 @@ def evaluate_bgp_routes(text: str, expect: Expectations) -> Verdict:
             Problem("cilium-dbg bgp routes table", "with a 'VRouter ... Prefix  NextHop' header", parsed.first_line)
         )
         return verdict
-    peers = [_canonical_ip(peer) for peer in _str_list(expect, "peers")]
+    peers = [canonical_ip(peer) for peer in _str_list(expect, "peers")]
     if peers and not parsed.has_peer_column:
         verdict.add(
             Problem(
@@ -831,7 +635,7 @@ def evaluate_bgp_routes(text: str, expect: Expectations) -> Verdict:
         verdict.problems.extend(_prefix_problems(parsed.routes, prefix, peers))
     if not prefixes:
         for peer in peers:
-            if not any(route.peer is not None and _same_ip(route.peer, peer) for route in parsed.routes):
+            if not any(route.peer is not None and same_ip(route.peer, peer) for route in parsed.routes):
                 others = _peers_text(parsed.routes)
                 seen = f"none (routes go to {others} only)" if others else "none (the table is empty)"
                 verdict.add(Problem(f"routes advertised to peer {peer}", "at least one", seen))

@@ -6,11 +6,15 @@
 #   kernel=6.8.0-45-generic os=ubuntu-24.04 arch=x86_64 k3s=absent nic=eth0
 #   driver=virtio_net tso_max_size=65536 gso_max_size=65536 xdp_native=yes
 #   firewalld=inactive selinux=disabled skipped=bigTcp
+# (and, with transparent encryption, a last fact encryption=wireguard:ok or
+# encryption=ipsec:missing)
 # then, when something is wrong, one line per problem on stderr, each naming
 # the node, and exits 1. Every check runs before the script fails so that one
 # run shows everything that needs fixing on the host.
 #
-# Read-only, so running it again is always safe, except with
+# Read-only, so running it again is always safe (the WireGuard check adds a
+# throwaway link and deletes it again, also when the script is cut short;
+# the kernel may load a module on the way), except with
 # FIREWALL_OPEN=true: then the ports firewalld closes are opened (permanent
 # and runtime, idempotent: an open port stays open), but only when every
 # other check passed: a preflight that fails changes nothing on the host, as
@@ -36,7 +40,14 @@
 #                      depends on the NIC (bigTcp, xdp): skip = leave it off on
 #                      this node and say so (skipped=...), require = a problem
 #   XDP_DRIVERS        drivers with native XDP, separated by blanks
-#   SYSFS, OS_RELEASE, SYSTEMD_RUN_DIR   host paths (parameters for the tests)
+#   ENCRYPTION         transparent encryption between nodes: none, wireguard
+#                      or ipsec
+#   ENCRYPTION_MODULES the kernel modules (or built-ins) that mode needs:
+#                      wireguard, or esp4 xfrm_user
+#   ENCRYPTION_PROBLEM the problem when some are missing, after "node <name>: ";
+#                      @MISSING@ stands for the missing ones
+#   SYSFS, OS_RELEASE, SYSTEMD_RUN_DIR, MODULES_DIR   host paths (parameters
+#                      for the tests)
 set -euo pipefail
 # @params
 
@@ -48,6 +59,10 @@ set -euo pipefail
 : "${NIC_ADDRESS:=}"
 : "${NIC_FEATURES:=}"
 : "${XDP_DRIVERS:=}"
+: "${ENCRYPTION:=none}"
+: "${ENCRYPTION_MODULES:=}"
+: "${ENCRYPTION_PROBLEM:=}"
+: "${MODULES_DIR:=/lib/modules}"
 : "${SYSFS:=/sys}"
 : "${OS_RELEASE:=/etc/os-release}"
 : "${SYSTEMD_RUN_DIR:=/run/systemd/system}"
@@ -441,6 +456,99 @@ check_nic() {
   done <<<"$NIC_FEATURES"
 }
 
+# A module the kernel has or can load: loaded or built in with parameters
+# (/sys/module), loadable (modprobe dry run; built-ins pass too) or listed as
+# built in. Reads only.
+module_available() {
+  local name=$1
+  [[ -d $SYSFS/module/$name ]] && return 0
+  if command -v modprobe >/dev/null 2>&1 && modprobe -n -q "$name" >/dev/null 2>&1; then
+    return 0
+  fi
+  grep -q "/${name}\.ko\$" "$MODULES_DIR/$(uname -r)/modules.builtin" 2>/dev/null
+}
+
+# The interface the WireGuard check adds; nothing else is ever given this name.
+readonly WG_PROBE=k3scwgprobe
+wg_probe_added=0
+
+remove_wg_probe() {
+  if ((wg_probe_added)); then
+    ip link del dev "$WG_PROBE" >/dev/null 2>&1 || return 1
+    wg_probe_added=0
+  fi
+}
+
+on_exit() {
+  local status=$?
+  set +e
+  remove_wg_probe
+  exit "$status"
+}
+trap on_exit EXIT
+# A cut SSH session or a cancelled `pulumi up` removes the probe link too.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Can this kernel make a WireGuard link? Adding one is what the agent does, so
+# it also loads the module (or finds it built in) exactly as the agent would,
+# and fails where the module cannot load (e.g. an unsigned one under Secure
+# Boot). Without ip, what modprobe and sysfs say.
+kernel_has_wireguard() {
+  command -v ip >/dev/null 2>&1 || { module_available wireguard; return; }
+  # Left over by a run killed outright: ours, as its name says.
+  if ip link show dev "$WG_PROBE" >/dev/null 2>&1; then
+    wg_probe_added=1
+    remove_wg_probe || true
+  fi
+  # Set first: a signal arriving as ip returns must still find it to remove.
+  wg_probe_added=1
+  if ! ip link add dev "$WG_PROBE" type wireguard >/dev/null 2>&1; then
+    wg_probe_added=0
+    return 1
+  fi
+  if ! remove_wg_probe; then
+    problem "could not delete the WireGuard probe link ${WG_PROBE} it had added; delete it with" \
+      "'ip link del dev ${WG_PROBE}'"
+  fi
+  return 0
+}
+
+# The XFRM netlink interface Cilium programs IPsec through: asking for the
+# number of states loads xfrm_user and reads no key. Without ip, what modprobe
+# and sysfs say.
+kernel_has_xfrm_user() {
+  command -v ip >/dev/null 2>&1 || { module_available xfrm_user; return; }
+  ip xfrm state count >/dev/null 2>&1
+}
+
+encryption_fact=""
+check_encryption() {
+  local module list
+  local -a missing=()
+  [[ $ENCRYPTION != none ]] || return 0
+  for module in $ENCRYPTION_MODULES; do
+    case $module in
+      wireguard) kernel_has_wireguard || missing+=("$module") ;;
+      xfrm_user) kernel_has_xfrm_user || missing+=("$module") ;;
+      *) module_available "$module" || missing+=("$module") ;;
+    esac
+  done
+  if ((${#missing[@]} == 0)); then
+    encryption_fact="encryption=${ENCRYPTION}:ok"
+    return 0
+  fi
+  encryption_fact="encryption=${ENCRYPTION}:missing"
+  list=$(IFS=,; printf '%s' "${missing[*]}")
+  list=${list//,/, }
+  if [[ $ENCRYPTION_PROBLEM == *@MISSING@* ]]; then
+    problem "${ENCRYPTION_PROBLEM%%@MISSING@*}${list}${ENCRYPTION_PROBLEM#*@MISSING@}"
+  else
+    problem "${ENCRYPTION_PROBLEM:-the kernel lacks ${list}, needed by ${ENCRYPTION} encryption}"
+  fi
+}
+
 main() {
   local release arch os k3s_found selinux firewall nic line
   release=$(uname -r)
@@ -453,6 +561,7 @@ main() {
   check_systemd
   check_commands
   check_nic
+  check_encryption
   check_nm_cloud_setup
   selinux=$(selinux_state)
   check_selinux "$selinux"
@@ -475,8 +584,9 @@ main() {
   skipped_list=$(IFS=,; printf '%s' "${skipped[*]}")
 
   # Spaces would split a fact in two; none of these values should have any.
-  printf 'kernel=%s os=%s arch=%s k3s=%s %s firewalld=%s selinux=%s skipped=%s\n' "${release// /_}" "${os// /_}" \
-    "${arch// /_}" "${k3s_found// /_}" "$nic_facts" "$firewall" "${selinux:-unknown}" "${skipped_list:-none}"
+  printf 'kernel=%s os=%s arch=%s k3s=%s %s firewalld=%s selinux=%s skipped=%s%s\n' "${release// /_}" "${os// /_}" \
+    "${arch// /_}" "${k3s_found// /_}" "$nic_facts" "$firewall" "${selinux:-unknown}" "${skipped_list:-none}" \
+    "${encryption_fact:+ $encryption_fact}"
 
   if ((${#problems[@]})); then
     for line in "${problems[@]}"; do

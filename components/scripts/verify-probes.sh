@@ -15,7 +15,9 @@
 #                  clusterip           CLUSTER_IP:SERVICE_PORT
 #                  remote-pod          REMOTE_POD_IP:SERVICE_PORT (a smoke pod on another node)
 #                  loadbalancer        LB_ADDRESS:SERVICE_PORT (the LoadBalancer test Service)
+#                  gateway             GATEWAY_TARGET (the test Gateway's address and listener port)
 #   NODE_PORT, NODE_IP, CLUSTER_IP, SERVICE_PORT, REMOTE_POD_IP, LB_ADDRESS (empty: none was found)
+#   GATEWAY_TARGET  ip:port, [ipv6]:port for an IPv6 address (empty: the Gateway's address is unknown)
 #   ATTEMPTS, RETRY_DELAY_SECONDS, CONNECT_TIMEOUT_SECONDS, MAX_TIME_SECONDS
 #   PROGRESS_SECONDS  how often a probe being retried prints a progress line (stderr)
 set -euo pipefail
@@ -25,6 +27,7 @@ set -euo pipefail
 : "${NODE_IP:=}"
 : "${REMOTE_POD_IP:=}"
 : "${LB_ADDRESS:=}"
+: "${GATEWAY_TARGET:=}"
 : "${SERVICE_PORT:=80}"
 : "${ATTEMPTS:=10}"
 : "${RETRY_DELAY_SECONDS:=1}"
@@ -40,9 +43,10 @@ report_missing() {
   printf 'probe=%s target=none result=fail code=000 attempts=0 detail=%s\n' "$name" "$(field "$why")"
 }
 
+# probe <name> <target> [curl option...]
 probe() {
   progress_start "probe $1 ($2) to answer 2xx, at most $ATTEMPTS attempts"
-  probe_http "$1" "$2" "http://$2/" '2??'
+  probe_http "$1" "$2" "http://$2/" '2??' "${@:3}"
   progress_stop
 }
 
@@ -65,6 +69,14 @@ for name in $PROBES; do
         probe "$name" "$LB_ADDRESS:$SERVICE_PORT"
       else
         report_missing "$name" "LoadBalancer address unknown"
+      fi
+      ;;
+    gateway)
+      # --globoff: the brackets of an IPv6 target are the address, not a curl URL range.
+      if [[ -n $GATEWAY_TARGET ]]; then
+        probe "$name" "$GATEWAY_TARGET" --globoff
+      else
+        report_missing "$name" "Gateway address unknown"
       fi
       ;;
     *)

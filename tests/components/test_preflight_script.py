@@ -16,24 +16,44 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from components import k3s, scripts
-from stacks import preflight
+from stacks import encryption, preflight
 from stacks.config import StackConfig, parse
 from stacks.features import resolve
 from tests.shell import lint
 
-BASIC_TOOLS = ("bash", "awk", "grep", "cut", "head", "readlink", "cat", "sed", "tr", "env")
+BASIC_TOOLS = ("bash", "awk", "grep", "cut", "head", "readlink", "cat", "sed", "tr", "env", "rm")
 
 STUBS = {
     "uname": """case "$1" in -r) cat "$SANDBOX/kernel" ;; -m) echo x86_64 ;; esac""",
+    # Links other than eth0 are files in $SANDBOX/links; the kernel has a module where $SANDBOX/kmod/<name> exists.
     "ip": """
 case "$*" in
   "-o -4 addr show") cat "$SANDBOX/addrs" ;;
   "-4 route show default") echo "default via 10.0.2.254 dev eth0 proto static" ;;
   "-d -j link show dev "*) cat "$SANDBOX/link-${6}.json" 2>/dev/null || exit 1 ;;
+  "link show dev "*) [ -e "$SANDBOX/links/$4" ] || { echo "Device \"$4\" does not exist." >&2; exit 1; } ;;
+  "link add dev "*" type wireguard")
+    echo "ip $*" >>"$SANDBOX/calls"
+    [ -e "$SANDBOX/kmod/wireguard" ] || { echo "Error: Unknown device type." >&2; exit 2; }
+    [ -e "$SANDBOX/links/$4" ] && { echo "RTNETLINK answers: File exists" >&2; exit 2; }
+    : >"$SANDBOX/links/$4"
+    [ -e "$SANDBOX/kill-after-add" ] && kill -TERM "$PPID"
+    exit 0 ;;
+  "link del dev "*)
+    echo "ip $*" >>"$SANDBOX/calls"
+    [ -e "$SANDBOX/broken-link-del" ] && { echo "RTNETLINK answers: Operation not permitted" >&2; exit 2; }
+    rm "$SANDBOX/links/$4" 2>/dev/null || { echo "Cannot find device \"$4\"" >&2; exit 1; } ;;
+  "xfrm state count")
+    echo "ip $*" >>"$SANDBOX/calls"
+    [ -e "$SANDBOX/kmod/xfrm_user" ] || { echo "RTNETLINK answers: Protocol not supported" >&2; exit 2; }
+    echo "SAD count 0" ;;
   *) exit 2 ;;
 esac""",
+    "modprobe": """echo "modprobe $*" >>"$SANDBOX/calls"
+[ "$1 $2" = "-n -q" ] && [ -e "$SANDBOX/kmod/$3" ]""",
     "systemctl": """[ "$1" = is-enabled ] || exit 2
 if [ -e "$SANDBOX/enabled/$2" ]; then echo enabled; else echo disabled; exit 1; fi""",
     "getenforce": """cat "$SANDBOX/selinux" 2>/dev/null || echo Disabled""",
@@ -90,7 +110,8 @@ class FakeHost:
             (self.bin / tool).symlink_to(found)
         for name, body in STUBS.items():
             self.executable(name, body)
-        for path in ("enabled", "rpms", "fw", "sys/class/net/eth0", "run-systemd", "drivers/virtio_net"):
+        for path in ("enabled", "rpms", "fw", "sys/class/net/eth0", "sys/module", "run-systemd", "drivers/virtio_net",
+                     "links", "kmod", "lib-modules"):
             (root / path).mkdir(parents=True)
         self.kernel("6.8.0-45-generic")
         self.os_release(ID="ubuntu", VERSION_ID="24.04")
@@ -118,6 +139,11 @@ class FakeHost:
         target.symlink_to(self.root / "drivers" / driver)
         (self.root / "link-eth0.json").write_text(json.dumps([link], separators=(",", ":")))
 
+    def modules(self, *names: str) -> None:
+        """Kernel modules the host's kernel can load (what modprobe and the kernel's autoload find)."""
+        for name in names:
+            (self.root / "kmod" / name).touch()
+
     def install(self, *commands: str) -> None:
         for command in commands:
             self.executable(command, "exit 0")
@@ -130,6 +156,7 @@ class FakeHost:
             "SYSFS": str(self.root / "sys"),
             "OS_RELEASE": str(self.root / "os-release"),
             "SYSTEMD_RUN_DIR": str(self.root / "run-systemd"),
+            "MODULES_DIR": str(self.root / "lib-modules"),
             **overrides,
         }
         script = scripts.render("preflight", params)
@@ -164,10 +191,14 @@ def facts(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 def test_rendered_preflight_passes_lint(tmp_path: Path) -> None:
-    cfg = stack(tier="extreme", verify={"connectivityTest": True}, k3s={"openFirewall": True})
-    features = resolve(cfg)
-    for node in cfg.nodes:
-        lint(scripts.render("preflight", k3s.preflight_params(cfg, features, node)), tmp_path, f"pf-{node.name}.sh")
+    for mode in ("none", "wireguard", "ipsec"):
+        off = {} if mode == "none" else {"bigTcp": False}  # BIG TCP needs encryption off
+        cfg = stack(tier="extreme", verify={"connectivityTest": True}, k3s={"openFirewall": True},
+                    features={"encryption": mode, **off})
+        features = resolve(cfg)
+        for node in cfg.nodes:
+            lint(scripts.render("preflight", k3s.preflight_params(cfg, features, node)), tmp_path,
+                 f"pf-{mode}-{node.name}.sh")
 
 
 def test_a_clean_host_passes_and_reports_its_facts(host: FakeHost) -> None:
@@ -431,6 +462,158 @@ def test_plan_notes_say_which_nic_features_preflight_decides() -> None:
     assert "preflight leaves it off (and unverified) on other nodes" in notes["bigTcp"]
     forced = stack(tier="extreme", features={"bigTcp": True})
     assert "preflight fails" in preflight.plan_notes(forced, resolve(forced))["bigTcp"]
+
+
+# --- transparent encryption: what every node's kernel must provide ---------------------------
+
+
+def encrypted(mode: str, **extra: Any) -> StackConfig:
+    return stack(features={"encryption": mode}, **extra)
+
+
+PROBE_ADD = "ip link add dev k3scwgprobe type wireguard"
+PROBE_DEL = "ip link del dev k3scwgprobe"
+
+
+def probe_link_gone(host: FakeHost) -> bool:
+    return not any((host.root / "links").iterdir())
+
+
+def test_wireguard_host_passes_and_the_probe_link_is_deleted(host: FakeHost) -> None:
+    host.modules("wireguard")
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert result.returncode == 0, result.stderr
+    assert facts(result)["encryption"] == "wireguard:ok"
+    assert [call for call in host.calls() if call.startswith("ip link")] == [PROBE_ADD, PROBE_DEL]
+    assert probe_link_gone(host)
+
+
+@pytest.mark.parametrize("version", ["1.19.6", "1.16.19"])
+def test_a_node_without_wireguard_fails_naming_node_and_fix(host: FakeHost, version: str) -> None:
+    (host.root / "enabled/nm-cloud-setup.timer").touch()  # every check runs before failing
+    result = host.run(encrypted("wireguard", cilium={"version": version}), "agent-1")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    expected = encryption.wireguard_module_problem("agent-1", False, Version(version))
+    assert expected in lines, lines
+    assert expected.startswith("node agent-1: no WireGuard in the kernel") and "features.encryption: ipsec" in expected
+    assert any(line.startswith("node agent-1: nm-cloud-setup.timer enabled") for line in lines), lines
+    assert facts(result)["encryption"] == "wireguard:missing"
+    assert PROBE_DEL not in host.calls() and probe_link_gone(host)  # nothing was added
+
+
+def test_the_probe_link_is_deleted_when_the_run_is_cut_short(host: FakeHost) -> None:
+    host.modules("wireguard")
+    (host.root / "kill-after-add").touch()  # SIGTERM right after the link was added
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert result.returncode == 143
+    assert host.calls()[-1] == PROBE_DEL
+    assert probe_link_gone(host)
+
+
+def test_a_probe_link_that_will_not_go_is_a_problem(host: FakeHost) -> None:
+    host.modules("wireguard")
+    (host.root / "broken-link-del").touch()
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert result.returncode == 1
+    assert ("node agent-1: could not delete the WireGuard probe link k3scwgprobe it had added; delete it with "
+            "'ip link del dev k3scwgprobe'") in result.stderr.splitlines()
+
+
+def test_a_probe_link_left_by_a_killed_run_is_removed_first(host: FakeHost) -> None:
+    host.modules("wireguard")
+    (host.root / "links/k3scwgprobe").touch()
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert result.returncode == 0, result.stderr
+    assert [call for call in host.calls() if call.startswith("ip link")] == [PROBE_DEL, PROBE_ADD, PROBE_DEL]
+    assert probe_link_gone(host)
+
+
+@pytest.mark.parametrize("where", ["modprobe", "sysfs", "builtin", None])
+def test_without_ip_modprobe_and_sysfs_say_whether_wireguard_is_there(host: FakeHost, where: str | None) -> None:
+    (host.bin / "ip").unlink()
+    if where == "modprobe":
+        host.modules("wireguard")
+    elif where == "sysfs":
+        (host.root / "sys/module/wireguard").mkdir()
+    elif where == "builtin":
+        release = host.root / "lib-modules/6.8.0-45-generic"
+        release.mkdir()
+        (release / "modules.builtin").write_text("kernel/drivers/net/wireguard/wireguard.ko\n")
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert (result.returncode == 0) == (where is not None), result.stderr
+    assert not any(call.startswith("ip ") for call in host.calls())
+
+
+@pytest.mark.parametrize("where", ["modprobe", "sysfs", "builtin"])
+def test_ipsec_host_with_xfrm_and_esp4_passes(host: FakeHost, where: str) -> None:
+    host.modules("xfrm_user")
+    if where == "modprobe":
+        host.modules("esp4")
+    elif where == "sysfs":
+        (host.root / "sys/module/esp4").mkdir()
+    else:
+        release = host.root / "lib-modules/6.8.0-45-generic"
+        release.mkdir()
+        (release / "modules.builtin").write_text("kernel/net/ipv4/esp4_offload.ko\nkernel/net/ipv4/esp4.ko\n")
+    result = host.run(encrypted("ipsec"), "agent-1")
+    assert result.returncode == 0, result.stderr
+    assert facts(result)["encryption"] == "ipsec:ok"
+    assert "ip xfrm state count" in host.calls() and PROBE_ADD not in host.calls()
+
+
+@pytest.mark.parametrize(("present", "missing"), [
+    (("xfrm_user",), ["esp4"]),
+    (("esp4",), ["xfrm_user"]),
+    ((), ["esp4", "xfrm_user"]),
+])
+def test_ipsec_names_what_the_kernel_lacks(host: FakeHost, present: tuple[str, ...], missing: list[str]) -> None:
+    host.modules(*present)
+    release = host.root / "lib-modules/6.8.0-45-generic"
+    release.mkdir()
+    (release / "modules.builtin").write_text("kernel/net/ipv4/esp4_offload.ko\n")  # not esp4 itself
+    result = host.run(encrypted("ipsec"), "server-1")
+    assert result.returncode == 1
+    expected = encryption.ipsec_modules_problem("server-1", missing)
+    assert expected in result.stderr.splitlines(), result.stderr
+    assert f"(missing {', '.join(missing)})" in expected and "features.encryption: wireguard" in expected
+    assert facts(result)["encryption"] == "ipsec:missing"
+
+
+def test_no_encryption_probes_nothing_and_adds_no_fact(host: FakeHost) -> None:
+    result = host.run(stack(), "agent-1")
+    assert result.returncode == 0, result.stderr
+    assert "encryption" not in facts(result)
+    assert not any(call.startswith(("ip ", "modprobe")) for call in host.calls())
+
+
+def test_wireguard_port_joins_the_firewalld_check_and_esp_does_not(host: FakeHost) -> None:
+    fw = host.root / "fw"
+    (fw / "running").touch()
+    (fw / "public.ports").write_text("10250/tcp 4240/tcp 4244/tcp 8472/udp 6081/udp")
+    (fw / "trusted.sources").write_text("10.42.0.0/16\n10.43.0.0/16\n")
+    host.modules("wireguard", "xfrm_user", "esp4")
+    result = host.run(encrypted("wireguard"), "agent-1")
+    assert result.returncode == 1
+    assert "closes ports 51871/udp that K3s and Cilium need" in result.stderr
+    assert host.run(encrypted("ipsec"), "agent-1").returncode == 0, "ESP is no port"
+    assert host.run(encrypted("none"), "agent-1").returncode == 0
+
+
+def test_encryption_params() -> None:
+    wireguard, ipsec, none = encrypted("wireguard"), encrypted("ipsec"), stack()
+    server = wireguard.servers[0]
+    wg = preflight.params(wireguard, resolve(wireguard), server)
+    assert wg["ENCRYPTION"] == "wireguard" and wg["ENCRYPTION_MODULES"] == "wireguard"
+    assert "51871/udp" in wg["FIREWALL_PORTS"].split()
+    assert f"node server-1: {wg['ENCRYPTION_PROBLEM']}" == encryption.wireguard_module_problem(
+        "server-1", False, wireguard.cilium.parsed_version)
+    ip = preflight.params(ipsec, resolve(ipsec), server)
+    assert ip["ENCRYPTION"] == "ipsec" and ip["ENCRYPTION_MODULES"] == "esp4 xfrm_user"
+    assert "51871/udp" not in ip["FIREWALL_PORTS"].split()
+    assert ip["ENCRYPTION_PROBLEM"].startswith("no IPsec support in the kernel (missing @MISSING@);")
+    plain = preflight.params(none, resolve(none), server)
+    assert (plain["ENCRYPTION"], plain["ENCRYPTION_MODULES"], plain["ENCRYPTION_PROBLEM"]) == ("none", "", "")
 
 
 def test_environment_is_not_leaking_host_tools() -> None:

@@ -106,6 +106,8 @@ def test_every_verify_script_is_linted() -> None:
         "verify-node",
         "verify-kpr-node",
         "verify-object",
+        "verify-hubble-relay",
+        "verify-listening",
     }
 
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import os
 import re
-import shutil
-import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +21,15 @@ import yaml
 from stacks import airgap, cilium_values
 from stacks.config import TIERS, parse
 from stacks.features import resolve
+from tests.chart import ARCHIVES, render_chart
 
 ROOT = Path(__file__).resolve().parents[2]
-ARCHIVES = ROOT.parent / "shared" / "cilium-chart" / "archives"
 VERSIONS = sorted((p.name.removeprefix("cilium-").removesuffix(".tgz") for p in ARCHIVES.glob("cilium-*.tgz")),
                   key=lambda v: [int(x) for x in v.split(".")])
 REGISTRY = "registry.internal:5000/cilium"
 
 
-def helm() -> str:
-    """helm from PATH, else the one lab/toolchain.sh built; without either the test fails, naming the fix."""
-    cache = Path(os.environ.get("K3S_CILIUM_CACHE", Path.home() / ".cache" / "k3s-cilium"))
-    built = cache / "toolchain" / "bin" / "helm"
-    found = shutil.which("helm") or (str(built) if built.is_file() else None)
-    if found is None:
-        pytest.fail("no helm: build it with `lab/toolchain.sh build helm` (from its Go module)")
-    return found
-
-
-def images(manifests: str) -> set[str]:
+def images(documents: list[dict[str, Any]]) -> set[str]:
     found: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -58,8 +43,7 @@ def images(manifests: str) -> set[str]:
             for item in node:
                 walk(item)
 
-    for document in yaml.safe_load_all(manifests):
-        walk(document)
+    walk(documents)
     return found
 
 
@@ -92,19 +76,9 @@ def test_the_archives_are_verified_against_their_sums() -> None:
 
 @pytest.mark.parametrize("tier", TIERS)
 @pytest.mark.parametrize("version", VERSIONS)
-def test_values_render_with_the_real_chart_and_every_image_is_internal(version: str, tier: str,
-                                                                      tmp_path: Path) -> None:
-    binary = helm()
+def test_values_render_with_the_real_chart_and_every_image_is_internal(version: str, tier: str) -> None:
     cfg = airgap_config(version, tier, keep_digests=tier != "extreme")
-    values = cilium_values.render(cfg, resolve(cfg))
-    (tmp_path / "values.json").write_text(json.dumps(values))
-    result = subprocess.run(
-        [binary, "template", "cilium", str(ARCHIVES / f"cilium-{version}.tgz"), "--namespace", "kube-system",
-         "--kube-version", "1.33.3", "-f", str(tmp_path / "values.json")],
-        capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    deployed = images(result.stdout)
+    deployed = images(render_chart(version, cilium_values.render(cfg, resolve(cfg))))
     assert any("/cilium:" in i or "/cilium@" in i for i in deployed), deployed
     assert any("/operator-generic" in i for i in deployed), deployed
     assert any("/hubble-relay" in i for i in deployed), deployed
@@ -117,19 +91,6 @@ def test_values_render_with_the_real_chart_and_every_image_is_internal(version: 
 # --- every image a feature of the chart can deploy, switched on through cilium.values -----------------------
 
 MIRRORS = {host: {"endpoints": ["https://mirror.internal"]} for host in ("docker.io", "quay.io", "ghcr.io")}
-
-
-def template(version: str, values: dict[str, Any], tmp_path: Path) -> set[str]:
-    """The images `helm template` of the real chart deploys with these values."""
-    path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.json"
-    path.write_text(json.dumps(values))
-    result = subprocess.run(
-        [helm(), "template", "cilium", str(ARCHIVES / f"cilium-{version}.tgz"), "--namespace", "kube-system",
-         "--kube-version", "1.33.3", "-f", str(path)],
-        capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return images(result.stdout)
 
 
 def chart_has(version: str, member: str) -> bool:
@@ -190,7 +151,7 @@ def stack(version: str, values: dict[str, Any], cilium: dict[str, Any] | None = 
     return parse(raw)
 
 
-def deployed(version: str, values: dict[str, Any], tmp_path: Path, cilium: dict[str, Any] | None = None,
+def deployed(version: str, values: dict[str, Any], cilium: dict[str, Any] | None = None,
              registries: dict[str, Any] | None = None) -> set[str]:
     """The images of the stack's values, once as they are and once with the preflight check on (the chart
     renders the envoy DaemonSet only without it)."""
@@ -198,15 +159,14 @@ def deployed(version: str, values: dict[str, Any], tmp_path: Path, cilium: dict[
     for preflight in (False, True):
         cfg = stack(version, cilium_values.deep_merge(values, {"preflight": {"enabled": preflight}}), cilium,
                     registries)
-        found |= template(version, cilium_values.render(cfg, resolve(cfg)), tmp_path)
+        found |= images(render_chart(version, cilium_values.render(cfg, resolve(cfg))))
     return found
 
 
 @functools.cache
 def upstream_images(version: str) -> frozenset[str]:
     """What the chart deploys from upstream with every part switched on (no imageRegistry)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        return frozenset(deployed(version, switched_on(version), Path(scratch)))
+    return frozenset(deployed(version, switched_on(version)))
 
 
 def in_registry(upstream: str, keep_digests: bool) -> str:
@@ -217,15 +177,14 @@ def in_registry(upstream: str, keep_digests: bool) -> str:
 
 @pytest.mark.parametrize("keep_digests", [True, False], ids=["chart-digests", "by-tag"])
 @pytest.mark.parametrize("version", VERSIONS)
-def test_every_image_a_switched_on_feature_deploys_comes_from_the_registry(version: str, keep_digests: bool,
-                                                                           tmp_path: Path) -> None:
+def test_every_image_a_switched_on_feature_deploys_comes_from_the_registry(version: str, keep_digests: bool) -> None:
     """Each image the chart deploys upstream is deployed from the registry, same name, same tag, and the chart's
     digest or none: clustermesh etcd (1.13/1.14), kvstoremesh (1.14), preflight envoy (1.18+), the
     cilium-etcd-operator, SPIRE and ztunnel included, and 1.13's tags that carry their digest."""
     values = switched_on(version)
     upstream = upstream_images(version)
     # Managed etcd's operator starts images of its own: their registries are mirrored.
-    internal = deployed(version, values, tmp_path,
+    internal = deployed(version, values,
                         {"imageRegistry": REGISTRY, "keepChartDigests": keep_digests}, {"mirrors": MIRRORS})
     assert internal == {in_registry(image, keep_digests) for image in upstream}
     if not keep_digests:
@@ -260,11 +219,11 @@ def valid_reference(image: str) -> bool:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_a_pinned_digest_replaces_the_charts_in_one_valid_reference(version: str, tmp_path: Path) -> None:
+def test_a_pinned_digest_replaces_the_charts_in_one_valid_reference(version: str) -> None:
     """A digest pinned for every image mapping the chart has: every reference carries that one digest."""
     names = sorted({name for path, name in PINNABLE.items() if isinstance(chart_value(version, *path), dict)})
     pins = {name: "sha256:" + hashlib.sha256(name.encode()).hexdigest() for name in names}
-    internal = deployed(version, switched_on(version), tmp_path,
+    internal = deployed(version, switched_on(version),
                         {"imageRegistry": REGISTRY, "images": {name: {"digest": pin} for name, pin in pins.items()}},
                         {"mirrors": MIRRORS})
     assert {name_of(image) for image in internal} == {name_of(image) for image in upstream_images(version)}
@@ -273,13 +232,13 @@ def test_a_pinned_digest_replaces_the_charts_in_one_valid_reference(version: str
         assert image.partition("@")[2] in pins.values(), image
 
 
-def test_1_13_pins_for_certgen_and_hubble_ui_are_valid_references(tmp_path: Path) -> None:
+def test_1_13_pins_for_certgen_and_hubble_ui_are_valid_references() -> None:
     """The 1.13 chart carries certgen's and hubble-ui's digests inside `tag`: a pinned digest replaces that one
     (not `...:v0.1.11@sha256:<chart>@sha256:<pin>`)."""
     version = next(v for v in VERSIONS if v.startswith("1.13."))
     pins = {name: "sha256:" + hashlib.sha256(name.encode()).hexdigest()
             for name in ("certgen", "hubbleUi", "hubbleUiBackend")}
-    internal = deployed(version, {"hubble": {"ui": {"enabled": True}}}, tmp_path,
+    internal = deployed(version, {"hubble": {"ui": {"enabled": True}}},
                         {"imageRegistry": REGISTRY, "images": {name: {"digest": pin} for name, pin in pins.items()}})
     by_name = {name_of(image): image for image in internal}
     for name, key in (("certgen", "certgen"), ("hubble-ui", "hubbleUi"), ("hubble-ui-backend", "hubbleUiBackend")):
@@ -287,7 +246,7 @@ def test_1_13_pins_for_certgen_and_hubble_ui_are_valid_references(tmp_path: Path
         assert by_name[name].startswith(f"{REGISTRY}/{name}") and by_name[name].endswith("@" + pins[key])
 
 
-def test_spire_on_the_1_14_chart_runs_only_the_images_the_stack_names(tmp_path: Path) -> None:
+def test_spire_on_the_1_14_chart_runs_only_the_images_the_stack_names() -> None:
     """The 1.14 chart gives SPIRE's images as strings and its init image in the templates: the stack is
     accepted once the strings name the registry and docker.io is mirrored, and then nothing else is upstream."""
     version = next(v for v in VERSIONS if v.startswith("1.14."))
@@ -296,7 +255,7 @@ def test_spire_on_the_1_14_chart_runs_only_the_images_the_stack_names(tmp_path: 
     strings = {part: f"{REGISTRY}/{spire[part]['image'].rsplit('/', 1)[1]}" for part in ("agent", "server")}
     values = {"authentication": {"mutual": {"spire": {
         "enabled": True, "install": {part: {"image": image} for part, image in strings.items()}}}}}
-    found = deployed(version, values, tmp_path, {"imageRegistry": REGISTRY}, {"mirrors": MIRRORS})
+    found = deployed(version, values, {"imageRegistry": REGISTRY}, {"mirrors": MIRRORS})
     assert set(strings.values()) <= found
     outside = {image for image in found if not image.startswith(REGISTRY + "/")}
     assert outside and all(image.startswith("docker.io/library/busybox:") for image in outside), outside

@@ -1,17 +1,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import jsonschema
 import pytest
-import yaml
 
 from stacks import cilium_values
 from stacks.config import ConfigError, parse
 from stacks.features import TIER_FEATURES, resolve
-from tests.chart import CHARTS, chart_dirs, known_paths, schema, unknown_paths
-from tests.stacks.test_airgap_chart import ARCHIVES, helm
+from tests.chart import CHARTS, chart_dirs, known_paths, render_chart, schema, unknown_paths
 
 CHARTED = chart_dirs()
 PATCH = {
@@ -185,19 +182,13 @@ def test_upgrade_compatibility_must_be_a_minor_not_newer_than_the_running_one(ra
     assert "k3s-cilium:cilium" in str(error.value) and "first installed with" in str(error.value)
 
 
-def test_the_real_chart_keeps_a_1_15_clusters_envoy_inside_the_agent(raw, tmp_path):
+def test_the_real_chart_keeps_a_1_15_clusters_envoy_inside_the_agent(raw):
     """The 1.19 chart's _helpers.tpl: Envoy runs as its own DaemonSet by default only when
     upgradeCompatibility (default "1.16") is 1.16 or later, so a cluster first installed with 1.15 keeps it
     in the agent through the upgrade."""
     def envoy_daemonset(values):
-        path = tmp_path / "values.json"
-        path.write_text(json.dumps(values))
-        result = subprocess.run(
-            [helm(), "template", "cilium", str(ARCHIVES / "cilium-1.19.6.tgz"), "--namespace", "kube-system",
-             "--kube-version", "1.33.3", "-f", str(path)], capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-        return any(d and d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cilium-envoy"
-                   for d in yaml.safe_load_all(result.stdout))
+        return any(d["kind"] == "DaemonSet" and d["metadata"]["name"] == "cilium-envoy"
+                   for d in render_chart("1.19.6", values))
 
     assert envoy_daemonset(values_for(raw, "kpr", "1.19.6"))
     cfg = parse(dict(raw, cilium={"version": "1.19.6", "upgradeCompatibility": "1.15"}))

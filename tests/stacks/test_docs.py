@@ -162,7 +162,7 @@ def _flow(value: Any) -> str:
     return str(value)
 
 
-@pytest.mark.parametrize("section", ["ssh", "k3s", "cilium", "verify"])
+@pytest.mark.parametrize("section", ["ssh", "k3s", "cilium", "verify", "encryption", "hubble"])
 def test_pulumi_yaml_section_descriptions_match_the_model(section):
     """Pulumi.yaml's one-line summaries name every key of the section, with the model's defaults."""
     model = StackConfig.model_fields[section].default_factory()  # type: ignore[misc,call-arg]

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +24,7 @@ import yaml
 from stacks import cilium_values, load_balancer, plan, stackfile
 from stacks.config import ConfigError, StackConfig, parse
 from stacks.features import resolve
-from tests.chart import chart_dirs, unknown_paths
-from tests.stacks.test_airgap_chart import ARCHIVES, helm
+from tests.chart import chart_dirs, config_map, render_chart, unknown_paths
 
 NODES = [
     {"name": "server-1", "host": "192.168.56.10", "role": "server"},
@@ -253,26 +250,15 @@ def test_rendered_values_exist_in_every_chart_that_has_the_mode(mode, minor):
     assert unknown_paths(cilium_values.render(config, resolve(config)), chart) == []
 
 
-def cilium_config(version: str, config: StackConfig, tmp_path: Path) -> dict[str, str]:
-    values = tmp_path / "values.json"
-    values.write_text(json.dumps(cilium_values.render(config, resolve(config))))
-    result = subprocess.run(
-        [helm(), "template", "cilium", str(ARCHIVES / f"cilium-{version}.tgz"), "--namespace", "kube-system",
-         "--kube-version", "1.33.3", "-f", str(values)],
-        capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for document in yaml.safe_load_all(result.stdout):
-        if document and document.get("kind") == "ConfigMap" and document["metadata"]["name"] == "cilium-config":
-            return dict(document["data"])
-    raise AssertionError("no cilium-config ConfigMap rendered")
+def cilium_config(version: str, config: StackConfig) -> dict[str, str]:
+    return config_map(render_chart(version, cilium_values.render(config, resolve(config))))
 
 
 @pytest.mark.parametrize("version", ["1.14.19", "1.16.19", "1.19.6"])
-def test_the_real_chart_turns_l2_announcements_on_with_the_sized_rate_limit(version, tmp_path):
+def test_the_real_chart_turns_l2_announcements_on_with_the_sized_rate_limit(version):
     lb = with_l2(l2={"interfaces": ["^eth0$"], "expectedServices": 65, "leaseRenewDeadline": "2s",
                      "leaseRetryPeriod": "1s", "leaseDuration": "6s"})
-    data = cilium_config(version, cfg(lb, version), tmp_path)
+    data = cilium_config(version, cfg(lb, version))
     assert data["enable-l2-announcements"] == "true"
     assert data["l2-announcements-renew-deadline"] == "2s"
     # 65 services / 2 s = 32.5 QPS (the docs' example), rounded up; burst twice that.
@@ -281,9 +267,9 @@ def test_the_real_chart_turns_l2_announcements_on_with_the_sized_rate_limit(vers
 
 
 @pytest.mark.parametrize("version", ["1.16.19", "1.19.6"])
-def test_the_real_chart_turns_on_bgp_or_node_ipam(version, tmp_path):
-    assert cilium_config(version, cfg(BGP, version), tmp_path)["enable-bgp-control-plane"] == "true"
-    node_ipam = cilium_config(version, cfg(NODEIPAM, version), tmp_path)
+def test_the_real_chart_turns_on_bgp_or_node_ipam(version):
+    assert cilium_config(version, cfg(BGP, version))["enable-bgp-control-plane"] == "true"
+    node_ipam = cilium_config(version, cfg(NODEIPAM, version))
     assert node_ipam["enable-node-ipam"] == "true"
     assert node_ipam.get("enable-l2-announcements", "false") == "false"
 

@@ -135,3 +135,42 @@ def test_the_plan_shows_the_closed_fallback_to_the_public_registries(tmp_path):
     document = json.loads(run_plan(str(stack_file), "--json").stdout)
     assert [n["k3sConfig"]["disable-default-registry-endpoint"] for n in document["nodes"]] == [True, True]
     assert document["airgap"]["defaultEndpointFallback"] is False
+
+
+NODES_YAML = (
+    "  k3s-cilium:nodes:\n"
+    "    - {name: server-1, host: 10.0.0.1, role: server}\n"
+    "    - {name: agent-1, host: 10.0.0.2, role: agent}\n"
+)
+
+
+def test_the_plan_says_whether_the_ipsec_key_is_set_and_never_what_it_is(tmp_path):
+    base = "config:\n" + NODES_YAML + "  k3s-cilium:features: {encryption: ipsec}\n"
+    without = tmp_path / "Pulumi.without.yaml"
+    without.write_text(base)
+    assert "secret ipsecKey (missing) -> Secret kube-system/cilium-ipsec-keys" in run_plan(str(without)).stdout
+    with_key = tmp_path / "Pulumi.with.yaml"
+    with_key.write_text(base + "  k3s-cilium:ipsecKey:\n    secure: v1:c2VjcmV0LWJ5dGVz\n")
+    text = run_plan(str(with_key)).stdout
+    assert "secret ipsecKey (set) -> Secret kube-system/cilium-ipsec-keys" in text
+    assert "c2VjcmV0LWJ5dGVz" not in text
+    assert "encryption-status on agent-1" in text
+
+
+def test_the_plan_shows_hubble_and_gateway_api_with_what_they_need(tmp_path):
+    stack_file = tmp_path / "Pulumi.gw.yaml"
+    stack_file.write_text(
+        "config:\n" + NODES_YAML
+        + "  k3s-cilium:features: {hubble: true, gatewayApi: true}\n"
+        "  k3s-cilium:hubble: {ui: true}\n"
+        "  k3s-cilium:gatewayApi: {hostNetwork: true, crds: {sha256: '" + "c" * 64 + "'}}\n"
+    )
+    result = run_plan(str(stack_file))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "hubble: relay on, UI on" in text and "deployment kube-system/hubble-ui" in text
+    assert "gateway api / ingress: Gateway API on (host network)" in text
+    assert "  needs Envoy (l7Proxy: true; the cilium-envoy DaemonSet (chart default))" in text
+    assert "CRDs: Gateway API v1.4.1 (standard) from https://github.com/kubernetes-sigs/gateway-api/releases/" in text
+    for check in ("hubble-server on agent-1", "hubble-relay", "hubble-ui", "gatewayclass-accepted", "gateway-address"):
+        assert check in text, check

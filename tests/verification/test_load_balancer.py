@@ -6,22 +6,20 @@ from); every expected value below is read off those files.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.verification.cli import prefix
 from verification.__main__ import main
 from verification.expectations import CHECKS
+from verification.kube_objects import NotFound, parse_address_block
 from verification.load_balancer import (
     BgpPeer,
-    NotFound,
-    parse_address_block,
     parse_bgp_peers,
     parse_bgp_routes,
     parse_lease,
@@ -31,7 +29,6 @@ from verification.load_balancer import (
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "lb"
-NODE = "agent-1"
 SMOKE = "k3s-cilium-verify/smoke-lb"
 RED = "example/service-red"
 
@@ -42,45 +39,6 @@ def fixture(name: str) -> str:
 
 def fixture_json(name: str) -> Any:
     return json.loads(fixture(name))
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    document: dict[str, Any] | None
-    stderr: list[str]
-
-    @property
-    def problems(self) -> list[str]:
-        assert self.document is not None
-        problems: list[str] = self.document["problems"]
-        return problems
-
-    @property
-    def figures(self) -> dict[str, Any]:
-        assert self.document is not None
-        figures: dict[str, Any] = self.document["figures"]
-        return figures
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    """``cli(check, stdin, expect)``: ``verification.__main__.main`` with ``stdin`` as its standard input."""
-
-    def run(check: str, stdin: str, expect: dict[str, Any] | str | None = None) -> Run:
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
-        args = [check, "--node", NODE]
-        if expect is not None:
-            args += ["--expect", expect if isinstance(expect, str) else json.dumps(expect)]
-        code = main(args)
-        out, err = capsys.readouterr()
-        return Run(code, json.loads(out) if out else None, err.splitlines())
-
-    return run
-
-
-def prefix(check: str) -> str:
-    return f"node {NODE}: check {check}: "
 
 
 # --------------------------------------------------------------------------
