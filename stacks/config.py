@@ -245,6 +245,14 @@ class K3sUpgrade(ConfigModel):
     drain: Drain = Field(default_factory=lambda: Drain(), description="How each node is drained before its upgrade.")
 
 
+class CiliumUpgrade(ConfigModel):
+    latest_patch_first: bool = Field(
+        True,
+        description="Refuse a move to the next Cilium minor from an older patch of the current one than the newest "
+        "this program knows (Cilium's upgrade guide: latest patch first).",
+    )
+
+
 class K3s(ConfigModel):
     version: str = Field(
         "v1.33.3+k3s1", description="Pinned K3s release (`vX.Y.Z+k3sN`); the install script downloads exactly this."
@@ -311,6 +319,9 @@ class Cilium(ConfigModel):
         None,
         description="The Cilium minor (`1.X`) this cluster was first installed with: keeps the chart's "
         "version-dependent defaults of that release through upgrades (chart `upgradeCompatibility`).",
+    )
+    upgrade: CiliumUpgrade = Field(
+        default_factory=lambda: CiliumUpgrade(), description="How a Cilium version change may go (README \"Upgrades\")."
     )
     values: dict[str, Any] = Field(
         default_factory=dict, description="Raw Helm values deep-merged over the rendered ones, last."

@@ -37,6 +37,22 @@ TESTED_KUBERNETES: dict[str, tuple[str, str]] = {
     "1.19": ("1.32", "1.35"),
     "1.20": ("1.33", "1.36"),
 }
+# The newest patch of each minor this program knows: the packaged charts it is tested against
+# (../shared/cilium-chart/archives). Cilium's upgrade guide ("Upgrade to the latest patch release of your current
+# minor before moving to the next minor", docs: operations/upgrade): the gate refuses a minor step from an older patch
+# (cilium.upgrade.latestPatchFirst). A newer patch may exist upstream: raise cilium.version to it, the gate only
+# asks for at least this one.
+LATEST_PATCH: dict[str, str] = {
+    "1.13": "1.13.18",
+    "1.14": "1.14.19",
+    "1.15": "1.15.19",
+    "1.16": "1.16.19",
+    "1.17": "1.17.18",
+    "1.18": "1.18.12",
+    "1.19": "1.19.6",
+    "1.20": "1.20.0",
+}
+
 _K3S = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$")
 
 
@@ -65,12 +81,15 @@ def is_tested(cfg: StackConfig) -> bool:
 def gate_expect(cfg: StackConfig) -> dict[str, Any]:
     """The ``--expect`` of the upgrade gate: the target versions and what the rules need, known offline."""
     low, high = tested(cfg)
-    return {
+    expect: dict[str, Any] = {
         "k3sVersion": cfg.k3s.version,
         "ciliumVersion": cfg.cilium.version,
         "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
         "testedKubernetes": [low, high],
     }
+    if cfg.cilium.upgrade.latest_patch_first:
+        expect["latestPatches"] = sorted(LATEST_PATCH.values(), key=Version)
+    return expect
 
 
 def plan(cfg: StackConfig) -> dict[str, Any]:
@@ -87,7 +106,8 @@ def plan(cfg: StackConfig) -> dict[str, Any]:
         "rules": [
             "K3s: one Kubernetes minor per `pulumi up`"
             + ("" if cfg.k3s.upgrade.allow_downgrade else ", never down (k3s.upgrade.allowDowngrade)"),
-            "Cilium: one minor per `pulumi up`, forward or back",
+            "Cilium: one minor per `pulumi up`, forward or back"
+            + (", forward only from the newest known patch" if cfg.cilium.upgrade.latest_patch_first else ""),
             f"a version change needs Kubernetes {low}-{high}, the minors Cilium {cilium_minor(cfg.cilium.version)} "
             "is tested with",
         ],

@@ -4,9 +4,11 @@ stdin: what ``upgrade-gate.sh`` printed on the first server (``cluster=absent``,
 ``cluster=unreadable detail=...``, or ``node=<name> kubelet=<version>`` lines and
 ``cilium=<agent image>``). ``--expect`` keys: ``k3sVersion`` and ``ciliumVersion``
 (the targets), ``allowDowngrade``, ``testedKubernetes`` ([low, high] Kubernetes
-minors the target Cilium minor is tested with). The rules (``stacks/upgrade.py``
-cites them): K3s one Kubernetes minor up per run and never down without
-``allowDowngrade``; Cilium one minor per run, either way; on any version change
+minors the target Cilium minor is tested with), ``latestPatches`` (the newest
+known patch of each minor). The rules (``stacks/upgrade.py`` cites them): K3s
+one Kubernetes minor up per run and never down without ``allowDowngrade``;
+Cilium one minor per run, either way, and up only from the newest patch of
+its minor that ``latestPatches`` names; on any version change
 the Kubernetes minor within ``testedKubernetes``. A first install (nothing
 runs) passes; a cluster whose API does not answer fails, since what runs is
 unknown. Figures: fresh, nodes ({node: version}), cilium, changes.
@@ -112,13 +114,31 @@ def _k3s_problems(nodes: dict[str, str], target: str, allow_downgrade: bool) -> 
     return problems
 
 
-def _cilium_problems(image: str | None, target: str) -> list[Problem]:
+def _latest_patch_problem(running: tuple[int, int, int], target: str, latest: list[str]) -> Problem | None:
+    """A step to the next minor from an older patch than the newest known of the running minor."""
+    newest = next((found for text in latest if (found := cilium_version(text)) and found[:2] == running[:2]), None)
+    if newest is None or running >= newest:
+        return None
+    current, goal = ".".join(map(str, running)), ".".join(map(str, newest))
+    return Problem(
+        f"Cilium {current}",
+        f"at the newest {running[0]}.{running[1]} patch ({goal}) before the next minor",
+        f"cilium.version {target}",
+        f"set cilium.version to {goal} and run pulumi up, then go on to {target} "
+        "(or cilium.upgrade.latestPatchFirst: false)",
+    )
+
+
+def _cilium_problems(image: str | None, target: str, latest: list[str]) -> list[Problem]:
     if not image or image == "absent":
         return []
     running, wanted = cilium_version(image), cilium_version(target)
     if running is None or wanted is None:
         return [Problem("Cilium's agent image", "a readable version", image)]
     distance = wanted[1] - running[1] if wanted[0] == running[0] else 99
+    if distance == 1:
+        problem = _latest_patch_problem(running, target, latest)
+        return [problem] if problem else []
     if abs(distance) <= 1:
         return []
     step = f"{running[0]}.{running[1] + (1 if distance > 0 else -1)}"
@@ -175,7 +195,7 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
     verdict.figures["changes"] = changes
     for problem in _k3s_problems(nodes, target_k3s, bool(_bool(expect, "allowDowngrade"))):
         verdict.add(problem)
-    for problem in _cilium_problems(cilium, target_cilium):
+    for problem in _cilium_problems(cilium, target_cilium, _str_list(expect, "latestPatches")):
         verdict.add(problem)
     if changes["k3s"] or changes["cilium"]:
         tested = _tested_problem(target_k3s, target_cilium, _str_list(expect, "testedKubernetes"))
@@ -189,6 +209,9 @@ UPGRADE_GATE_KEYS = {
     "ciliumVersion": KeySpec("target Cilium release", _is_str),
     "allowDowngrade": KeySpec("whether K3s may go to an older release", _is_bool),
     "testedKubernetes": KeySpec("[low, high] Kubernetes minors the target Cilium is tested with", _list_of(_is_str)),
+    "latestPatches": KeySpec(
+        "the newest known patch of each Cilium minor: a step to the next minor must start from it", _list_of(_is_str)
+    ),
 }
 UPGRADE_GATE = Check(
     "upgrade-gate",

@@ -43,12 +43,13 @@ def test_no_k3s_yet_is_a_first_install(tmp_path):
 
 
 def test_what_runs_is_read_and_one_minor_up_passes(tmp_path):
+    # From the newest 1.18 patch (cilium.upgrade.latestPatchFirst, on by default).
     read = gate(tmp_path, FAKE_NODES="node=server-1 kubelet=v1.32.7+k3s1\\n",
-                FAKE_IMAGE="quay.io/cilium/cilium:v1.18.4@sha256:" + "a" * 64)
+                FAKE_IMAGE="quay.io/cilium/cilium:v1.18.12@sha256:" + "a" * 64)
     assert read.returncode == 0, read.stderr
     assert read.stdout.splitlines() == [
         "node=server-1 kubelet=v1.32.7+k3s1",
-        "cilium=quay.io/cilium/cilium:v1.18.4@sha256:" + "a" * 64,
+        "cilium=quay.io/cilium/cilium:v1.18.12@sha256:" + "a" * 64,
     ]
     verdict = assert_cli(check(), read.stdout)
     assert verdict.returncode == 0, verdict.stderr

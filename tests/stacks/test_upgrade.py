@@ -7,9 +7,11 @@ Cilium 1.13: 1.16-1.26, 1.17: 1.29-1.32, 1.19: 1.32-1.35, 1.20: 1.33-1.36.
 from __future__ import annotations
 
 import pytest
+from packaging.version import Version
 
 from stacks import plan, stackfile, upgrade
 from stacks.config import parse
+from tests.chart import ARCHIVES
 
 NODES = [{"name": "server-1", "host": "10.0.0.10", "role": "server"}]
 
@@ -36,12 +38,18 @@ def test_a_pair_outside_the_table_shows_as_not_tested_in_the_plan():
 
 def test_the_gate_gets_the_targets_and_the_tested_range():
     cfg = parse({"nodes": NODES, "k3s": {"version": "v1.34.1+k3s1", "upgrade": {"allowDowngrade": True}}})
+    # The newest patch of each minor: the official charts this program is tested against.
+    packaged = sorted((p.name.removeprefix("cilium-").removesuffix(".tgz") for p in ARCHIVES.glob("cilium-*.tgz")),
+                      key=Version)
     assert upgrade.gate_expect(cfg) == {
         "k3sVersion": "v1.34.1+k3s1",
         "ciliumVersion": "1.19.6",
         "allowDowngrade": True,
         "testedKubernetes": ["1.32", "1.35"],
+        "latestPatches": packaged,
     }
+    relaxed = parse({"nodes": NODES, "cilium": {"upgrade": {"latestPatchFirst": False}}})
+    assert "latestPatches" not in upgrade.gate_expect(relaxed)
 
 
 def test_the_plan_shows_the_order_a_k3s_version_change_takes():

@@ -101,3 +101,34 @@ def test_an_api_that_does_not_answer_stops_the_change(monkeypatch, capsys):
     assert code == 1
     assert "saw The connection to the server 127.0.0.1:6443 was refused" in err
     assert "systemctl status k3s" in err
+
+
+# The newest patches the program knows (the packaged charts in ../shared/cilium-chart/archives).
+LATEST = ["1.17.18", "1.18.12", "1.19.6"]
+
+
+def test_the_next_minor_is_refused_from_an_older_patch_than_the_newest_known(monkeypatch, capsys):
+    # RUNNING has 1.18.4; the newest 1.18 is 1.18.12.
+    code, _, err = gate(RUNNING, monkeypatch, capsys, latestPatches=LATEST)
+    assert code == 1
+    assert ("expected Cilium 1.18.4 at the newest 1.18 patch (1.18.12) before the next minor, "
+            "saw cilium.version 1.19.6") in err
+    assert "set cilium.version to 1.18.12 and run pulumi up, then go on to 1.19.6" in err
+
+
+def test_from_the_newest_patch_or_newer_to_a_patch_of_the_same_minor_or_back_passes(monkeypatch, capsys):
+    newest = RUNNING.replace("v1.18.4", "v1.18.12")
+    assert gate(newest, monkeypatch, capsys, latestPatches=LATEST)[0] == 0
+    newer = RUNNING.replace("v1.18.4", "v1.18.13")
+    assert gate(newer, monkeypatch, capsys, latestPatches=LATEST)[0] == 0
+    # The patch step itself (1.18.4 -> 1.18.12) and a step back are never held up by it.
+    same_minor = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
+    code, _, err = gate(same_minor, monkeypatch, capsys, latestPatches=LATEST, ciliumVersion="1.18.12",
+                        testedKubernetes=["1.30", "1.33"])
+    assert code == 0, err
+    back = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1").replace("v1.18.4", "v1.19.2")
+    code, _, err = gate(back, monkeypatch, capsys, latestPatches=LATEST, ciliumVersion="1.18.7",
+                        testedKubernetes=["1.30", "1.33"])
+    assert code == 0, err
+    # Without the rule (cilium.upgrade.latestPatchFirst: false) the old patch may move on.
+    assert gate(RUNNING, monkeypatch, capsys)[0] == 0
