@@ -162,6 +162,13 @@ with built_without_collecting():
             nodes_ready=cluster.nodes_ready,
             ipsec_key=config.get_secret("ipsecKey") if ipsec_key else None,
             gateway_api_crds=gateway_api_crds,
+            gateway_api_crds_check=gateway_api.crds_check_expect(
+                "gatewayApi" in features,
+                stack_config.gateway_api,
+                stack_config.cilium.parsed_version,
+                stack_config.k3s.version,
+                stack_config.k3s.disable,
+            ),
         ),
     )
     kube_proxy = KubeProxyRemoval(

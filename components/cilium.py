@@ -32,8 +32,10 @@ from pulumi_command import local, remote
 
 from components.airgap import release_chart_args
 from components.remote import Script, host_identity, node_command, script
-from components.verify import ASSERT_DIR, PROJECT_PYTHON
+from components.scripts import ScriptValue
+from components.verify import ASSERT_DIR, PROJECT_PYTHON, assert_command
 from stacks import airgap, cilium_values, encryption
+from stacks.checks import PlannedCheck
 from stacks.config import StackConfig
 from stacks.digest import digest
 from stacks.features import CATALOGUE, Resolved
@@ -81,6 +83,8 @@ class CiliumReleaseArgs:
     ipsec_key: pulumi.Input[str] | None = None
     # The Gateway API CRDs the release needs first (stacks.gateway_api.program_crds): verified manifests.
     gateway_api_crds: Sequence[Mapping[str, Any]] = ()
+    # What the cluster must show of them first (stacks.gateway_api.crds_check_expect); None without Gateway API.
+    gateway_api_crds_check: Mapping[str, Any] | None = None
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     restart_timeout_seconds: int = DEFAULT_RESTART_TIMEOUT_SECONDS
     # Namespaces whose workloads are never restarted after a datapath change.
@@ -321,14 +325,47 @@ class CiliumRelease(pulumi.ComponentResource):
         ]
 
     def _gateway_api_crds(self, name: str, args: CiliumReleaseArgs) -> list[pulumi.Resource]:
-        """The Gateway API CRDs, before the release (the operator needs them when it starts). Kept when the
-        stack stops wanting them or is destroyed: deleting a CRD deletes every Gateway and route of it."""
+        """The Gateway API CRDs, before the release (the operator needs them when it starts), after a check of
+        what the cluster has (``gateway-api-crds``: no other owner's CRDs taken over; K3s' or another tool's
+        there and serving what Cilium needs). Kept when the stack stops wanting them or is destroyed: deleting
+        a CRD deletes every Gateway and route of it."""
+        if args.gateway_api_crds_check is None:
+            return []
+        cfg, first = args.cfg, args.cfg.servers[0]
+        check = PlannedCheck("gateway-api-crds", first.name, dict(args.gateway_api_crds_check))
+        params: dict[str, ScriptValue] = {
+            "CRD_NAMES": " ".join(check.expect["required"]),
+            "WAIT_FOR_ALL": str(bool(check.expect["existing"])).lower(),
+        }
+        reader = node_command(
+            f"{name}-gateway-api-crds-{first.name}",
+            args.connections[first.name],
+            self,
+            user=cfg.ssh_user(first),
+            create=script("gateway-api-crds", params),
+            # Read again only when what is asked changes; a failed verdict is not stored and judged again.
+            triggers=[*host_identity(cfg, first), digest(check.expect)],
+            depends_on=[self.api_check],
+        )
+        checked = local.Command(
+            f"{name}-gateway-api-crds-assert",
+            create=assert_command(check),
+            stdin=reader.stdout,
+            dir=ASSERT_DIR,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         return [
-            k8s.apiextensions.v1.CustomResourceDefinition(
-                f"{name}-crd-{crd['metadata']['name']}",
-                metadata=crd["metadata"],
-                spec=crd["spec"],
-                opts=pulumi.ResourceOptions(parent=self, provider=self.provider, retain_on_delete=True),
-            )
-            for crd in args.gateway_api_crds
+            checked,
+            *(
+                k8s.apiextensions.v1.CustomResourceDefinition(
+                    f"{name}-crd-{crd['metadata']['name']}",
+                    metadata=crd["metadata"],
+                    spec=crd["spec"],
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=self.provider, retain_on_delete=True, depends_on=[checked]
+                    ),
+                )
+                for crd in args.gateway_api_crds
+            ),
         ]

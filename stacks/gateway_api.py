@@ -85,8 +85,9 @@ in ``../shared/cilium-chart/``):
   ``gateway-api-crd`` installs the standard channel v1.6.1 with
   ``takeOwnership``/``forceConflicts`` whether or not Traefik is disabled
   (k3s-io/k3s#14564, #14565; cozystack/ansible-cozystack#77); it is turned off
-  with ``--disable gateway-api-crd`` (k3s-io/k3s#14681). Helm-installed CRDs carry
-  ``meta.helm.sh/release-name`` (``traefik-crd`` / ``gateway-api-crd``).
+  with ``--disable gateway-api-crd`` (k3s-io/k3s#14681). What the cluster really
+  has is checked before the program makes the CRDs (the ``gateway-api-crds`` check of
+  verification/gateway_api.py).
 """
 
 from __future__ import annotations
@@ -94,12 +95,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import ipaddress
-import json
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,10 +115,7 @@ LoadbalancerMode = Literal["dedicated", "shared"]
 
 GROUP = "gateway.networking.k8s.io"
 BUNDLE_ANNOTATION = f"{GROUP}/bundle-version"
-CHANNEL_ANNOTATION = f"{GROUP}/channel"
 RELEASE_URL = "https://github.com/kubernetes-sigs/gateway-api/releases/download/{version}/{channel}-install.yaml"
-HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
-HELM_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 GATEWAY_CLASS = "cilium"
 INGRESS_CLASS = "cilium"
 # The verification's test objects (next to the smoke workload, components/verify.py).
@@ -220,7 +217,6 @@ def needs(cilium: Version) -> Needs | None:
 
 K3S_TRAEFIK_CRD = "traefik-crd"
 K3S_GATEWAY_API_CRD = "gateway-api-crd"
-K3S_RELEASES = (K3S_TRAEFIK_CRD, K3S_GATEWAY_API_CRD)
 K3S_TRAEFIK_CRD_GATEWAY = ((1, 34), (1, 36))
 K3S_GATEWAY_API_CRD_SINCE = (1, 37)
 # What K3s' gateway-api-crd chart installs (k3s-io/k3s#14564): standard channel v1.6.1, and the versions
@@ -314,16 +310,23 @@ class Crds(ConfigModel):
         None,
         description="sha256 of the bundle (required when the program installs the CRDs): `curl -sL <url> | sha256sum`.",
     )
+    external: bool = Field(
+        False,
+        description="The CRDs are installed by something else (another tool, by hand): the program makes none and "
+        "checks before the release that they serve what the Cilium minor needs.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Crds:
         if self.url is not None and self.file is not None:
             raise ValueError("set url or file, not both")
+        if self.external and (self.url or self.file or self.sha256):
+            raise ValueError("external CRDs have no url, file or sha256: set external or a bundle, not both")
         return self
 
     @property
     def explicit(self) -> bool:
-        return self.url is not None or self.file is not None or self.sha256 is not None
+        return self.url is not None or self.file is not None or self.sha256 is not None or self.external
 
 
 class GatewayApi(ConfigModel):
@@ -453,7 +456,7 @@ def _crd_problems(cfg: GatewayApi, cilium: Version, k3s_version: str | None, dis
                 f"'{K3S_GATEWAY_API_CRD}' to k3s.disable"
             ]
         return []
-    if cfg.crds.sha256 is None:
+    if cfg.crds.sha256 is None and not cfg.crds.external:
         source = cfg.crds.file or cfg.crds.url or wanted.default_url
         fetch = f"sha256sum {source}" if cfg.crds.file else f"curl -sL {source} | sha256sum"
         return [
@@ -471,7 +474,7 @@ def _crd_problems(cfg: GatewayApi, cilium: Version, k3s_version: str | None, dis
 class CrdSource:
     """Who installs the Gateway API CRDs, and from where."""
 
-    installer: Literal["program", "k3s"]
+    installer: Literal["program", "k3s", "external"]
     bundle: str | None
     channel: Channel | None
     url: str | None
@@ -493,6 +496,18 @@ def crd_source(
     if shipped is not None and shipped.release == K3S_GATEWAY_API_CRD:
         return CrdSource(
             "k3s", shipped.bundle, "standard", None, None, None, required, f"{shipped.note}: the program installs none"
+        )
+    if cfg.crds.external:
+        return CrdSource(
+            "external",
+            wanted.gateway_api,
+            wanted.channel,
+            None,
+            None,
+            None,
+            required,
+            f"installed outside this program (gatewayApi.crds.external): checked before the Cilium release to serve "
+            f"what Cilium {minor(cilium)} needs (Gateway API {wanted.gateway_api} {wanted.channel})",
         )
     url = None if cfg.crds.file else (cfg.crds.url or wanted.default_url)
     return CrdSource(
@@ -531,6 +546,22 @@ def read_bundle(source: CrdSource, project_root: Path) -> bytes:
             f"gatewayApi.crds: cannot read the Gateway API CRD bundle {where} ({error}); check the path or the "
             "network, or set gatewayApi.crds.file to a local copy"
         ) from None
+
+
+def crds_check_expect(
+    gateway_api_on: bool, cfg: GatewayApi, cilium: Version, k3s_version: str, k3s_disabled: Sequence[str]
+) -> dict[str, Any] | None:
+    """``--expect`` of the ``gateway-api-crds`` check before the release (None without Gateway API): none of the
+    CRDs the program makes may belong to another owner; CRDs installed by K3s or another tool must exist and serve
+    the versions the Cilium minor needs."""
+    source = crd_source(cfg, cilium, k3s_version, k3s_disabled) if gateway_api_on else None
+    wanted = needs(cilium)
+    if source is None or wanted is None:
+        return None
+    expect: dict[str, Any] = {"required": list(source.required), "existing": source.installer != "program"}
+    if source.installer != "program":
+        expect["serves"] = [f"{name}:{version}" for name, version in wanted.required]
+    return expect
 
 
 def program_crds(
@@ -614,111 +645,6 @@ def load_crds(
     if found:
         raise CrdBundleError("gatewayApi.crds: the Gateway API CRD bundle: " + "; ".join(found))
     return crds
-
-
-# --- what is on the cluster (kubectl get crd ... -o json) --------------------------------------------
-
-
-@dataclass(frozen=True)
-class PresentCrd:
-    name: str
-    bundle: str | None
-    channel: str | None
-    served: tuple[str, ...]
-    helm_release: str | None
-    helm_namespace: str | None
-    ours: bool
-
-    @property
-    def owner(self) -> str:
-        if self.ours:
-            return "this program"
-        if self.helm_release in K3S_RELEASES and self.helm_namespace in (None, "kube-system"):
-            return f"K3s ({self.helm_release})"
-        if self.helm_release:
-            return f"Helm release {self.helm_namespace or '?'}/{self.helm_release}"
-        return "unknown (no Helm or k3s-cilium marks)"
-
-    @property
-    def k3s(self) -> bool:
-        return self.owner.startswith("K3s")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """What the program does about the CRDs found on the cluster, and the sentence the plan/log shows."""
-
-    action: Literal["install", "skip", "conflict"]
-    message: str
-    present: tuple[PresentCrd, ...] = field(default=())
-
-
-def _present(document: Mapping[str, Any]) -> PresentCrd | None:
-    metadata = document.get("metadata") or {}
-    name = metadata.get("name")
-    if document.get("kind") != "CustomResourceDefinition" or not isinstance(name, str):
-        return None
-    annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    versions = (document.get("spec") or {}).get("versions") or []
-    return PresentCrd(
-        name=name,
-        bundle=annotations.get(BUNDLE_ANNOTATION),
-        channel=annotations.get(CHANNEL_ANNOTATION),
-        served=tuple(str(v.get("name")) for v in versions if isinstance(v, dict) and v.get("served", True)),
-        helm_release=annotations.get(HELM_RELEASE_ANNOTATION),
-        helm_namespace=annotations.get(HELM_NAMESPACE_ANNOTATION),
-        ours=all(labels.get(key) == value for key, value in PART_OF.items()),
-    )
-
-
-def parse_present(text: str) -> list[PresentCrd]:
-    """``kubectl get crd <names> -o json`` (a List, or one CRD); kubectl's NotFound lines around it are skipped."""
-    start = text.find("{")
-    if start < 0:
-        return []
-    try:
-        document, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError:
-        return []
-    items = document.get("items") if isinstance(document, dict) and document.get("kind") == "List" else [document]
-    return [crd for item in items or [] if isinstance(item, dict) and (crd := _present(item)) is not None]
-
-
-def detect_crds(text: str, cilium: Version) -> Detection:
-    """Decide, from the cluster's CRDs, whether the program installs the bundle, skips it (K3s did) or stops."""
-    wanted = needs(cilium)
-    present = parse_present(text)
-    if wanted is None:
-        return Detection("conflict", f"Cilium {cilium}: Gateway API needs unknown", tuple(present))
-    names = set(wanted.required_names)
-    relevant = [crd for crd in present if crd.name in names]
-    if not relevant or all(crd.ours for crd in relevant):
-        return Detection("install", f"installing Gateway API {wanted.gateway_api} ({wanted.channel})", tuple(present))
-    foreign = [crd for crd in relevant if not crd.ours]
-    if all(crd.k3s for crd in foreign) and len(relevant) == len(names) and not any(crd.ours for crd in relevant):
-        missing = missing_from(wanted, {crd.name: crd.served for crd in relevant})
-        owners = ", ".join(sorted({crd.owner for crd in foreign}))
-        bundles = ", ".join(sorted({crd.bundle or "?" for crd in foreign}))
-        if not missing:
-            return Detection(
-                "skip",
-                f"Gateway API CRDs present, installed by {owners} (bundle {bundles}); the program installs none",
-                tuple(present),
-            )
-        return Detection(
-            "conflict",
-            f"Gateway API CRDs installed by {owners} (bundle {bundles}) lack {', '.join(missing)}, which Cilium "
-            f"{minor(cilium)} needs: add '{K3S_GATEWAY_API_CRD}' (K3s 1.37+) or keep 'traefik' in k3s.disable",
-            tuple(present),
-        )
-    owners = "; ".join(f"{crd.name}: {crd.owner}" for crd in foreign)
-    return Detection(
-        "conflict",
-        f"Gateway API CRDs already on the cluster, not installed by this program ({owners}); it will not take them "
-        "over: remove them (`kubectl delete crd ...`) or their installer first",
-        tuple(present),
-    )
 
 
 # --- Helm values -------------------------------------------------------------------------------------
@@ -928,7 +854,7 @@ def plan_text(entry: dict[str, Any]) -> list[str]:
         lines.append(f"  ingress load balancer mode: {entry['ingressLoadbalancerMode']}")
     crds = entry.get("crds")
     if crds is not None:
-        if crds["installer"] == "k3s":
+        if crds["installer"] != "program":
             lines.append(f"  CRDs: {crds['note']}")
         else:
             lines.append(f"  CRDs: Gateway API {crds['bundle']} ({crds['channel']}) from {crds['from']}")

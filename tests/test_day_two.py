@@ -132,8 +132,15 @@ def test_the_gateway_api_crds_come_before_the_release_and_outlive_the_stack(crd_
         "httproutes.gateway.networking.k8s.io",
         "referencegrants.gateway.networking.k8s.io",
     ]
+    # First what the cluster has: none of them may be another owner's.
+    checked = rec.named("cilium-gateway-api-crds-assert")
+    assert "\"existing\":false" in checked.inputs["create"]
+    reader = rec.named("cilium-gateway-api-crds-server-1")
+    assert "CRD_NAMES='gatewayclasses.gateway.networking.k8s.io gateways." in reader.script()
+    assert "WAIT_FOR_ALL=false" in reader.script()
     for crd in crds:
         assert rec.depends_on(release(rec), crd)
+        assert rec.depends_on(crd, checked)
         # Deleting a CRD deletes every object of it: turning the feature off leaves them.
         assert crd.options["retain_on_delete"] is True
     values = release(rec).inputs["values"]
@@ -151,6 +158,17 @@ def test_a_gateway_and_route_to_the_smoke_service_are_checked_and_probed_from_ev
     assert "gatewayclass/cilium" in rec.named("verify-gatewayclass-accepted-cluster").script()
     for node in ("server-1", "agent-1", "agent-2"):
         assert "GATEWAY_TARGET=192.168.56.205:80" in rec.named(f"verify-collect-{node}").script()
+
+
+def test_crds_installed_elsewhere_are_waited_for_and_checked_and_none_is_made():
+    rec = run_stack(with_changes(features={"gatewayApi": True}, loadBalancer=L2,
+                                 gatewayApi={"crds": {"external": True}}))
+    assert rec.of_type(CRD) == []
+    reader = rec.named("cilium-gateway-api-crds-server-1")
+    assert "WAIT_FOR_ALL=true" in reader.script()
+    checked = rec.named("cilium-gateway-api-crds-assert")
+    assert "\"existing\":true" in checked.inputs["create"]
+    assert rec.depends_on(release(rec), checked)
 
 
 def test_a_bundle_that_is_not_the_pinned_one_is_refused_before_any_resource(crd_bundle):

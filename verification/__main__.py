@@ -178,10 +178,11 @@ bgp-routes
     least one route must go to each). Figures: routes (``[{"vrouter",
     "peer", "prefix", "nextHop", "age"}]``), count, disabled.
 
-encryption-status, hubble-server, hubble-metrics, hubble-relay, hubble-ui, gatewayclass-accepted, gateway-address
+encryption-status, hubble-server, hubble-metrics, hubble-relay, hubble-ui, gateway-api-crds,
+gatewayclass-accepted, gateway-address
     Transparent encryption (``cilium-dbg encrypt status``), Hubble (the agent's ``Hubble:`` line, ``ss -ltnp``,
-    ``hubble status``/``hubble observe`` through the relay, the UI's Deployment) and Gateway API (the
-    GatewayClass and the test Gateway as ``kubectl get -o json`` prints them). Their keys and sources are in
+    ``hubble status``/``hubble observe`` through the relay, the UI's Deployment) and Gateway API (the CRDs on
+    the cluster before the release, the GatewayClass and the test Gateway as ``kubectl get -o json`` prints them). Their keys and sources are in
     ``verification/encryption.py``, ``verification/hubble.py`` and ``verification/gateway_api.py``, and
     ``python3 -m verification <check> --help`` lists them.
 """

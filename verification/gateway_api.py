@@ -32,11 +32,16 @@ from verification.expectations import (
     Check,
     Expectations,
     Figures,
+    JsonValue,
     KeySpec,
     Problem,
     Verdict,
+    _bool,
+    _is_bool,
     _is_str,
+    _list_of,
     _str,
+    _str_list,
     address_keys,
     address_problems,
     expected_label,
@@ -50,6 +55,7 @@ from verification.kube_objects import (
     condition_figures,
     find_condition,
     is_reference,
+    load_json,
     parse_conditions,
     read_kube_object,
     reference,
@@ -297,10 +303,145 @@ def evaluate_gateway_address(text: str, expect: Expectations) -> Verdict:
 
 
 # --------------------------------------------------------------------------
+# gateway-api-crds: may the program make the Gateway API CRDs?
+# --------------------------------------------------------------------------
+
+HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
+HELM_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
+BUNDLE_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
+# The label the program puts on the CRDs it makes (stacks/gateway_api.py load_crds).
+OURS = ("app.kubernetes.io/part-of", "k3s-cilium")
+# K3s' HelmCharts that install Gateway API CRDs: traefik-crd (1.34-1.36), gateway-api-crd (1.37+).
+K3S_CRD_RELEASES = ("traefik-crd", "gateway-api-crd")
+
+
+@dataclass(frozen=True)
+class PresentCrd:
+    name: str
+    bundle: str | None
+    served: tuple[str, ...]
+    helm_release: str | None
+    helm_namespace: str | None
+    ours: bool
+
+    @property
+    def owner(self) -> str:
+        if self.ours:
+            return "this program"
+        if self.helm_release in K3S_CRD_RELEASES and self.helm_namespace in (None, "kube-system"):
+            return f"K3s (HelmChart {self.helm_release})"
+        if self.helm_release:
+            return f"Helm release {self.helm_namespace or '?'}/{self.helm_release}"
+        return "unknown (no Helm or k3s-cilium marks)"
+
+
+def parse_present(text: str) -> list[PresentCrd]:
+    """``kubectl get crd <names> -o json`` (a List, or one CRD); kubectl's NotFound lines around it are skipped."""
+    start = text.find("{")
+    loaded = load_json(text[start:]) if start >= 0 else NotFound("no object")
+    if isinstance(loaded, NotFound):
+        return []
+    document = as_object(loaded)
+    items = as_objects(document.get("items")) if document.get("kind") == "List" else [document]
+    found = []
+    for item in items:
+        metadata = as_object(item.get("metadata"))
+        name = as_text(metadata.get("name"))
+        if item.get("kind") != "CustomResourceDefinition" or name is None:
+            continue
+        annotations, labels = as_object(metadata.get("annotations")), as_object(metadata.get("labels"))
+        versions = as_objects(as_object(item.get("spec")).get("versions"))
+        found.append(
+            PresentCrd(
+                name=name,
+                bundle=as_text(annotations.get(BUNDLE_ANNOTATION)),
+                served=tuple(
+                    v for entry in versions if entry.get("served") is not False and (v := as_text(entry.get("name")))
+                ),
+                helm_release=as_text(annotations.get(HELM_RELEASE_ANNOTATION)),
+                helm_namespace=as_text(annotations.get(HELM_NAMESPACE_ANNOTATION)),
+                ours=labels.get(OURS[0]) == OURS[1],
+            )
+        )
+    return found
+
+
+def _is_served_pair(value: JsonValue) -> bool:
+    return isinstance(value, str) and value.count(":") == 1 and all(value.split(":"))
+
+
+GATEWAY_API_CRDS_KEYS: dict[str, KeySpec] = {
+    "required": KeySpec("names of the CRDs the Cilium minor needs", _list_of(_is_str)),
+    "existing": KeySpec(
+        "true: K3s or another tool installs them and each must exist; false: the program makes them, and none may "
+        "belong to another owner",
+        _is_bool,
+    ),
+    "serves": KeySpec('"<crd name>:<version>" each CRD must serve (with existing)', _list_of(_is_served_pair)),
+}
+
+_NOT_OURS_FIX = (
+    "the program does not take over another owner's CRDs: remove them or their installer (K3s 1.37+: add "
+    "gateway-api-crd to k3s.disable; K3s 1.34-1.36: keep traefik in k3s.disable), or keep them and set "
+    "gatewayApi.crds.external: true"
+)
+
+
+def evaluate_gateway_api_crds(text: str, expect: Expectations) -> Verdict:
+    """Before the program makes the CRDs: none of them may belong to another owner (a later ``up`` finds its own).
+    With ``existing`` (K3s or another tool installs them): every one there, serving the versions Cilium needs."""
+    required = _str_list(expect, "required")
+    present = {crd.name: crd for crd in parse_present(text) if not required or crd.name in required}
+    verdict = Verdict(
+        figures={
+            "present": {
+                name: {"owner": crd.owner, "bundle": crd.bundle, "served": list(crd.served)}
+                for name, crd in present.items()
+            }
+        }
+    )
+    if not _bool(expect, "existing"):
+        for foreign in (crd for crd in present.values() if not crd.ours):
+            seen = f"installed by {foreign.owner} (bundle {foreign.bundle or '?'})"
+            verdict.add(Problem(f"CRD {foreign.name}", "absent, or made by this program", seen, _NOT_OURS_FIX))
+        return verdict
+    for name in required:
+        if name not in present:
+            verdict.add(
+                Problem(
+                    f"CRD {name}",
+                    "installed (gatewayApi.crds.external, or K3s' gateway-api-crd chart)",
+                    "absent",
+                    'install the Gateway API CRDs the Cilium minor needs (README "Gateway API and Ingress"), or '
+                    "let the program make them: gatewayApi.crds with the bundle's sha256",
+                )
+            )
+    for pair in _str_list(expect, "serves"):
+        name, version = pair.split(":")
+        existing = present.get(name)
+        if existing is not None and version not in existing.served:
+            verdict.add(
+                Problem(
+                    f"CRD {name} (by {existing.owner}, bundle {existing.bundle or '?'})",
+                    f"to serve {version}",
+                    ", ".join(existing.served) or "no version",
+                    "install the Gateway API release the Cilium minor needs",
+                )
+            )
+    return verdict
+
+
+# --------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------
 
 GATEWAY_API_CHECKS = (
+    Check(
+        "gateway-api-crds",
+        "kubectl get crd <names> -o json 2>&1 (kubectl's NotFound lines for the absent ones)",
+        GATEWAY_API_CRDS_KEYS,
+        evaluate_gateway_api_crds,
+    ),
     Check(
         "gatewayclass-accepted",
         "kubectl get gatewayclass cilium -o json (or kubectl's error)",

@@ -395,3 +395,46 @@ def test_a_port_nobody_opens_ends_the_wait_and_fails_the_check(tmp_path: Path) -
     assert (tmp_path / "log").read_text().splitlines()[-1] == "-ltnp"
     verdict = metrics_verdict(done.stdout)
     assert verdict.returncode == 1 and "9965" in verdict.stderr
+
+
+# --- gateway-api-crds: what the cluster has of the Gateway API CRDs ------------------------------------
+
+# kubectl: `get crd ... -o json` prints FAKE_LISTING once FAKE_PRESENT_AFTER calls went by (NotFound before).
+FAKE_CRD_KUBECTL = r"""#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$FAKE_LOG"
+n=$(( $(cat "$FAKE_STATE/n" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$FAKE_STATE/n"
+if (( n < ${FAKE_PRESENT_AFTER:-1} )); then
+  echo "Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io \"$1\" not found" >&2
+  exit 1
+fi
+cat "$FAKE_LISTING"
+"""
+CRD_NAMES = "gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io"
+
+
+def crds(tmp_path: Path, wait_for_all: bool, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "state").mkdir(parents=True)
+    kubectl = executable(tmp_path / "kubectl", FAKE_CRD_KUBECTL)
+    listing = tmp_path / "listing.json"
+    listing.write_text(json.dumps({"kind": "List", "items": []}))
+    params: dict[str, ScriptValue] = {"CRD_NAMES": CRD_NAMES, "WAIT_FOR_ALL": str(wait_for_all).lower(),
+                                      "WAIT_SECONDS": 30, "KUBECTL": str(kubectl), "PROGRESS_SECONDS": 60}
+    fake = {"FAKE_LOG": str(tmp_path / "log"), "FAKE_STATE": str(tmp_path / "state"), "FAKE_LISTING": str(listing)}
+    return run_script(tmp_path, "gateway-api-crds", params, {**fake, **env})
+
+
+def test_the_crd_reader_lints_and_asks_once_when_the_program_makes_them(tmp_path: Path) -> None:
+    lint(render("gateway-api-crds", {"CRD_NAMES": CRD_NAMES, "WAIT_FOR_ALL": "true"}), tmp_path, "crds.sh")
+    done = crds(tmp_path / "run", wait_for_all=False, FAKE_PRESENT_AFTER="5")
+    assert done.returncode == 0, done.stderr
+    # Absent CRDs are an answer, not a wait: kubectl's NotFound is printed for the verdict.
+    assert "NotFound" in done.stdout
+    assert (tmp_path / "run" / "log").read_text().splitlines() == [f"get crd {CRD_NAMES} -o json"]
+
+
+def test_the_crd_reader_waits_for_crds_another_installer_makes(tmp_path: Path) -> None:
+    done = crds(tmp_path, wait_for_all=True, FAKE_PRESENT_AFTER="3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"kind": "List", "items": []}
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert calls == [f"get crd {CRD_NAMES}"] * 3 + [f"get crd {CRD_NAMES} -o json"]

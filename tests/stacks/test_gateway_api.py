@@ -16,12 +16,13 @@ Facts the expectations below rest on, each looked up (not read off stacks/gatewa
 from __future__ import annotations
 
 import hashlib
-import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from packaging.version import Version
+from pydantic import ValidationError
 
 from stacks import gateway_api as ga
 from stacks.load_balancer import LoadBalancer
@@ -409,75 +410,37 @@ def test_the_crd_source_is_the_program_or_k3s():
     assert k3s is not None and (k3s.installer, k3s.bundle, k3s.url) == ("k3s", "v1.6.1", None)
 
 
-# --- what is on the cluster ------------------------------------------------------------------------
+# --- what the cluster must show first: the gateway-api-crds check's expectations --------------------------
 
 
-def crd_object(
-    plural: str,
-    versions: tuple[str, ...],
-    bundle_version: str = "v1.6.1",
-    release: str | None = None,
-    ours: bool = False,
-) -> dict[str, Any]:
-    annotations = {"gateway.networking.k8s.io/bundle-version": bundle_version}
-    if release:
-        annotations |= {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": "kube-system"}
-    metadata: dict[str, Any] = {"name": f"{plural}.gateway.networking.k8s.io", "annotations": annotations}
-    if ours:
-        metadata["labels"] = {"app.kubernetes.io/part-of": "k3s-cilium"}
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": metadata,
-        "spec": {"versions": [{"name": v, "served": True} for v in versions]},
-    }
+def test_the_program_checks_that_no_other_owner_has_the_crds_it_makes():
+    expect = ga.crds_check_expect(True, PINNED, V("1.19.6"), "v1.33.3+k3s1", ["traefik", "servicelb"])
+    assert expect == {"required": NEEDS_1_19.required_names, "existing": False}
+    assert ga.crds_check_expect(False, PINNED, V("1.19.6"), "v1.33.3+k3s1", []) is None
 
 
-def listing(*items: dict[str, Any], errors: str = "") -> str:
-    return errors + json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
+@pytest.mark.parametrize(
+    ("section", "k3s_version"),
+    [({"crds": {"external": True}}, "v1.33.3+k3s1"), ({}, "v1.37.1+k3s1")],
+    ids=["external", "k3s-1.37"],
+)
+def test_crds_of_another_installer_must_be_there_serving_what_cilium_needs(section, k3s_version):
+    expect = ga.crds_check_expect(True, cfg(**section), V("1.19.6"), k3s_version, ["traefik"])
+    assert expect is not None and expect["existing"] is True
+    assert expect["serves"] == [
+        "gatewayclasses.gateway.networking.k8s.io:v1",
+        "gateways.gateway.networking.k8s.io:v1",
+        "httproutes.gateway.networking.k8s.io:v1",
+        "grpcroutes.gateway.networking.k8s.io:v1",
+        "referencegrants.gateway.networking.k8s.io:v1beta1",
+    ]
+    assert ga.program_crds(True, cfg(**section), V("1.19.6"), k3s_version, ["traefik"], Path(".")) == []
 
 
-K3S_SET = [
-    crd_object(plural, versions, release="gateway-api-crd")
-    for plural, versions in (
-        ("gatewayclasses", ("v1", "v1beta1")),
-        ("gateways", ("v1", "v1beta1")),
-        ("httproutes", ("v1", "v1beta1")),
-        ("grpcroutes", ("v1",)),
-        ("referencegrants", ("v1", "v1beta1")),
-        ("tlsroutes", ("v1",)),
-    )
-]
-
-
-def test_nothing_on_the_cluster_means_install():
-    missing = 'Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io "gateways..." not found\n'
-    assert ga.detect_crds(missing, V("1.19.6")).action == "install"
-    assert ga.detect_crds(listing(), V("1.19.6")).action == "install"
-
-
-def test_crds_of_k3s_are_used_and_the_plan_says_so():
-    found = ga.detect_crds(listing(*K3S_SET), V("1.19.6"))
-    assert found.action == "skip"
-    assert found.message == (
-        "Gateway API CRDs present, installed by K3s (gateway-api-crd) (bundle v1.6.1); the program installs none"
-    )
-
-
-def test_crds_of_k3s_lacking_a_version_are_a_conflict():
-    found = ga.detect_crds(listing(*K3S_SET), V("1.16.19"))
-    assert found.action == "conflict"
-    assert "lack tlsroutes.gateway.networking.k8s.io v1alpha2" in found.message
-
-
-def test_our_own_crds_are_updated_and_foreign_ones_are_not_taken_over():
-    ours = [crd_object(p, ("v1", "v1beta1"), "v1.4.1", ours=True) for p in ("gateways", "httproutes")]
-    assert ga.detect_crds(listing(*ours), V("1.19.6")).action == "install"
-    foreign = ga.detect_crds(listing(crd_object("gateways", ("v1",), release="envoy-gateway")), V("1.19.6"))
-    assert foreign.action == "conflict"
-    assert "gateways.gateway.networking.k8s.io: Helm release kube-system/envoy-gateway" in foreign.message
-    unmarked = ga.detect_crds(json.dumps(crd_object("gateways", ("v1",))), V("1.19.6"))
-    assert "unknown (no Helm or k3s-cilium marks)" in unmarked.message
+def test_external_crds_take_no_bundle():
+    with pytest.raises(ValidationError, match="set external or a bundle, not both"):
+        cfg(crds={"external": True, "sha256": SHA})
+    assert problems(True, False, cfg(crds={"external": True})) == []
 
 
 # --- test objects ------------------------------------------------------------------------------------

@@ -372,3 +372,98 @@ def test_a_gateway_nobody_reconciled_says_the_operator_is_off() -> None:
     )
     assert programmed.fix is not None and "runs without Gateway API" in programmed.fix
     assert address.seen == "none (status.addresses is empty)"
+
+
+# --- gateway-api-crds: what the cluster has before the program makes the CRDs --------------------------
+# Listings built like `kubectl get crd <names> -o json` prints them (a List), with kubectl's NotFound lines for
+# absent names before it; the annotations are those Helm and Gateway API put on CRDs.
+
+
+def crd_object(
+    plural: str,
+    versions: tuple[str, ...],
+    bundle_version: str = "v1.6.1",
+    release: str | None = None,
+    ours: bool = False,
+) -> dict[str, Any]:
+    annotations = {"gateway.networking.k8s.io/bundle-version": bundle_version}
+    if release:
+        annotations |= {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": "kube-system"}
+    metadata: dict[str, Any] = {"name": f"{plural}.gateway.networking.k8s.io", "annotations": annotations}
+    if ours:
+        metadata["labels"] = {"app.kubernetes.io/part-of": "k3s-cilium"}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": metadata,
+        "spec": {"versions": [{"name": v, "served": True} for v in versions]},
+    }
+
+
+def listing(*items: dict[str, Any], errors: str = "") -> str:
+    return errors + json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+
+K3S_SET = [
+    crd_object(plural, versions, release="gateway-api-crd")
+    for plural, versions in (
+        ("gatewayclasses", ("v1", "v1beta1")),
+        ("gateways", ("v1", "v1beta1")),
+        ("httproutes", ("v1", "v1beta1")),
+        ("grpcroutes", ("v1",)),
+        ("referencegrants", ("v1", "v1beta1")),
+        ("tlsroutes", ("v1",)),
+    )
+]
+
+
+REQUIRED_1_19 = [
+    "gatewayclasses.gateway.networking.k8s.io",
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "grpcroutes.gateway.networking.k8s.io",
+    "referencegrants.gateway.networking.k8s.io",
+]
+MAKES = {"required": REQUIRED_1_19, "existing": False}
+EXISTING = {"required": REQUIRED_1_19, "existing": True,
+            "serves": [f"{name}:{'v1beta1' if name.startswith('reference') else 'v1'}" for name in REQUIRED_1_19]}
+NOT_FOUND = 'Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io "gateways..." not found\n'
+
+
+def test_nothing_on_the_cluster_lets_the_program_make_them(cli: Any) -> None:
+    assert cli("gateway-api-crds", NOT_FOUND, MAKES).code == 0
+    assert cli("gateway-api-crds", listing(), MAKES).code == 0
+
+
+def test_the_programs_own_crds_pass_and_another_owners_are_not_taken_over(cli: Any) -> None:
+    ours = [crd_object(p, ("v1", "v1beta1"), "v1.4.1", ours=True) for p in ("gateways", "httproutes")]
+    assert cli("gateway-api-crds", listing(*ours), MAKES).code == 0
+    foreign = cli("gateway-api-crds", listing(crd_object("gateways", ("v1",), release="envoy-gateway")), MAKES)
+    assert foreign.code == 1
+    assert foreign.stderr[0].startswith(
+        prefix("gateway-api-crds") + "expected CRD gateways.gateway.networking.k8s.io absent, or made by this program, "
+        "saw installed by Helm release kube-system/envoy-gateway (bundle v1.6.1); fix: the program does not take "
+        "over another owner's CRDs"
+    )
+    assert "gatewayApi.crds.external: true" in foreign.stderr[0]
+    unmarked = cli("gateway-api-crds", json.dumps(crd_object("gateways", ("v1",))), MAKES)
+    assert "installed by unknown (no Helm or k3s-cilium marks)" in unmarked.stderr[0]
+
+
+def test_crds_of_k3s_serving_what_cilium_needs_pass(cli: Any) -> None:
+    run = cli("gateway-api-crds", listing(*K3S_SET), EXISTING)
+    assert run.code == 0, run.stderr
+    owners = {crd["owner"] for crd in run.figures["present"].values()}
+    assert owners == {"K3s (HelmChart gateway-api-crd)"}
+
+
+def test_missing_or_too_old_crds_of_another_installer_fail(cli: Any) -> None:
+    absent = cli("gateway-api-crds", NOT_FOUND + listing(*K3S_SET[:2]), EXISTING)
+    assert absent.code == 1
+    assert any("CRD httproutes.gateway.networking.k8s.io installed (gatewayApi.crds.external" in line
+               for line in absent.stderr)
+    old = [crd_object("referencegrants", ("v1alpha2",), "v0.5.1", release="traefik-crd"), *K3S_SET[:3]]
+    too_old = cli("gateway-api-crds", listing(*old, K3S_SET[3]), EXISTING)
+    assert too_old.code == 1
+    assert any("expected CRD referencegrants.gateway.networking.k8s.io (by K3s (HelmChart traefik-crd), bundle "
+               "v0.5.1) to serve v1beta1, saw v1alpha2" in line for line in too_old.stderr)
