@@ -182,9 +182,9 @@ encryption-status, hubble-server, hubble-metrics, hubble-relay, hubble-ui, gatew
 gatewayclass-accepted, gateway-address
     Transparent encryption (``cilium-dbg encrypt status``), Hubble (the agent's ``Hubble:`` line, ``ss -ltnp``,
     ``hubble status``/``hubble observe`` through the relay, the UI's Deployment) and Gateway API (the CRDs on
-    the cluster before the release, the GatewayClass and the test Gateway as ``kubectl get -o json`` prints them). Their keys and sources are in
-    ``verification/encryption.py``, ``verification/hubble.py`` and ``verification/gateway_api.py``, and
-    ``python3 -m verification <check> --help`` lists them.
+    the cluster before the release, the GatewayClass and the test Gateway as ``kubectl get -o json`` prints
+    them). Their keys and sources are in ``verification/encryption.py``, ``verification/hubble.py`` and
+    ``verification/gateway_api.py``, and ``python3 -m verification <check> --help`` lists them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ checks), the lab's overlay on those values, and the images a rendering runs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from . import pki
 from .cluster import KUBERNETES_VERSION, cache_root
 from .control_plane import ControlPlane
 
@@ -30,6 +32,47 @@ WITHOUT_SCH_FQ = {"bandwidthManager": False, "bbr": False}
 L2_ANNOUNCE_LABEL = ("k3s-cilium-lab/l2-announce", "yes")
 # The pool of the ``l2`` phase: on the nodes' segment (10.99.0.0/24), clear of the nodes' addresses.
 L2_POOL = ("lab", "10.99.0.200/29")
+
+# The hubble phase's stack: the Hubble server in every agent, Hubble Relay and three metrics. The UI stays
+# off: hubble-ui and its backend are a project of their own (JavaScript and Go, not in Cilium's module), and
+# the Go proxy does not serve them, so their images cannot be built here.
+HUBBLE: dict[str, Any] = {"relay": True, "ui": False, "metrics": ["drop", "tcp", "flow"]}
+# The chart's cluster.name, which the program leaves at its default: part of the agents' TLS server names.
+CLUSTER_NAME = "default"
+
+
+def hubble_tls(directory: Path) -> dict[str, Any]:
+    """The lab's one deviation for Hubble, a values overlay: the program renders ``hubble.tls.auto`` with
+    ``method: cronJob``, which runs Cilium's certgen image, and ``github.com/cilium/certgen`` is not served by
+    the Go proxy (403), so that image cannot be built here. TLS stays on (the agents' Hubble servers on 4244
+    with mutual TLS, the relay a TLS client, the peer Service on 443), with certificates the lab makes with
+    openssl (a CA of its own, made once per run in ``directory``) and hands the chart the way it takes
+    provided ones (``hubble.tls.auto.enabled: false``, ``hubble.tls.server``, ``hubble.relay.tls.client``,
+    ``tls.ca.cert``; templates/hubble/tls-provided). Names as certgen gives them: the agents'
+    ``*.<cluster>.hubble-grpc.cilium.io`` (the relay asks for ``<node>.<cluster>.hubble-grpc.cilium.io``),
+    the relay's ``*.hubble-relay.cilium.io``."""
+    certs = directory / "hubble-pki"
+    if not (certs / "ca.crt").is_file():
+        authority = pki.ca(certs)
+        server_name = f"*.{CLUSTER_NAME}.hubble-grpc.cilium.io"
+        pki.signed(authority, certs, "hubble-server", f"/CN={server_name}", sans=[f"DNS:{server_name}"], server=True)
+        pki.signed(authority, certs, "hubble-relay-client", "/CN=*.hubble-relay.cilium.io")
+
+    def b64(name: str) -> str:
+        return base64.b64encode((certs / name).read_bytes()).decode()
+
+    return {
+        "hubble": {
+            "tls": {
+                "auto": {"enabled": False},
+                "server": {"cert": b64("hubble-server.crt"), "key": b64("hubble-server.key")},
+            },
+            "relay": {
+                "tls": {"client": {"cert": b64("hubble-relay-client.crt"), "key": b64("hubble-relay-client.key")}}
+            },
+        },
+        "tls": {"ca": {"cert": b64("ca.crt")}},
+    }
 
 
 def l2_config() -> dict[str, Any]:
@@ -55,11 +98,16 @@ def l2_config() -> dict[str, Any]:
 
 
 def stack_config(
-    tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str] | None = None, l2: bool = False
+    tier: str,
+    nodes: list[tuple[str, str]],
+    host_keys: dict[str, str] | None = None,
+    l2: bool = False,
+    hubble: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The lab's stack (stack.yaml) at ``tier`` for ``nodes`` (name, address; the first a server), the lab
-    overlay in ``cilium.values``, each node's host key pinned when ``host_keys`` gives them, and with ``l2``
-    the LoadBalancer config of :func:`l2_config`."""
+    overlay in ``cilium.values``, each node's host key pinned when ``host_keys`` gives them, with ``l2``
+    the LoadBalancer config of :func:`l2_config`, and with ``hubble`` (the TLS overlay of :func:`hubble_tls`)
+    ``features.hubble`` and the ``hubble`` section :data:`HUBBLE`."""
     config: dict[str, Any] = yaml.safe_load(STACK.read_text())["config"]
     config["k3s-cilium:tier"] = tier
     config["k3s-cilium:nodes"] = [
@@ -75,6 +123,10 @@ def stack_config(
     config["k3s-cilium:cilium"]["values"] |= lab_values()
     if tier == "extreme":
         config["k3s-cilium:features"] = dict(WITHOUT_SCH_FQ)
+    if hubble is not None:
+        config["k3s-cilium:features"] = {**(config.get("k3s-cilium:features") or {}), "hubble": True}
+        config["k3s-cilium:hubble"] = dict(HUBBLE)
+        config["k3s-cilium:cilium"]["values"] |= hubble
     if l2:
         extra = l2_config()
         # The verify settings the lab's stack has, and the runner's probe.

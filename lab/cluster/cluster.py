@@ -4,7 +4,8 @@ recorded through ``step``); ``Cluster.stop`` removes everything it made, whateve
 
 What stands in for K3s, which cannot be had here, and nothing more: on every node a ``k3s`` command
 handing kubectl, crictl and ctr to upstream tools (k3s-shim.sh) and a forward of 127.0.0.1:6444 to
-the API server (api_forward.py); kube-proxy, which K3s embeds, runs as upstream kube-proxy when asked.
+the API server (api_forward.py); kube-proxy, which K3s embeds, runs as upstream kube-proxy when asked;
+CoreDNS, which K3s deploys by default, from a manifest of the lab's (coredns.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from components.verify import SMOKE_IMAGE
 
-from . import images, pki
+from . import coredns, images, pki
 from . import node as nodes
 from .control_plane import API_PORT, ControlPlane, kubeconfig_text, write_kubeconfig
 
@@ -38,6 +39,8 @@ COMPONENTS = (
     "kube-proxy",
     "crictl",
     "testserver",
+    "hubble-relay",
+    "coredns",
 )
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -161,9 +164,14 @@ class Cluster:
         started = time.monotonic()
         built = [images.build_pause(self.binaries, self.image_dir)]
         built.append(images.build_smoke(self.binaries, self.image_dir, SMOKE_IMAGE))
-        if cilium_images:
+        built.append(images.build_coredns(self.binaries, self.image_dir, coredns.IMAGE))
+        relay = [name for name in cilium_images or [] if is_relay_image(name)]
+        if relay:
+            built.append(images.build_relay(self.binaries, self.image_dir, relay))
+        agent = [name for name in cilium_images or [] if not is_relay_image(name)]
+        if agent:
             runtime = cache_root() / "datapath" / "rootfs" / "cilium-runtime"
-            built.append(images.build_cilium(runtime, self.image_dir, cilium_images))
+            built.append(images.build_cilium(runtime, self.image_dir, agent))
         step("images", started, archives={a.name: a.stat().st_size for a in built})
 
         started = time.monotonic()
@@ -180,6 +188,13 @@ class Cluster:
         started = time.monotonic()
         self._host_network_pods()
         step("host-network-pods", started)
+
+        started = time.monotonic()
+        applied = self.plane.kubectl("apply", "-f", "-", stdin=json.dumps(as_list(coredns.manifests(CLUSTER_DNS))))
+        if applied.returncode != 0:
+            raise RuntimeError(f"kubectl apply CoreDNS: {applied.stderr.strip()}")
+        # Its pod waits for a CNI, as on K3s before Cilium is installed.
+        step("coredns", started, applied=applied.stdout.split("\n")[:-1], image=coredns.IMAGE, clusterDns=CLUSTER_DNS)
 
     def _start_nodes(self) -> None:
         self.client_key.parent.mkdir()
@@ -317,6 +332,15 @@ class Cluster:
         for member in self.members:
             if (member.directory / "logs").is_dir():
                 shutil.copytree(member.directory / "logs", out / "logs" / member.name, dirs_exist_ok=True)
+
+
+def is_relay_image(name: str) -> bool:
+    """Whether a chart image is Hubble Relay's (``lab.local/cilium/hubble-relay:v1.19.6``): an image of its own."""
+    return name.rpartition("/")[2].split(":")[0].split("@")[0] == "hubble-relay"
+
+
+def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
 def sandbox_pod(node: str) -> dict[str, Any]:

@@ -11,10 +11,14 @@ nodes are reached, through these phases:
 3. ``l2``: ``kpr`` with ``loadBalancer.mode: l2`` (a pool on the nodes' segment, announced by the agents,
    which the lab labels first) and ``verify.fromRunner``; then the failover of the announcing node,
    measured from the bridge namespace (l2_failover.py);
-4. ``performance``, without ``loadBalancer`` again: the pool and the policy must be gone;
-5. ``extreme`` without the features this kernel cannot give (BIG TCP, XDP on veth, map sizing are
+4. ``hubble``: ``kpr`` with ``features.hubble`` and ``hubble: {relay: true, metrics: [drop, tcp, flow]}``
+   (chart.HUBBLE; the TLS certificates the lab's, chart.hubble_tls): the program's Hubble checks, and the
+   lab's own reads of the relay, the flows and the metrics;
+5. ``performance``, without ``loadBalancer`` and ``hubble`` again: the pool and the policy, the relay and
+   every Hubble object must be gone, the agents' Hubble off;
+6. ``extreme`` without the features this kernel cannot give (BIG TCP, XDP on veth, map sizing are
    tried: their outcome is reported, and the sequence goes on whatever it was);
-6. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
+7. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
 
 After each ``up`` a second ``up`` must change nothing (``--expect-no-changes``), and the lab reads
 for itself what the program claims: KUBE-* chains in both iptables backends, the agents' own
@@ -26,11 +30,15 @@ Features this kernel cannot give are listed as not testable, never as passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
+import subprocess
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,19 +49,23 @@ from typing import Any
 import yaml
 
 from components.verify import SMOKE_LABELS, SMOKE_NAME
+from stacks import hubble as product_hubble
 from stacks.checks import LOADBALANCER_SERVICE, SMOKE_PORT, VERIFY_NAMESPACE
 from stacks.load_balancer import L2_LEASE_PREFIX, lease_name, seconds
 
 from ..engine import COMMAND_PROVIDER, PulumiRun, passed_or_raise, toolchain_env
 from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed
-from . import l2_failover
+from . import coredns, l2_failover
 from .chart import (
     CHART,
     CHART_SUMS,
+    CLUSTER_NAME,
+    HUBBLE,
     L2_ANNOUNCE_LABEL,
     REPO,
     agent_statuses,
     chart_images,
+    hubble_tls,
     program_plan,
     render_chart,
     stack_config,
@@ -75,12 +87,24 @@ class Phase:
     required: bool = True
     # loadBalancer.mode l2 and verify.fromRunner (chart.l2_config), then the failover measurement.
     l2: bool = False
+    # features.hubble and the hubble section (chart.HUBBLE), then the lab's reads of Hubble.
+    hubble: bool = False
+
+    @property
+    def key(self) -> tuple[str, bool, bool]:
+        """What decides the phase's stack (and its plan): tier, l2, hubble."""
+        return self.tier, self.l2, self.hubble
+
+    @property
+    def label(self) -> str:
+        return self.tier + ("-l2" if self.l2 else "") + ("-hubble" if self.hubble else "")
 
 
 PHASES = (
     Phase("baseline", "baseline"),
     Phase("kpr", "kpr"),
     Phase("l2", "kpr", l2=True),
+    Phase("hubble", "kpr", hubble=True),
     Phase("performance", "performance"),
     Phase("extreme", "extreme", required=False),
     Phase("rollback-kpr", "kpr"),
@@ -102,7 +126,16 @@ NOT_TESTABLE = {
     "hostTuning": "tunes hosts (tuned, CPU governor, IRQs), not namespace nodes: the lab program has no HostTuning",
     "kpr-integrity check": "reads K3s' own process and config files; K3s does not run here",
     "l7Proxy (Envoy)": "Envoy cannot be built here",
+    "hubble.ui": "hubble-ui and its backend are a project of their own (JavaScript and Go) that the Go proxy does "
+    "not serve: their images cannot be built here (hubble.ui stays false in the hubble phase)",
+    "hubble.tls.auto (certgen CronJob)": "github.com/cilium/certgen is not served by the Go proxy (403), so the "
+    "certgen image cannot be built: in the hubble phase the lab gives the chart certificates of its own "
+    "(hubble.tls.auto.enabled false; TLS itself stays on)",
 }
+# Hubble's objects in kube-system the chart makes (hubble phase), by kind.
+HUBBLE_KINDS = "deployments,services,configmaps,secrets,serviceaccounts"
+# What a hubble phase's chart gives the lab to read: the relay's Service and pods.
+RELAY_LABEL = "k8s-app=hubble-relay"
 # Every KUBE-* chain, as "<save command> <table> <chain>" lines, in both backends and families.
 KUBE_CHAINS = r"""
 for save in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
@@ -129,9 +162,11 @@ def run(out: Path, keep: bool) -> int:
             f"{NODE_COUNT} nodes that are Linux namespaces of this machine (kernel shared, no VMs); K3s did not run. "
             "Stand-ins for K3s, and nothing more: a `k3s` shim per node (kubectl, crictl, ctr handed to upstream "
             "tools), a forward of 127.0.0.1:6444 to the API server per node, upstream kube-proxy (iptables mode) "
-            "started and stopped by the lab where K3s would start and stop its embedded one. Cilium's images "
-            "(lab.local/cilium/*) and the smoke image (our test server under the nginx name the program deploys) "
-            "are built here; the chart is the official cilium-1.19.6.tgz through the program's air-gap settings."
+            "started and stopped by the lab where K3s would start and stop its embedded one, CoreDNS deployed by "
+            "the lab as K3s deploys it. Cilium's images (lab.local/cilium/*: agent, operator, Hubble Relay), "
+            "CoreDNS' and the smoke image (our test server under the nginx name the program deploys) are built "
+            "here; the chart is the official cilium-1.19.6.tgz through the program's air-gap settings. Hubble's "
+            "certificates are the lab's (certgen cannot be built here): see notTestableHere."
         ),
         "engine": "the Pulumi CLI and engine built here (lab/toolchain.sh), our language host (lab/langhost), the "
         f"Kubernetes provider built here, command provider: {COMMAND_PROVIDER}",
@@ -175,15 +210,20 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
     nodes = [(m.name, m.address) for m in cluster.members]
     with report.step("cluster", KIND_LAB) as step:
         plans = {
-            (tier, l2): program_plan(
-                write_stack(directory / f"plan-{tier}{'-l2' if l2 else ''}.yaml", stack_config(tier, nodes, l2=l2))
+            phase.key: program_plan(
+                write_stack(
+                    directory / f"plan-{phase.label}.yaml",
+                    stack_config(
+                        phase.tier, nodes, l2=phase.l2, hubble=hubble_tls(directory) if phase.hubble else None
+                    ),
+                )
             )
-            for tier, l2 in {(phase.tier, phase.l2) for phase in PHASES}
+            for phase in {phase.key: phase for phase in PHASES}.values()
         }
         images: set[str] = set()
-        for (tier, l2), plan in plans.items():
-            values = directory / f"values-{tier}{'-l2' if l2 else ''}.json"
-            values.write_text(json.dumps(plan["ciliumValues"]))
+        for phase in {phase.key: phase for phase in PHASES}.values():
+            values = directory / f"values-{phase.label}.json"
+            values.write_text(json.dumps(plans[phase.key]["ciliumValues"]))
             images |= set(chart_images(render_chart([values])))
 
         def record(name: str, started: float, **details: Any) -> None:
@@ -216,7 +256,7 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
     if report.steps[-1].status != PASSED:
         return
 
-    l2_ran = False
+    l2_ran = hubble_ran = False
     for phase in PHASES:
         tier = phase.tier
         with report.step(phase.name, KIND_PULUMI if phase.required else KIND_TRIED) as step:
@@ -228,7 +268,7 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
                 step.details["kubeProxy"] = "stopped by the lab before `up` (K3s restarted with disable-kube-proxy)"
             if phase.l2:
                 step.details["l2AnnounceLabel"] = label_announcers(cluster)
-            set_stack_config(stack_file, phase, cluster)
+            set_stack_config(stack_file, phase, cluster, directory)
             result = pulumi.run(step, "up", "--yes", "--skip-preview")
             passed_or_raise(step, result)
             counts = step.resource_counts
@@ -239,7 +279,7 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
             step.details["skippedFeatures"] = outputs.get("skippedFeatures")
             step.details["loadBalancer"] = outputs.get("loadBalancer")
             observe(cluster, tier, step)
-            plan = plans[(tier, phase.l2)]
+            plan = plans[phase.key]
             if phase.l2:
                 l2_ran = True
                 observe_l2(cluster, plan, step, outputs.get("verification") or {})
@@ -250,6 +290,13 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
                 step.details["lab"]["loadBalancerDropped"] = dropped = load_balancer_objects(cluster)
                 if dropped["objects"] or dropped["service"]:
                     raise StepFailed(f"loadBalancer dropped, but the `up` left {dropped}")
+            if phase.hubble:
+                hubble_ran = True
+                step.details["hubble"] = observe_hubble(cluster, plan, outputs.get("verification") or {})
+            elif hubble_ran:
+                step.details["lab"]["hubbleDropped"] = gone = hubble_dropped(cluster)
+                if gone["problems"]:
+                    raise StepFailed("hubble dropped, but: " + "; ".join(gone["problems"]))
         if report.steps[-1].status != PASSED:
             if phase.required:
                 break
@@ -280,22 +327,32 @@ def project_dir(directory: Path) -> Path:
 
 
 def engine_config(
-    tier: str, nodes: list[tuple[str, str]], host_keys: dict[str, str], l2: bool = False
+    tier: str,
+    nodes: list[tuple[str, str]],
+    host_keys: dict[str, str],
+    l2: bool = False,
+    hubble: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The lab program's ``k3s-cilium:*`` config at ``tier`` (with ``l2``: chart.l2_config): the lab's stack
-    with the host keys pinned and the official chart archive, checked against the SHA256SUMS published
-    with it (the air-gap path)."""
-    config = stack_config(tier, nodes, host_keys, l2=l2)
+    """The lab program's ``k3s-cilium:*`` config at ``tier`` (with ``l2``: chart.l2_config; with ``hubble``,
+    the TLS overlay of chart.hubble_tls: Hubble on): the lab's stack with the host keys pinned and the
+    official chart archive, checked against the SHA256SUMS published with it (the air-gap path)."""
+    config = stack_config(tier, nodes, host_keys, l2=l2, hubble=hubble)
     config["k3s-cilium:airgap"]["sumsFile"] = str(CHART_SUMS)
     config["k3s-cilium:airgap"]["cilium"]["chart"] = str(CHART)
     return config
 
 
-def set_stack_config(stack_file: Path, phase: Phase, cluster: Cluster) -> None:
+def set_stack_config(stack_file: Path, phase: Phase, cluster: Cluster, directory: Path) -> None:
     """The phase's config in the stack file, keeping what `pulumi config set --secret` wrote."""
     stack = yaml.safe_load(stack_file.read_text()) or {}
     kept = {k: v for k, v in (stack.get("config") or {}).items() if isinstance(v, dict) and "secure" in v}
-    config = engine_config(phase.tier, [(m.name, m.address) for m in cluster.members], cluster.host_keys, phase.l2)
+    config = engine_config(
+        phase.tier,
+        [(m.name, m.address) for m in cluster.members],
+        cluster.host_keys,
+        phase.l2,
+        hubble_tls(directory) if phase.hubble else None,
+    )
     stack["config"] = {**config, **kept}
     stack_file.write_text(yaml.safe_dump(stack, sort_keys=False))
 
@@ -432,6 +489,203 @@ def observe_l2(cluster: Cluster, plan: dict[str, Any], step: Step, verification:
         raise StepFailed("l2: " + "; ".join(problems))
 
 
+def program_hubble_verdicts(verification: dict[str, Any]) -> dict[str, Any]:
+    """The program's Hubble checks from its verification output: status and figures, per node and cluster."""
+    picked: dict[str, Any] = {"nodes": {}, "cluster": {}}
+    for node, checks in (verification.get("nodes") or {}).items():
+        for check, entry in checks.items():
+            if check.startswith("hubble-"):
+                picked["nodes"].setdefault(node, {})[check] = {k: entry.get(k) for k in ("status", "figures")}
+    for check, entry in (verification.get("cluster") or {}).items():
+        if check.startswith("hubble-"):
+            picked["cluster"][check] = {k: entry.get(k) for k in ("status", "figures")}
+    return picked
+
+
+def agent_pod(cluster: Cluster, node: str) -> str:
+    pods = cluster.plane.kubectl(
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-l",
+        "k8s-app=cilium",
+        "--field-selector",
+        f"spec.nodeName={node}",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    )
+    return pods.stdout.strip()
+
+
+def hubble_in_agent(cluster: Cluster, pod: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The hubble CLI in an agent container (as the program's relay check runs it)."""
+    return cluster.plane.kubectl(
+        "-n", "kube-system", "exec", pod, "-c", "cilium-agent", "--", "hubble", *args, timeout=60
+    )
+
+
+def flows_of(text: str) -> list[dict[str, Any]]:
+    """``hubble observe -o json``: one JSON object a line, the flow in ``flow`` (or the line itself)."""
+    found = []
+    for line in text.splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            document = json.loads(line)
+            if isinstance(document, dict):
+                found.append(document.get("flow", document))
+    return found
+
+
+def metric_families(text: str, prefix: str = "hubble_") -> dict[str, dict[str, float]]:
+    """Prometheus text: per ``hubble_*`` family, its sample count and the sum of its values."""
+    families: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        name = re.split(r"[{ ]", line, maxsplit=1)[0]
+        with contextlib.suppress(ValueError, IndexError):
+            value = float(line.rsplit(" ", 1)[1])
+            family = families.setdefault(name, {"samples": 0, "sum": 0.0})
+            family["samples"] += 1
+            family["sum"] += value
+    return families
+
+
+def observe_hubble(cluster: Cluster, plan: dict[str, Any], verification: dict[str, Any]) -> dict[str, Any]:
+    """After the hubble phase's ``up``: the program's Hubble verdicts and figures, and what the lab reads
+    itself: the relay's Deployment and pod, the relay's view (``hubble status``, ``hubble list nodes``, the
+    last flows) from the server's agent container, every node's Hubble server (TLS certificate on 4244) and
+    metrics (port 9965, the families of the metrics the stack asks for)."""
+    kubectl = cluster.plane.kubectl
+    problems: list[str] = []
+    seen: dict[str, Any] = {
+        "stack": HUBBLE,
+        "planned": plan.get("hubble"),
+        "program": program_hubble_verdicts(verification),
+    }
+    deployment = json.loads(
+        kubectl("-n", "kube-system", "get", "deployment", product_hubble.RELAY_DEPLOYMENT, "-o", "json").stdout or "{}"
+    )
+    status = deployment.get("status", {})
+    seen["relayDeployment"] = {
+        "replicas": status.get("replicas"),
+        "ready": status.get("readyReplicas"),
+        "image": (deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}])[0].get(
+            "image"
+        ),
+    }
+    pods = json.loads(kubectl("-n", "kube-system", "get", "pods", "-l", RELAY_LABEL, "-o", "json").stdout or "{}")
+    seen["relayPods"] = {
+        pod["metadata"]["name"]: {
+            "node": pod["spec"].get("nodeName"),
+            "phase": pod.get("status", {}).get("phase"),
+            "restarts": sum(c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses", [])),
+        }
+        for pod in pods.get("items", [])
+    }
+    if not status.get("readyReplicas"):
+        problems.append(f"hubble-relay not ready: {seen['relayDeployment']}")
+    relay_ip = kubectl(
+        "-n", "kube-system", "get", "service", product_hubble.RELAY_SERVICE, "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout.strip()
+    peer = json.loads(kubectl("-n", "kube-system", "get", "service", "hubble-peer", "-o", "json").stdout or "{}")
+    seen["services"] = {
+        "hubble-relay": f"{relay_ip}:{product_hubble.RELAY_PORT}",
+        "hubble-peer": [f"{p.get('port')}->{p.get('targetPort')}" for p in peer.get("spec", {}).get("ports", [])],
+    }
+    server = f"{relay_ip}:{product_hubble.RELAY_PORT}"
+    pod = agent_pod(cluster, cluster.server.name)
+    relay_status = hubble_in_agent(cluster, pod, "status", "--server", server)
+    seen["relayStatus"] = (relay_status.stdout or relay_status.stderr).strip().splitlines()
+    listed = hubble_in_agent(cluster, pod, "list", "nodes", "--server", server)
+    seen["relayNodes"] = (listed.stdout or listed.stderr).strip().splitlines()
+    observed = hubble_in_agent(cluster, pod, "observe", "--server", server, "--last", "200", "-o", "json")
+    flows = flows_of(observed.stdout)
+    seen["flows"] = {
+        "read": len(flows),
+        "byNode": dict(sorted(Counter(f.get("node_name") for f in flows).items(), key=str)),
+        "byVerdict": dict(Counter(f.get("verdict") for f in flows)),
+        "dropReasons": dict(Counter(f.get("drop_reason_desc") for f in flows if f.get("verdict") == "DROPPED")),
+        "toSmoke": sum(1 for f in flows if (f.get("destination") or {}).get("namespace") == VERIFY_NAMESPACE),
+    }
+    if not any(line.strip().startswith("Healthcheck") and line.strip().endswith("Ok") for line in seen["relayStatus"]):
+        problems.append(f"the relay's health check is not Ok: {seen['relayStatus']}")
+    connected = f"{len(cluster.members)}/{len(cluster.members)}"
+    if not any(line.split(":")[-1].strip() == connected for line in seen["relayStatus"] if "Connected Nodes" in line):
+        problems.append(f"the relay is not connected to {connected} nodes: {seen['relayStatus']}")
+    if not flows:
+        problems.append(f"no flow through the relay: {(observed.stderr or observed.stdout).strip()[:300]}")
+    seen["nodes"] = {}
+    wanted = [m.split(":")[0] for m in HUBBLE["metrics"]]
+    families = {"drop": "hubble_drop_total", "tcp": "hubble_tcp_flags_total", "flow": "hubble_flows_processed_total"}
+    for member in cluster.members:
+        name = f"{member.name}.{CLUSTER_NAME}.hubble-grpc.cilium.io"
+        certificate = cluster.ssh(
+            member,
+            f"timeout 10 openssl s_client -connect {member.address}:{product_hubble.HUBBLE_PORT} -servername {name} "
+            "</dev/null 2>/dev/null | openssl x509 -noout -subject -issuer",
+        )
+        metrics = cluster.ssh(member, f"curl -sS --max-time 10 http://127.0.0.1:{product_hubble.METRICS_PORT}/metrics")
+        found = metric_families(metrics.stdout)
+        seen["nodes"][member.name] = {
+            "hubbleServerCertificate": certificate.stdout.strip().splitlines() or certificate.stderr.strip(),
+            "metrics": {family: found.get(family) for family in (families[m] for m in wanted if m in families)},
+            "metricFamilies": sorted(found),
+        }
+        if "hubble-grpc.cilium.io" not in certificate.stdout:
+            problems.append(
+                f"{member.name}: no TLS certificate on {product_hubble.HUBBLE_PORT}: {certificate.stdout!r}"
+            )
+        missing = [family for family in (families[m] for m in wanted if m in families) if family not in found]
+        # hubble_drop_total appears only once something was dropped: reported, not required.
+        missing = [family for family in missing if family != families["drop"]]
+        if missing:
+            problems.append(f"{member.name}: metrics without {missing} (curl: {metrics.stderr.strip()[:200]})")
+    seen["problems"] = problems
+    if problems:
+        raise StepFailed("hubble: " + "; ".join(problems))
+    return seen
+
+
+def hubble_dropped(cluster: Cluster, timeout: float = 90) -> dict[str, Any]:
+    """After a phase without Hubble that follows the hubble phase: no Hubble object of the chart's left in
+    kube-system, no relay pod, every agent's Hubble disabled, nothing listening on the metrics port. Read
+    again (2 s apart, at most ``timeout``) while the relay's pod terminates."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        listed = cluster.plane.kubectl("-n", "kube-system", "get", HUBBLE_KINDS, "-o", "name")
+        objects = [name for name in listed.stdout.split() if "hubble" in name.rpartition("/")[2]]
+        pods = cluster.plane.kubectl("-n", "kube-system", "get", "pods", "-l", RELAY_LABEL, "-o", "name")
+        agents = {
+            node: next((x for x in status.stdout.splitlines() if x.startswith("Hubble:")), status.stderr.strip())
+            for node, status in agent_statuses(cluster.plane).items()
+        }
+        listening = {
+            m.name: bool(cluster.ssh(m, f"ss -Hltn 'sport = :{product_hubble.METRICS_PORT}'").stdout.strip())
+            for m in cluster.members
+        }
+        problems = []
+        if objects:
+            problems.append(f"objects left: {objects}")
+        if pods.stdout.split():
+            problems.append(f"relay pods left: {pods.stdout.split()}")
+        problems += [f"{node}: {line!r}" for node, line in agents.items() if "Disabled" not in line]
+        problems += [
+            f"{node}: port {product_hubble.METRICS_PORT} still listening" for node, on in listening.items() if on
+        ]
+        if not problems or time.monotonic() > deadline:
+            return {
+                "objects": objects,
+                "relayPods": pods.stdout.split(),
+                "agentHubble": agents,
+                "metricsListening": listening,
+                "problems": problems,
+                "secondsUntilGone": None if problems else round(time.monotonic() - started, 1),
+            }
+        time.sleep(2)
+
+
 def agent_kpr(cluster: Cluster) -> dict[str, str]:
     """Each agent's ``KubeProxyReplacement:`` line of ``cilium-dbg status``, by node."""
     found = {}
@@ -470,8 +724,17 @@ def after_destroy(cluster: Cluster) -> dict[str, Any]:
     """What remains once the program's resources are destroyed: Kubernetes objects and, per node, what
     Cilium's agent left in the kernel (K3s' uninstall, not run here, removes it on real hosts)."""
     left: dict[str, Any] = {}
-    pods = cluster.plane.kubectl("get", "pods", "-A", "-o", "name")
-    left["pods"] = pods.stdout.split()
+    pods = cluster.plane.kubectl("get", "pods", "-A", "-o", "json")
+    items = json.loads(pods.stdout or "{}").get("items", [])
+    # CoreDNS is K3s' own (the lab deploys it as K3s does), not the program's: reported, not judged.
+    k3s_own = [
+        pod
+        for pod in items
+        if pod["metadata"]["namespace"] == coredns.NAMESPACE
+        and all(pod["metadata"].get("labels", {}).get(k) == v for k, v in coredns.LABELS.items())
+    ]
+    left["coredns"] = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in k3s_own]
+    left["pods"] = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in items if p not in k3s_own]
     namespaces = cluster.plane.kubectl("get", "namespace", VERIFY_NAMESPACE, "-o", "name")
     left["verifyNamespace"] = namespaces.stdout.strip() or None
     # The L2 announcement leases are Cilium's (its agents make them), not the program's: reported, not judged.
@@ -530,6 +793,15 @@ def summary(report: Report) -> str:
             lines.append(f"          {step.first_error or step.reason}{tried}")
         if "failover" in step.details:
             lines += failover_summary(step.details["failover"])
+        if "hubble" in step.details:
+            lines += hubble_summary(step.details["hubble"])
+        gone = step.details.get("lab", {}).get("hubbleDropped")
+        if gone is not None:
+            lines.append(
+                f"          hubble dropped: objects left {gone['objects'] or 'none'}, relay pods "
+                f"{gone['relayPods'] or 'gone'}, agents {sorted(set(gone['agentHubble'].values()))}, "
+                f"metrics port listening on {[n for n, on in gone['metricsListening'].items() if on] or 'no node'}"
+            )
         dropped = step.details.get("lab", {}).get("loadBalancerDropped")
         if dropped is not None:
             lines.append(
@@ -543,6 +815,31 @@ def summary(report: Report) -> str:
     )
     lines += [f"  not testable here: {name} ({why})" for name, why in NOT_TESTABLE.items()]
     return "\n".join(lines) + "\n"
+
+
+def hubble_summary(seen: dict[str, Any]) -> list[str]:
+    """The hubble phase's figures, a few lines in summary.txt."""
+    program = seen.get("program") or {}
+    verdicts = [
+        f"{node}/{check} {entry.get('status')}"
+        for node, checks in program.get("nodes", {}).items()
+        for check, entry in checks.items()
+    ]
+    verdicts += [f"cluster/{check} {entry.get('status')}" for check, entry in program.get("cluster", {}).items()]
+    relay = [line.strip() for line in seen.get("relayStatus") or [] if line.strip()]
+    flows = seen.get("flows") or {}
+    metrics = {
+        node: {family: (figures or {}).get("sum") for family, figures in (entry.get("metrics") or {}).items()}
+        for node, entry in (seen.get("nodes") or {}).items()
+    }
+    return [
+        f"          hubble, the program's checks: {', '.join(verdicts)}",
+        f"          relay {seen.get('relayDeployment')} pods {seen.get('relayPods')}; {'; '.join(relay)}",
+        f"          flows through the relay: {flows.get('read')} read, by node {flows.get('byNode')}, "
+        f"by verdict {flows.get('byVerdict')} (drops: {flows.get('dropReasons')}), to the smoke namespace "
+        f"{flows.get('toSmoke')}",
+        f"          metrics (sums) per node: {metrics}",
+    ]
 
 
 def failover_summary(failover: dict[str, Any]) -> list[str]:

@@ -41,3 +41,43 @@ def build_cilium(runtime: Path, images: Path, names: list[str]) -> Path:
     archive = images / "cilium.tar"
     oci.write_archive(archive, names, runtime, entrypoint=["/usr/bin/cilium-dbg"])
     return archive
+
+
+# Cilium's own relay image is distroless (static:nonroot): the binary in /usr/local/bin, a passwd
+# naming the nonroot user, its home (the relay's gops agent writes $HOME/.config/gops), a /tmp.
+NONROOT = 65532
+NONROOT_PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+
+
+def build_relay(binaries: Path, images: Path, names: list[str]) -> Path:
+    """Hubble Relay (``hubble-relay``, built by lab/datapath/build.sh from Cilium's module) under ``names``,
+    as the chart renders them; the chart runs ``hubble-relay serve``."""
+    archive = images / "hubble-relay.tar"
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch)
+        (tree / "usr" / "local" / "bin").mkdir(parents=True)
+        shutil.copy2(binaries / "hubble-relay", tree / "usr" / "local" / "bin" / "hubble-relay")
+        (tree / "etc").mkdir()
+        (tree / "etc" / "passwd").write_text(NONROOT_PASSWD)
+        (tree / "tmp").mkdir()
+        (tree / "tmp").chmod(0o1777)
+        (tree / "home" / "nonroot").mkdir(parents=True)
+        (tree / "home" / "nonroot").chmod(0o700)
+        oci.write_archive(
+            archive,
+            names,
+            tree,
+            entrypoint=["/usr/local/bin/hubble-relay"],
+            owners={"home/nonroot": (NONROOT, NONROOT)},
+        )
+    return archive
+
+
+def build_coredns(binaries: Path, images: Path, name: str) -> Path:
+    """CoreDNS (built by lab/datapath/build.sh with the Corefile's plugins) under ``name``."""
+    archive = images / "coredns.tar"
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch)
+        shutil.copy2(binaries / "coredns", tree / "coredns")
+        oci.write_archive(archive, name, tree, entrypoint=["/coredns"])
+    return archive

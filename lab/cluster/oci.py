@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -37,15 +37,16 @@ class _Hashing:
         return self.size
 
 
-def write_layer(tree: Path, path: Path) -> dict[str, Any]:
+def write_layer(tree: Path, path: Path, owners: Mapping[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """``tree``'s files as a tar layer in ``path`` (paths relative to it, modes kept, owners and times
-    zeroed), streamed: a runtime of a gigabyte never sits in memory. Returns its descriptor."""
+    zeroed but for the paths ``owners`` gives a uid and gid), streamed: a runtime of a gigabyte never sits
+    in memory. Returns its descriptor."""
     with path.open("wb") as raw:
         out = _Hashing(raw)
         with tarfile.open(fileobj=cast(BinaryIO, out), mode="w", format=tarfile.PAX_FORMAT) as tar:
             for member in sorted(tree.rglob("*")):
                 info = tar.gettarinfo(str(member), arcname=str(member.relative_to(tree)))
-                info.uid = info.gid = 0
+                info.uid, info.gid = (owners or {}).get(info.name, (0, 0))
                 info.uname = info.gname = ""
                 info.mtime = 0
                 if info.isreg():
@@ -66,12 +67,13 @@ def write_archive(
     tree: Path,
     entrypoint: Sequence[str],
     env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
+    owners: Mapping[str, tuple[int, int]] | None = None,
 ) -> str:
     """An OCI archive of one image under each of ``names`` (``registry.k8s.io/pause:3.10``), its layer stored
     once; returns its manifest digest."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     layer_file = archive.with_name(archive.name + ".layer")
-    layer = write_layer(tree, layer_file)
+    layer = write_layer(tree, layer_file, owners)
     config = json.dumps(
         {
             "architecture": "amd64",

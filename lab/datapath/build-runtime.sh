@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The root file system of the namespace cluster's Cilium image: Debian 12 with what Cilium's own
 # runtime image gives the agent (clang-19 and llvm-19, since Cilium 1.19 compiles its datapath on
-# the node; iproute2, iptables, ipset, kmod, nsenter), the binaries lab/datapath/build.sh built,
+# the node; iproute2, iptables, ipset, kmod, nsenter), the binaries lab/datapath/build.sh built (the
+# hubble CLI among them, /usr/bin/hubble as in Cilium's image),
 # the bpf/ sources where the agent looks for them (/var/lib/cilium/bpf) and the scripts the chart's
 # init containers run (/init-container.sh, /install-plugin.sh, /cni-uninstall.sh).
 #
-#   lab/datapath/build-runtime.sh     (root; after lab/datapath/build.sh build cilium)
+#   lab/datapath/build-runtime.sh     (root; after lab/datapath/build.sh build cilium, build hubble)
 #
 # Writes ${K3S_CILIUM_CACHE:-$HOME/.cache/k3s-cilium}/datapath/rootfs/cilium-runtime (never git);
 # a second run with the same packages and binaries does nothing.
@@ -17,7 +18,7 @@ SUITE=bookworm
 PACKAGES=clang-19,llvm-19,iproute2,iptables,ipset,kmod,util-linux,ca-certificates
 TARGET=$CACHE/rootfs/cilium-runtime
 CILIUM_BINARIES="cilium-agent cilium-dbg cilium-health cilium-health-responder cilium-cni cilium-mount
-cilium-sysctlfix cilium-operator-generic"
+cilium-sysctlfix cilium-operator-generic hubble"
 
 log() { printf 'build-runtime: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -26,10 +27,11 @@ die() { log "$*"; exit 1; }
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
 [[ -x /usr/lib/cni/loopback ]] || die "no CNI loopback plugin (apt-get install containernetworking-plugins)"
 [[ -f $CACHE/stamps/cilium ]] || die "Cilium is not built: lab/datapath/build.sh build cilium"
+[[ -f $CACHE/stamps/hubble ]] || die "the hubble CLI is not built: lab/datapath/build.sh build hubble"
 
 # Bump when this script changes what goes into the file system.
-RECIPE=2
-stamp="recipe $RECIPE $SUITE $PACKAGES $(cat "$CACHE/stamps/cilium")"
+RECIPE=3
+stamp="recipe $RECIPE $SUITE $PACKAGES $(cat "$CACHE/stamps/cilium") $(cat "$CACHE/stamps/hubble")"
 if [[ -f $TARGET/.k3s-cilium-stamp && $(cat "$TARGET/.k3s-cilium-stamp") == "$stamp" ]]; then
   log "up to date: $TARGET"
   exit 0

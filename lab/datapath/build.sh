@@ -3,7 +3,7 @@
 # from the modules the Go proxy serves, and Kubernetes' pause, into a cache outside git. K3s
 # itself cannot be had here (the proxy refuses it); nothing here imitates it.
 #
-#   lab/datapath/build.sh build [all|kubernetes|etcd|crictl|pause|cilium|testserver]
+#   lab/datapath/build.sh build [all|kubernetes|etcd|crictl|pause|cilium|hubble|coredns|testserver]
 #                                     build what is missing (a second run builds nothing)
 #   lab/datapath/build.sh versions    print what is built, from which module versions
 #
@@ -30,6 +30,14 @@ CILIUM_VERSION=v1.19.6
 CILIUM_COMMANDS="cilium-agent=daemon cilium-dbg=cilium-dbg cilium-health=cilium-health
 cilium-health-responder=cilium-health/responder cilium-cni=plugins/cilium-cni cilium-mount=tools/mount
 cilium-sysctlfix=tools/sysctlfix cilium-operator-generic=operator:ipam_provider_operator"
+# Hubble from the same module: the CLI (hubble/, in every agent image as /usr/bin/hubble) and Hubble
+# Relay (hubble-relay/, an image of its own), Cilium's own Makefiles' version variables.
+HUBBLE_COMMANDS="hubble=hubble hubble-relay=hubble-relay"
+# CoreDNS, which K3s deploys by default (its bundled manifest): the version K3s v1.33 ships, with the
+# plugins the lab's Corefile uses (lab/cluster/coredns.py), linked into a main module of ours as
+# CoreDNS documents for a custom plugin set.
+COREDNS_VERSION=v1.12.2
+COREDNS_PLUGINS="errors health ready kubernetes cache loadbalance loop log"
 
 # Bump a recipe to rebuild when this script changes how a binary is built.
 RECIPE=1
@@ -156,9 +164,51 @@ build_cilium() {
   stamp_write cilium "$stamp"
 }
 
+# --- Hubble (CLI and relay) from the Cilium module built above ------------------------------------
+build_hubble() {
+  local stamp="hubble $CILIUM_VERSION recipe $RECIPE" dir=$SRC/cilium commit module_time version entry name package
+  stamp_ok hubble "$stamp" && return
+  stamp_ok cilium "cilium $CILIUM_VERSION recipe $RECIPE" || build_cilium
+  commit=$(modinfo github.com/cilium/cilium "$CILIUM_VERSION" Hash)
+  module_time=$(modtime github.com/cilium/cilium "$CILIUM_VERSION")
+  version="$(cat "$dir/VERSION") ${commit:0:10} $module_time"
+  (
+    cd "$dir"
+    for entry in $HUBBLE_COMMANDS; do
+      name=${entry%%=*}
+      package=${entry#*=}
+      log "hubble: $name"
+      # hubble/Makefile sets hubble/pkg.Version (v<VERSION>) and the git fields; Makefile.defs the rest.
+      go build -trimpath \
+        -ldflags "-s -w -X 'github.com/cilium/cilium/pkg/version.ciliumVersion=$version' -X 'github.com/cilium/cilium/hubble/pkg.Version=v$(cat VERSION)' -X 'github.com/cilium/cilium/hubble/pkg.GitHash=${commit:0:10}'" \
+        -o "$BIN/$name" "./$package"
+    done
+  )
+  stamp_write hubble "$stamp"
+}
+
+# --- CoreDNS ---------------------------------------------------------------------------------------
+build_coredns() {
+  local stamp="coredns $COREDNS_VERSION plugins $COREDNS_PLUGINS recipe $RECIPE" dir=$SRC/coredns plugin imports=""
+  stamp_ok coredns "$stamp" && return
+  rm -rf "$dir" && mkdir -p "$dir" "$BIN"
+  for plugin in $COREDNS_PLUGINS; do imports+="\t_ \"github.com/coredns/coredns/plugin/$plugin\"\n"; done
+  (
+    cd "$dir"
+    printf 'module k3scilium.local/datapath/coredns\n\ngo 1.24\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >go.mod
+    copy_replaces "$(modfile github.com/coredns/coredns "$COREDNS_VERSION")"
+    # CoreDNS' own main.go, with only these plugins instead of core/plugin (every plugin).
+    printf 'package main\n\nimport (\n\t"github.com/coredns/coredns/coremain"\n%b)\n\nfunc main() { coremain.Run() }\n' \
+      "$imports" >main.go
+    go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+      -o "$BIN/coredns" .
+  )
+  stamp_write coredns "$stamp"
+}
+
 versions() {
   local name
-  for name in kubernetes etcd crictl pause cilium testserver; do
+  for name in kubernetes etcd crictl pause cilium hubble coredns testserver; do
     if [ -f "$STAMPS/$name" ]; then printf '%-11s %s\n' "$name" "$(cat "$STAMPS/$name")"; else printf '%-11s not built\n' "$name"; fi
   done
 }
@@ -178,9 +228,9 @@ build() {
   exec 9>"$CACHE/.lock"
   flock 9
   case $what in
-    kubernetes | etcd | crictl | pause | cilium | testserver) timed "$what" "build_$what" ;;
-    all) for name in kubernetes etcd crictl pause cilium testserver; do timed "$name" "build_$name"; done ;;
-    *) die "unknown target '$what' (all, kubernetes, etcd, crictl, pause, cilium, testserver)" ;;
+    kubernetes | etcd | crictl | pause | cilium | hubble | coredns | testserver) timed "$what" "build_$what" ;;
+    all) for name in kubernetes etcd crictl pause cilium hubble coredns testserver; do timed "$name" "build_$name"; done ;;
+    *) die "unknown target '$what' (all, kubernetes, etcd, crictl, pause, cilium, hubble, coredns, testserver)" ;;
   esac
   versions >&2
 }

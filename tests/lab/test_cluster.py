@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.cluster import oci, pki
-from lab.cluster.chart import TIERS, program_plan, stack_config, write_stack
+from lab.cluster import coredns, images, oci, pki
+from lab.cluster.chart import CHART_VALUES, HUBBLE, TIERS, hubble_tls, program_plan, stack_config, write_stack
+from lab.cluster.cluster import CLUSTER_DNS, is_relay_image
 from lab.cluster.control_plane import kubeconfig_text, write_kubeconfig
+from lab.cluster.datapath import flows_of, metric_families
 from lab.cluster.node import API_FORWARD, Node, install_k3s_shim
 
 
@@ -117,6 +119,7 @@ def test_the_same_tree_gives_the_same_image(tmp_path: Path) -> None:
 
 def test_the_program_kubeconfig_holds_what_the_product_reads_from_it(tmp_path: Path) -> None:
     from components.cilium import cluster_ca
+
     authority = pki.ca(tmp_path)
     admin = pki.signed(authority, tmp_path, "admin", "/CN=lab-admin/O=system:masters")
     text = kubeconfig_text("https://10.99.0.10:6443", authority.cert, admin, embedded=True)
@@ -193,3 +196,99 @@ def test_the_k3s_shim_hands_kubectl_on_with_the_admin_kubeconfig_and_refuses_the
     assert refused.returncode == 1 and "no admin kubeconfig" in refused.stderr
     other = shim(server, "server", "--disable-kube-proxy")
     assert other.returncode == 1 and "'server' is not K3s here" in other.stderr
+
+
+def test_the_hubble_certificates_chain_to_one_ca_with_the_names_the_relay_and_agents_use(tmp_path: Path) -> None:
+    values = hubble_tls(tmp_path)
+    assert values["hubble"]["tls"]["auto"] == {"enabled": False}
+    files = {
+        "ca": values["tls"]["ca"]["cert"],
+        "server": values["hubble"]["tls"]["server"]["cert"],
+        "client": values["hubble"]["relay"]["tls"]["client"]["cert"],
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(base64.b64decode(data))
+    ca = str(tmp_path / "ca.pem")
+    server, client = str(tmp_path / "server.pem"), str(tmp_path / "client.pem")
+    assert openssl("verify", "-CAfile", ca, "-purpose", "sslserver", server).endswith("OK\n")
+    assert openssl("verify", "-CAfile", ca, "-purpose", "sslclient", client).endswith("OK\n")
+    # The relay asks every agent for <node>.<cluster>.hubble-grpc.cilium.io (cluster "default").
+    assert openssl(
+        "verify", "-CAfile", ca, "-verify_hostname", "agent-1.default.hubble-grpc.cilium.io", server
+    ).endswith("OK\n")
+    # Made once per run directory: the values (and so a no-op `up`) stay the same.
+    assert hubble_tls(tmp_path) == values
+
+
+def test_the_hubble_stack_is_planned_with_the_programs_hubble_checks(tmp_path: Path) -> None:
+    nodes = [("server-1", "10.99.0.10"), ("agent-1", "10.99.0.11")]
+    config = stack_config("kpr", nodes, hubble=hubble_tls(tmp_path))
+    assert config["k3s-cilium:features"] == {"hubble": True} and config["k3s-cilium:hubble"] == HUBBLE
+    plan = program_plan(write_stack(tmp_path / "Pulumi.hubble.yaml", config))
+    checks = sorted((c["check"], c["node"]) for c in plan["checks"] if c["check"].startswith("hubble"))
+    assert checks == sorted(
+        [("hubble-relay", None)] + [(c, n) for n, _ in nodes for c in ("hubble-server", "hubble-metrics")]
+    )
+    assert plan["ciliumValues"]["hubble"]["tls"]["auto"]["enabled"] is False
+    # The extreme tier's overrides and Hubble together.
+    assert stack_config("extreme", nodes, hubble={})["k3s-cilium:features"]["hubble"] is True
+    # The chart's default cluster name, part of the agents' TLS names.
+    assert yaml.safe_load(CHART_VALUES.read_text())["cluster"]["name"] == "default"
+    assert "cluster" not in plan["ciliumValues"]
+
+
+def test_the_relay_image_is_its_own_with_the_binary_where_the_chart_runs_it(tmp_path: Path) -> None:
+    assert is_relay_image("lab.local/cilium/hubble-relay:v1.19.6")
+    assert not is_relay_image("lab.local/cilium/cilium:v1.19.6") and not is_relay_image("x/hubble-relay-x:v1")
+    binaries = tmp_path / "bin"
+    binaries.mkdir()
+    (binaries / "hubble-relay").write_bytes(b"#!/bin/true\n")
+    (binaries / "hubble-relay").chmod(0o755)
+    archive = images.build_relay(binaries, tmp_path / "images", ["lab.local/cilium/hubble-relay:v1.19.6"])
+    with tarfile.open(archive) as outer:
+        index = json.load(outer.extractfile("index.json"))  # type: ignore[arg-type]
+        names = [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
+        layers = [m for m in outer.getmembers() if m.size > 2048]
+        content = outer.extractfile(max(layers, key=lambda m: m.size))
+        with tarfile.open(fileobj=content) as layer:
+            members = {m.name: m for m in layer.getmembers()}
+            passwd = layer.extractfile("etc/passwd").read().decode()  # type: ignore[union-attr]
+    assert names == ["lab.local/cilium/hubble-relay:v1.19.6"]
+    assert members["usr/local/bin/hubble-relay"].mode & 0o111
+    assert members["tmp"].mode & 0o7777 == 0o1777
+    assert "nonroot:x:65532:65532:nonroot:/home/nonroot:" in passwd
+    # Its home belongs to it (the relay's gops agent writes there), everything else to root.
+    home = members["home/nonroot"]
+    assert (home.uid, home.gid, home.mode & 0o7777) == (65532, 65532, 0o700)
+    assert {(m.uid, m.gid) for name, m in members.items() if name != "home/nonroot"} == {(0, 0)}
+
+
+def test_coredns_is_deployed_as_k3s_names_it_at_the_clusters_dns_address() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in coredns.manifests(CLUSTER_DNS)}
+    service = objects[("Service", "kube-dns")]
+    assert service["spec"]["clusterIP"] == CLUSTER_DNS and service["metadata"]["namespace"] == "kube-system"
+    deployment = objects[("Deployment", "coredns")]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == coredns.IMAGE
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == coredns.LABELS
+    assert "kubernetes cluster.local" in objects[("ConfigMap", "coredns")]["data"]["Corefile"]
+    assert "SYS_RESOURCE" not in json.dumps(deployment)
+
+
+def test_the_labs_reads_of_flows_and_metrics() -> None:
+    flows = flows_of(
+        '{"flow":{"verdict":"FORWARDED","node_name":"agent-1"},"node_name":"agent-1"}\n'
+        'not json\n{"verdict":"DROPPED"}\n'
+    )
+    assert [f["verdict"] for f in flows] == ["FORWARDED", "DROPPED"]
+    text = (
+        "# HELP hubble_flows_processed_total x\n"
+        'hubble_flows_processed_total{type="L3_L4",verdict="FORWARDED"} 12\n'
+        'hubble_flows_processed_total{type="Trace",verdict="FORWARDED"} 3\n'
+        "hubble_lost_events_total 0\n"
+        "cilium_other 5\n"
+    )
+    assert metric_families(text) == {
+        "hubble_flows_processed_total": {"samples": 2, "sum": 15.0},
+        "hubble_lost_events_total": {"samples": 1, "sum": 0.0},
+    }

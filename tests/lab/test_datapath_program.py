@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from lab.cluster.chart import CHART, L2_ANNOUNCE_LABEL
-from lab.cluster.datapath import PROGRAM, engine_config
+from lab.cluster.chart import CHART, L2_ANNOUNCE_LABEL, hubble_tls
+from lab.cluster.datapath import PHASES, PROGRAM, engine_config
 from tests.mocks import Recorded, depends_transitively, run_program
 
 NODES = [("server-1", "10.99.0.10"), ("agent-1", "10.99.0.11"), ("agent-2", "10.99.0.12")]
@@ -19,9 +20,9 @@ KUBECONFIG = f"{PROJECT}:kubeconfig"
 SSH_KEY = "k3s-cilium:sshPrivateKey"
 
 
-def run_lab_program(tier: str, l2: bool = False) -> Recorded:
+def run_lab_program(tier: str, l2: bool = False, hubble: dict[str, Any] | None = None) -> Recorded:
     config = {
-        **engine_config(tier, NODES, HOST_KEYS, l2=l2),
+        **engine_config(tier, NODES, HOST_KEYS, l2=l2, hubble=hubble),
         SSH_KEY: "-----BEGIN OPENSSH PRIVATE KEY-----\nlab\n-----END OPENSSH PRIVATE KEY-----\n",
         KUBECONFIG: "apiVersion: v1\nkind: Config\nclusters: []\n",
     }
@@ -54,8 +55,6 @@ def test_the_lab_program_builds_the_products_cilium_half_without_the_k3s_check(t
     # Without loadBalancer: nothing of it, as __main__.py exports it.
     assert not rec.of_type("k3s-cilium:index:LoadBalancing")
     assert rec.exports["loadBalancer"] == {"mode": "none", "objects": []}
-
-
 
 
 def test_the_l2_phase_builds_the_products_load_balancing_and_probes_the_address_from_the_runner() -> None:
@@ -99,3 +98,25 @@ def test_the_l2_phase_builds_the_products_load_balancing_and_probes_the_address_
         "mode": "l2",
         "objects": ["CiliumLoadBalancerIPPool/lab", "CiliumL2AnnouncementPolicy/k3s-cilium-l2"],
     }
+
+
+def test_the_hubble_phase_turns_hubble_on_with_the_relay_and_metrics_and_the_labs_certificates(tmp_path: Path) -> None:
+    names = [phase.name for phase in PHASES]
+    hubble = PHASES[names.index("hubble")]
+    # After l2, at kpr; the next phase drops it again (the rollback the lab checks).
+    assert names.index("hubble") == names.index("l2") + 1 and hubble.tier == "kpr" and not hubble.l2
+    assert [phase.name for phase in PHASES if phase.hubble] == ["hubble"]
+    rec = run_lab_program("kpr", hubble=hubble_tls(tmp_path))
+    values = rec.named("cilium-release").inputs["values"]["hubble"]
+    assert values["enabled"] is True and values["relay"]["enabled"] is True
+    assert values["metrics"]["enabled"] == ["drop", "tcp", "flow"] and values["metrics"]["port"] == 9965
+    assert "ui" not in values or not values["ui"].get("enabled")
+    # The lab's one deviation: certificates of its own instead of certgen's CronJob; TLS stays on.
+    assert values["tls"]["auto"] == {"enabled": False, "method": "cronJob"}
+    assert values["tls"]["server"]["cert"] and values["relay"]["tls"]["client"]["key"]
+    # The program's Hubble checks, with the product's names.
+    for node, _ in NODES:
+        assert rec.named(f"verify-hubble-server-assert-{node}")
+        assert rec.named(f"verify-hubble-metrics-assert-{node}")
+    assert rec.named("verify-hubble-relay-assert-cluster")
+    assert not rec.matching("hubble-ui")
