@@ -320,12 +320,19 @@ class K3sCluster(pulumi.ComponentResource):
             depends_on=[self.upgrade_gate],
         )
         self.snapshot = snapshot.stdout.apply(parse_facts)
+        # k3s.upgrade.snapshotTo: a copy where Pulumi runs, before any node is touched.
+        saved: list[pulumi.Resource] = [snapshot]
+        if cfg.k3s.upgrade.snapshot_to:
+            copy = self._snapshot_copy(name, cfg, first, snapshot, private_key, key_password)
+            saved.append(copy)
+            copied = copy.stdout.apply(parse_facts)
+            self.snapshot = pulumi.Output.all(self.snapshot, copied).apply(lambda both: {**both[0], "copy": both[1]})
         # Air-gapped: artifacts verified and placed, registries.yaml written, before each install.
         self.airgap: AirgapNodes | None = None
         if cfg.airgap.k3s or cfg.airgap.registries:
             self.airgap = AirgapNodes(
                 f"{name}-airgap",
-                AirgapNodesArgs(cfg, self.connections, args.registry_credentials, [snapshot]),
+                AirgapNodesArgs(cfg, self.connections, args.registry_credentials, saved),
                 opts=pulumi.ResourceOptions(parent=self),
             )
 
@@ -338,7 +345,7 @@ class K3sCluster(pulumi.ComponentResource):
             stdin=secret_token,
             # Nothing is installed anywhere until every node passed preflight, the upgrade gate passed and
             # the snapshot is saved.
-            depends_on=[self._drain(name, cfg, first, [snapshot])],
+            depends_on=[self._drain(name, cfg, first, saved)],
         )
 
         if secret_token is not None:
@@ -438,6 +445,51 @@ class K3sCluster(pulumi.ComponentResource):
             dir=ASSERT_DIR,
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _snapshot_copy(
+        self,
+        name: str,
+        cfg: StackConfig,
+        first: Node,
+        snapshot: remote.Command,
+        private_key: pulumi.Output[str],
+        key_password: pulumi.Output[str] | None,
+    ) -> local.Command:
+        """The snapshot copied into ``k3s.upgrade.snapshotTo`` where Pulumi runs (``snapshot-fetch.sh``): over SSH
+        with the stack's key (and passphrase) on stdin and its pinned host keys, checked against the server's
+        sha256. It runs when the snapshot does (a K3s version change); the first drain waits for it."""
+        bastion = cfg.ssh.bastion
+        reach: dict[str, scripts.ScriptValue] = {
+            "DEST_DIR": str(cfg.k3s.upgrade.snapshot_to),
+            "HOST": first.host,
+            "PORT": cfg.ssh_port(first),
+            "REMOTE_USER": cfg.ssh_user(first),
+            "HOST_KEY": first.host_key or "",
+        }
+        if bastion:
+            reach |= {
+                "BASTION_HOST": bastion.host,
+                "BASTION_PORT": bastion.port,
+                "BASTION_USER": bastion.user,
+                "BASTION_HOST_KEY": bastion.host_key or "",
+            }
+
+        def body(facts: dict[str, str]) -> str:
+            saved = facts.get("snapshot", "none")
+            where = {"SNAPSHOT": "" if saved == "none" else saved, "SKIP_REASON": facts.get("reason", "")}
+            return scripts.render("snapshot-fetch", {**where, **reach})
+
+        fetch = ssh.Script("snapshot-fetch", snapshot.stdout.apply(lambda out: body(parse_facts(out))))
+        return local.Command(
+            f"{name}-{ROLE_SNAPSHOT}-copy",
+            create=ssh.command_line("root", fetch.name),
+            # The passphrase line, then the key: both secret, so all of stdin is.
+            stdin=pulumi.Output.concat(ssh.bundle(fetch), key_password or "", "\n", private_key),
+            dir=ASSERT_DIR,
+            triggers=[*ssh.host_identity(cfg, first), cfg.k3s.version, str(cfg.k3s.upgrade.snapshot_to)],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[snapshot]),
         )
 
     def _preflight(self, name: str, cfg: StackConfig, features: Resolved, node: Node) -> remote.Command:

@@ -221,6 +221,15 @@ class Node(ConfigModel):
             return None
 
 
+def _local_path(value: str) -> str:
+    if not value.strip() or "\n" in value or "\x00" in value:
+        raise ValueError("must be a directory path on the machine running Pulumi (one line)")
+    return value
+
+
+LocalPath = Annotated[str, AfterValidator(_local_path)]
+
+
 class Drain(ConfigModel):
     timeout: int = Field(
         300, ge=10, le=86400, description="Seconds a node's drain may take before the upgrade stops, naming the pods."
@@ -243,6 +252,11 @@ class K3sUpgrade(ConfigModel):
         1, ge=1, le=1000, description="Agents drained and upgraded at once (servers always go one at a time)."
     )
     drain: Drain = Field(default_factory=lambda: Drain(), description="How each node is drained before its upgrade.")
+    snapshot_to: LocalPath | None = Field(
+        None,
+        description="A directory where Pulumi runs (absolute, or relative to the project) that the etcd snapshot "
+        "taken before a K3s version change is copied into, over SSH, before any node is touched.",
+    )
 
 
 class CiliumUpgrade(ConfigModel):

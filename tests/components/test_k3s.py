@@ -584,3 +584,29 @@ def test_moving_a_node_to_another_host_replaces_its_deregistration() -> None:
     nodes = [n.model_copy(update={"host": "10.9.9.9"}) if n.name == "agent-2" else n for n in moved.nodes]
     after = build(moved.model_copy(update={"nodes": nodes})).named("k3s-deregister-agent-2").inputs["triggers"]
     assert before != after and after[0] == "10.9.9.9"
+
+
+# --- the snapshot copied to where Pulumi runs (k3s.upgrade.snapshotTo) ------------------------------------
+
+
+def test_the_snapshot_is_copied_before_any_node_is_touched_with_the_key_only_on_stdin() -> None:
+    rec = build(make_config(1, 1, ssh={"bastion": {"host": "jump.example", "hostKey": HOST_KEY}},
+                            k3s={"upgrade": {"snapshotTo": "snapshots"}}))
+    copy = rec.named("k3s-snapshot-copy")
+    assert copy.type == "command:local:Command"
+    assert copy.inputs["create"] == "bash -s -- snapshot-fetch"
+    assert copy.inputs["dir"] == "."
+    assert rec.depends_on(copy, rec.named("k3s-snapshot-server-1"))
+    assert rec.depends_on(rec.named("k3s-drain-server-1"), copy)
+    # The key is on stdin, secret; the script names the server, its pinned key and the jump host.
+    assert copy.is_secret("stdin")
+    assert not any("PRIVATE KEY" in text for _, text in copy.plain_strings())
+    script = copy.script()
+    assert "HOST=10.0.1.1" in script and "DEST_DIR=snapshots" in script and "BASTION_HOST=jump.example" in script
+    # It runs again exactly when the snapshot does: a K3s version change.
+    assert copy.inputs["triggers"][-2:] == ["v1.33.3+k3s1", "snapshots"]
+
+
+def test_without_snapshot_to_nothing_is_copied() -> None:
+    rec = build(make_config(1, 1))
+    assert rec.matching(r"snapshot-copy") == []

@@ -158,7 +158,9 @@ def _flow(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+        # An optional key without default reads `key?`, as in the top-level summaries.
+        parts = (f"{key}?" if item is None else f"{key}: {_flow(item)}" for key, item in value.items())
+        return "{" + ", ".join(parts) + "}"
     return str(value)
 
 
