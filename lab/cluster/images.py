@@ -12,14 +12,19 @@ from . import oci
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
-def build_pause(binaries: Path, images: Path) -> Path:
-    """Kubernetes' pause (built by lab/datapath/build.sh) as the pod sandbox image."""
-    archive = images / "pause.tar"
+def _one_binary(binaries: Path, images: Path, binary: str, name: str) -> Path:
+    """An image of one binary built by lab/datapath/build.sh, at the root, as its entrypoint."""
+    archive = images / f"{binary}.tar"
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch)
-        shutil.copy2(binaries / "pause", tree / "pause")
-        oci.write_archive(archive, PAUSE, tree, entrypoint=["/pause"])
+        shutil.copy2(binaries / binary, tree / binary)
+        oci.write_archive(archive, name, tree, entrypoint=[f"/{binary}"])
     return archive
+
+
+def build_pause(binaries: Path, images: Path) -> Path:
+    """Kubernetes' pause as the pod sandbox image."""
+    return _one_binary(binaries, images, "pause", PAUSE)
 
 
 def build_smoke(binaries: Path, images: Path, name: str) -> Path:
@@ -74,10 +79,5 @@ def build_relay(binaries: Path, images: Path, names: list[str]) -> Path:
 
 
 def build_coredns(binaries: Path, images: Path, name: str) -> Path:
-    """CoreDNS (built by lab/datapath/build.sh with the Corefile's plugins) under ``name``."""
-    archive = images / "coredns.tar"
-    with tempfile.TemporaryDirectory() as scratch:
-        tree = Path(scratch)
-        shutil.copy2(binaries / "coredns", tree / "coredns")
-        oci.write_archive(archive, name, tree, entrypoint=["/coredns"])
-    return archive
+    """CoreDNS (built with the Corefile's plugins) under ``name``."""
+    return _one_binary(binaries, images, "coredns", name)
