@@ -32,8 +32,8 @@ server), the upgrade gate and the snapshot (``<name>-upgrade-gate-*``,
 membership changes are serialized) and batches of
 ``k3s.upgrade.maxUnavailable`` agents, each node framed by
 ``<name>-drain-<node>`` (cordon and drain before a version change) and
-``<name>-ready-<node>`` (its release, Ready, its Cilium agent, etcd; then
-uncordon) on the first server; the next node or batch starts after it.
+``<name>-ready-<node>`` (its release, Ready, its Cilium agent, the smoke
+Service on its NodePort, etcd; then uncordon) on the first server; the next node or batch starts after it.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from pulumi_command import local, remote
 from components import remote as ssh
 from components import scripts
 from components.airgap import AirgapNodes, AirgapNodesArgs
-from components.verify import ASSERT_DIR, assert_command
-from stacks import airgap, k3s_flags, preflight, upgrade
+from components.verify import ASSERT_DIR, SMOKE_NAME, assert_command
+from stacks import airgap, checks, k3s_flags, preflight, upgrade
 from stacks.checks import PlannedCheck
 from stacks.config import Node, StackConfig
 from stacks.digest import digest
@@ -587,6 +587,13 @@ class K3sCluster(pulumi.ComponentResource):
             "ROLE": node.role,
             "TIMEOUT_SECONDS": NODE_READY_TIMEOUT_SECONDS,
         }
+        if cfg.verify.smoke:
+            # The verification's smoke Service must answer on the node's own NodePort before the next node goes.
+            params |= {
+                "SMOKE_NAMESPACE": checks.VERIFY_NAMESPACE,
+                "SMOKE_SERVICE": SMOKE_NAME,
+                "NODE_PORT": checks.static_node_port(cfg),
+            }
         return self._command(
             resource_name(name, ROLE_READY, node),
             first,

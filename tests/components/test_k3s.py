@@ -610,3 +610,11 @@ def test_the_snapshot_is_copied_before_any_node_is_touched_with_the_key_only_on_
 def test_without_snapshot_to_nothing_is_copied() -> None:
     rec = build(make_config(1, 1))
     assert rec.matching(r"snapshot-copy") == []
+
+
+def test_an_upgraded_node_must_serve_the_smoke_service_on_its_nodeport_when_there_is_one() -> None:
+    # The smoke Service's fixed NodePort: the static band's last port of 30000-32767 (stacks/checks.py).
+    script = build(make_config(1, 1)).named("k3s-ready-agent-1").script()
+    assert "NODE_PORT=30085" in script and "SMOKE_SERVICE=smoke" in script
+    quiet = build(make_config(1, 1, verify={"smoke": False})).named("k3s-ready-agent-1").script()
+    assert "NODE_PORT=" not in quiet

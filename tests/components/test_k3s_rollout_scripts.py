@@ -27,6 +27,8 @@ case " $* " in
     else printf '%s' "$FAKE_OLD"; fi ;;
   *" get node "*"Ready"*) printf '%s' "${FAKE_READY:-True}" ;;
   *" get daemonset cilium "*) exit "${FAKE_CILIUM_RC:-1}" ;;
+  *" get service smoke "*) exit "${FAKE_SMOKE_RC:-1}" ;;
+  *" get node "*"InternalIP"*) printf '%s' "${FAKE_NODE_IP:-10.0.0.11}" ;;
   *" get pods -l k8s-app=cilium "*) printf '%s' "${FAKE_AGENT_READY:-True}" ;;
   *" get pods --all-namespaces "*) printf '%s' "${FAKE_LEFT:-}" ;;
   *" drain "*)
@@ -62,9 +64,19 @@ def drain(tmp_path: Path, purpose: str = "upgrade", **env: str):
     return run_script(tmp_path, "k3s-drain", params, environment)
 
 
-def ready(tmp_path: Path, role: str = "agent", timeout: int = 20, **env: str):
+# curl for the NodePort probe: answers once FAKE_CURL_OK_AFTER calls went by (never when unset); logs the URL.
+FAKE_CURL = r"""#!/usr/bin/env bash
+printf 'curl %s\n' "${@: -1}" >>"$FAKE_LOG"
+n=$(( $(cat "$FAKE_STATE/curl" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$FAKE_STATE/curl"
+[[ -n ${FAKE_CURL_OK_AFTER:-} ]] && (( n >= FAKE_CURL_OK_AFTER )) || { echo 'curl: (7) Failed to connect' >&2; exit 7; }
+"""
+
+
+def ready(tmp_path: Path, role: str = "agent", timeout: int = 20, node_port: str = "", **env: str):
     path, environment = kubectl(tmp_path, **env)
+    executable(tmp_path / "bin" / "curl", FAKE_CURL)
     params = {"NODE_NAME": "agent-1", "TARGET_VERSION": NEW, "ROLE": role, "TIMEOUT_SECONDS": timeout,
+              "SMOKE_NAMESPACE": "k3s-cilium-verify", "SMOKE_SERVICE": "smoke", "NODE_PORT": node_port,
               "KUBECTL": path, "PROGRESS_SECONDS": 60}
     return run_script(tmp_path, "k3s-node-ready", params, environment)
 
@@ -117,7 +129,7 @@ def test_a_node_that_leaves_is_drained_whatever_release_it_runs_and_a_blocked_dr
 def test_an_upgraded_node_is_waited_for_until_ready_with_its_agent_then_uncordoned(tmp_path):
     done = ready(tmp_path, FAKE_UPGRADED_AFTER="2", FAKE_CILIUM_RC="0")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"node=agent-1 kubelet={NEW} ready=True cilium=ready etcd=none\n"
+    assert done.stdout == f"node=agent-1 kubelet={NEW} ready=True cilium=ready etcd=none service=none\n"
     calls = log(tmp_path)
     assert calls.count("kubeletVersion") >= 3
     assert calls.rstrip().splitlines()[-2] == "uncordon agent-1"
@@ -126,7 +138,7 @@ def test_an_upgraded_node_is_waited_for_until_ready_with_its_agent_then_uncordon
 def test_a_first_install_waits_only_for_the_release_since_no_cni_runs_yet(tmp_path):
     done = ready(tmp_path, role="server", FAKE_OLD=NEW, FAKE_READY="False")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"node=agent-1 kubelet={NEW} ready=skipped cilium=absent etcd=ok\n"
+    assert done.stdout == f"node=agent-1 kubelet={NEW} ready=skipped cilium=absent etcd=ok service=none\n"
 
 
 def test_a_node_that_never_becomes_ready_stops_the_upgrade_naming_it(tmp_path):
@@ -134,3 +146,25 @@ def test_a_node_that_never_becomes_ready_stops_the_upgrade_naming_it(tmp_path):
     assert done.returncode == 1
     assert "k3s-node-ready: node agent-1: Ready: not reached within 3s; the upgrade stops here" in done.stderr
     assert "uncordon" not in log(tmp_path)
+
+
+def test_the_smoke_service_must_answer_on_the_upgraded_nodes_own_nodeport_before_it_is_uncordoned(tmp_path):
+    done = ready(tmp_path, node_port="30015", FAKE_OLD=NEW, FAKE_CILIUM_RC="0", FAKE_SMOKE_RC="0",
+                 FAKE_CURL_OK_AFTER="2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"node=agent-1 kubelet={NEW} ready=True cilium=ready etcd=none service=ok\n"
+    calls = log(tmp_path).splitlines()
+    assert calls.count("curl http://10.0.0.11:30015/") == 2
+    assert calls.index("uncordon agent-1") > max(i for i, call in enumerate(calls) if call.startswith("curl "))
+
+
+def test_a_node_whose_datapath_does_not_serve_stops_the_upgrade_still_cordoned(tmp_path):
+    done = ready(tmp_path, timeout=3, node_port="30015", FAKE_OLD=NEW, FAKE_CILIUM_RC="0", FAKE_SMOKE_RC="0")
+    assert done.returncode == 1
+    assert ("k3s-node-ready: node agent-1: the smoke Service answering on its NodePort 30015: not reached within 3s; "
+            "the upgrade stops here") in done.stderr
+    assert "uncordon" not in log(tmp_path)
+    # No smoke Service (verify.smoke off, or not deployed yet): nothing to probe.
+    unprobed = ready(tmp_path / "none", node_port="30015", FAKE_OLD=NEW, FAKE_CILIUM_RC="0")
+    assert unprobed.stdout.endswith("service=none\n")
+    assert "curl" not in log(tmp_path / "none")
