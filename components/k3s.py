@@ -300,6 +300,7 @@ class K3sCluster(pulumi.ComponentResource):
         self._users = {node.name: cfg.ssh_user(node) for node in cfg.nodes}
         # Once for all agents: it renders every server's config.
         self._servers_digest = servers_config_digest(cfg, features, token_configured)
+        self._kpr = "kubeProxyReplacement" in features
 
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
         # Runs nothing (no create, no SSH): what must wait for every preflight depends on it alone,
@@ -587,8 +588,10 @@ class K3sCluster(pulumi.ComponentResource):
             "ROLE": node.role,
             "TIMEOUT_SECONDS": NODE_READY_TIMEOUT_SECONDS,
         }
-        if cfg.verify.smoke:
+        if cfg.verify.smoke and self._kpr:
             # The verification's smoke Service must answer on the node's own NodePort before the next node goes.
+            # Only where Cilium serves NodePorts (in eBPF, ahead of the host's firewall): kube-proxy's go through
+            # the host's INPUT rules, which may close the NodePort range to the first server.
             params |= {
                 "SMOKE_NAMESPACE": checks.VERIFY_NAMESPACE,
                 "SMOKE_SERVICE": SMOKE_NAME,

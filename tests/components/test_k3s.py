@@ -612,9 +612,9 @@ def test_without_snapshot_to_nothing_is_copied() -> None:
     assert rec.matching(r"snapshot-copy") == []
 
 
-def test_an_upgraded_node_must_serve_the_smoke_service_on_its_nodeport_when_there_is_one() -> None:
+def test_an_upgraded_node_must_serve_the_smoke_service_on_its_nodeport_where_cilium_serves_nodeports() -> None:
     # The smoke Service's fixed NodePort: the static band's last port of 30000-32767 (stacks/checks.py).
     script = build(make_config(1, 1)).named("k3s-ready-agent-1").script()
     assert "NODE_PORT=30085" in script and "SMOKE_SERVICE=smoke" in script
-    quiet = build(make_config(1, 1, verify={"smoke": False})).named("k3s-ready-agent-1").script()
-    assert "NODE_PORT=" not in quiet
+    for quiet in (make_config(1, 1, verify={"smoke": False}), make_config(1, 1, tier="baseline")):
+        assert "NODE_PORT=" not in build(quiet).named("k3s-ready-agent-1").script()
