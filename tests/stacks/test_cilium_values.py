@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from stacks import cilium_values
+from stacks import cilium_values, stackfile
 from stacks.config import ConfigError, parse
 from stacks.features import TIER_FEATURES, resolve
 from tests.chart import CHARTS, chart_dirs, known_paths, render_chart, schema, unknown_paths
@@ -193,3 +193,15 @@ def test_the_real_chart_keeps_a_1_15_clusters_envoy_inside_the_agent(raw):
     assert envoy_daemonset(values_for(raw, "kpr", "1.19.6"))
     cfg = parse(dict(raw, cilium={"version": "1.19.6", "upgradeCompatibility": "1.15"}))
     assert not envoy_daemonset(cilium_values.render(cfg, resolve(cfg)))
+
+
+@pytest.mark.parametrize("stack", ["dev", "extreme", "ha-performance"])
+def test_the_off_states_of_encryption_gateway_api_and_ingress_change_no_manifest(stack):
+    """Stacks that leave the three switches off get explicit off values, and the chart renders exactly what it did
+    without them: an existing cluster sees a values diff and nothing else."""
+    cfg = stackfile.load(stackfile.locate(stack))
+    values = cilium_values.render(cfg, resolve(cfg))
+    assert values["encryption"]["enabled"] is False and values["gatewayAPI"]["enabled"] is False
+    new_keys = ("encryption", "gatewayAPI", "ingressController")
+    before = {key: value for key, value in values.items() if key not in new_keys}
+    assert render_chart(cfg.cilium.version, values) == render_chart(cfg.cilium.version, before)
