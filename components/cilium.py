@@ -33,7 +33,7 @@ from pulumi_command import local, remote
 from components.airgap import release_chart_args
 from components.remote import Script, host_identity, node_command, script
 from components.scripts import ScriptValue
-from components.verify import ASSERT_DIR, PROJECT_PYTHON, assert_command
+from components.verify import ASSERT_DIR, PROJECT_PYTHON, assert_command, assertion
 from stacks import airgap, cilium_values, encryption
 from stacks.checks import PlannedCheck
 from stacks.config import StackConfig
@@ -347,14 +347,7 @@ class CiliumRelease(pulumi.ComponentResource):
             triggers=[*host_identity(cfg, first), digest(check.expect)],
             depends_on=[self.api_check],
         )
-        checked = local.Command(
-            f"{name}-gateway-api-crds-assert",
-            create=assert_command(check),
-            stdin=reader.stdout,
-            dir=ASSERT_DIR,
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        checked = assertion(f"{name}-gateway-api-crds-assert", assert_command(check), reader.stdout, self)
         return [
             checked,
             *(

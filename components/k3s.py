@@ -52,7 +52,7 @@ from pulumi_command import local, remote
 from components import remote as ssh
 from components import scripts
 from components.airgap import AirgapNodes, AirgapNodesArgs
-from components.verify import ASSERT_DIR, SMOKE_NAME, assert_command
+from components.verify import ASSERT_DIR, SMOKE_NAME, assert_command, assertion
 from stacks import airgap, checks, k3s_flags, preflight, upgrade
 from stacks.checks import PlannedCheck
 from stacks.config import Node, StackConfig
@@ -439,14 +439,7 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=[*ssh.host_identity(cfg, first), digest(check.expect)],
             depends_on=[after],
         )
-        return local.Command(
-            f"{name}-{ROLE_UPGRADE_GATE}-assert",
-            create=assert_command(check),
-            stdin=reader.stdout,
-            dir=ASSERT_DIR,
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        return assertion(f"{name}-{ROLE_UPGRADE_GATE}-assert", assert_command(check), reader.stdout, self)
 
     def _snapshot_copy(
         self,

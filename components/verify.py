@@ -194,6 +194,24 @@ def assert_command(check: PlannedCheck, skipped_features: Sequence[str] = ()) ->
     return f"{command} --skip {shlex.quote(','.join(skip))}" if skip else command
 
 
+def assertion(
+    resource: str, create: pulumi.Input[str], stdin: pulumi.Input[str], parent: pulumi.Resource
+) -> local.Command:
+    """A check judged where Pulumi runs (``create``, an :func:`assert_command`) on a collector's output (``stdin``).
+
+    Its one dependency is its collector, through stdin: a verdict is a function of the command and the collected
+    output, and a change in either runs the assertion again. A failed one is not stored, so the next ``up`` judges
+    again."""
+    return local.Command(
+        resource,
+        create=create,
+        stdin=stdin,
+        dir=ASSERT_DIR,
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
 def check_trigger(state_digest: str, check: PlannedCheck) -> str:
     """A hash of what the check's result depends on (``state_digest``: of :func:`deployed_state`)."""
     check_state = {"check": check.check, "node": check.node, "expect": check.expect}
@@ -607,18 +625,9 @@ class Verification(pulumi.ComponentResource):
             create = pulumi.Output.from_input(node_skips[check.node]).apply(
                 lambda skipped: assert_command(check, list(skipped))
             )
-        assertion = local.Command(
-            f"{self._name}-{check.check}-assert-{node_label(check)}",
-            create=create,
-            stdin=stdin,
-            dir=ASSERT_DIR,
-            add_previous_output_in_env=False,
-            # Its one dependency is its collector, through stdin: a verdict is a function of the
-            # command and the collected output, and a change in either runs the assertion again.
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.assertions[check.key] = assertion
-        return assertion
+        judged = assertion(f"{self._name}-{check.check}-assert-{node_label(check)}", create, stdin, self)
+        self.assertions[check.key] = judged
+        return judged
 
     def _namespace(self) -> k8s.core.v1.Namespace:
         return k8s.core.v1.Namespace(
