@@ -15,8 +15,7 @@ import yaml
 from packaging.version import Version
 from pydantic import ValidationError
 
-from stacks import airgap, cilium_values
-from stacks.config import parse
+from stacks import cilium_values
 from stacks.features import resolve
 from stacks.hubble import (
     Expected,
@@ -33,12 +32,11 @@ from stacks.hubble import (
     verify_expectations,
 )
 from tests.chart import ARCHIVES, chart_dirs, known_paths, render_chart, unknown_paths
-from tests.stacks.test_airgap_chart import images
+from tests.stacks.test_airgap_chart import REGISTRY, airgap_config, images
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVED = sorted((p.name.removeprefix("cilium-").removesuffix(".tgz") for p in ARCHIVES.glob("cilium-*.tgz")),
                   key=lambda v: [int(x) for x in v.split(".")])
-REGISTRY = "registry.internal:5000/cilium"
 V19 = Version("1.19.6")
 
 # What features.hubble rendered before the hubble section existed (chart: hubble.enabled, hubble.relay.enabled,
@@ -323,31 +321,12 @@ def test_relay_off_and_hubble_off(version: str) -> None:
 # --- air-gapped: every Hubble image from the internal registry ---------------------------------------
 
 
-def airgap_stack(version: str) -> Any:
-    return parse({
-        "tier": "kpr",
-        "nodes": [{"name": "server-1", "host": "10.0.0.1", "role": "server"},
-                  {"name": "agent-1", "host": "10.0.0.2", "role": "agent"}],
-        "cilium": {"version": version},
-        "features": {"hubble": True},
-        "airgap": {
-            "sumsFile": str(ARCHIVES / "SHA256SUMS"),
-            "cilium": {"chart": str(ARCHIVES / f"cilium-{version}.tgz"), "imageRegistry": REGISTRY},
-        },
-    })
-
-
 @needs_archives
 @pytest.mark.parametrize("version", ARCHIVED)
 def test_air_gapped_hubble_images_come_from_the_registry(version: str) -> None:
-    cfg = airgap_stack(version)
-    parsed = Version(version)
-    values = cilium_values.render(cfg, resolve(cfg))
-    # The stack's values with this section's (relay and UI on) and the airgap image values merged over them.
-    section = cilium_values.deep_merge(helm_values(FULL, True, parsed),
-                                       airgap.image_values(cfg.airgap.cilium, parsed).get("hubble", {}))
-    values["hubble"] = cilium_values.deep_merge(values["hubble"], section)
-    deployed = images(render_chart(version, values))
+    # The air-gapped stack (Hubble on) with the relay and the UI.
+    cfg = airgap_config(version, "kpr").model_copy(update={"hubble": Hubble(relay=True, ui=True)})
+    deployed = images(render_chart(version, cilium_values.render(cfg, resolve(cfg))))
     hubble_images = {image for image in deployed if "/hubble-" in image or "/certgen" in image}
     names = {image.partition("@")[0].rsplit("/", 1)[1].partition(":")[0] for image in hubble_images}
     assert {"hubble-relay", "hubble-ui", "hubble-ui-backend", "certgen"} <= names
