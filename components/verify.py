@@ -329,11 +329,7 @@ def collector_script(
     """
     cli = agent_cli(cfg)
     if check.check == "agent-status":
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} status --verbose",
-            "WAIT_FOR": r"^Cilium:[[:space:]]+Ok",
-        }
+        return _agent_exec(check, f"{cli} status --verbose", r"^Cilium:[[:space:]]+Ok")
     if check.check == "no-kube-proxy-rules":
         return "verify-iptables", {}
     if check.check == "kpr-integrity":
@@ -345,30 +341,16 @@ def collector_script(
     if check.check == "connectivity-test":
         return "verify-connectivity-test", {"TIMEOUT_SECONDS": CONNECTIVITY_TEST_TIMEOUT_SECONDS}
     if check.check == "bgp-peers":
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} bgp peers",
-            "WAIT_FOR": "established",
-        }
+        return _agent_exec(check, f"{cli} bgp peers", "established")
     if check.check == "bgp-routes":
         prefixes = [str(prefix) for prefix in check.expect.get("prefixes", [])]
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} bgp routes advertised ipv4 unicast",
-            "WAIT_FOR": _ere_escape(prefixes[0]) if prefixes else "",
-        }
+        wait_for = _ere_escape(prefixes[0]) if prefixes else ""
+        return _agent_exec(check, f"{cli} bgp routes advertised ipv4 unicast", wait_for)
     if check.check == "encryption-status":
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} encrypt status",
-            "WAIT_FOR": encryption.verify_wait_for(cfg.features.encryption, len(cfg.nodes)),
-        }
+        wait_for = encryption.verify_wait_for(cfg.features.encryption, len(cfg.nodes))
+        return _agent_exec(check, f"{cli} encrypt status", wait_for)
     if check.check == "hubble-server":
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} status",
-            "WAIT_FOR": r"^Hubble:[[:space:]]+Ok",
-        }
+        return _agent_exec(check, f"{cli} status", r"^Hubble:[[:space:]]+Ok")
     if check.check == "hubble-metrics":
         return "verify-listening", {"PORT": hubble.METRICS_PORT, "WAIT_SECONDS": OBJECT_WAIT_SECONDS}
     if check.check == "hubble-relay":
@@ -393,11 +375,7 @@ def collector_script(
         wait_for = f"{_ere_escape(placed.smoke_cluster_ip)}:{checks.SMOKE_PORT}"
         if "nodePort" in check.expect:
             wait_for = f":{placed.node_port}(/TCP)?[[:space:]]+NodePort"
-        return "verify-agent-exec", {
-            "NODE_NAME": node_label(check),
-            "AGENT_COMMAND": f"{cli} service list",
-            "WAIT_FOR": wait_for,
-        }
+        return _agent_exec(check, f"{cli} service list", wait_for)
     if check.check == "probes":
         node = next(n for n in cfg.nodes if n.name == check.node)
         node_ips, _ = parse_smoke_pods(discovered)
@@ -427,6 +405,12 @@ def collector_script(
             "DURATION_SECONDS": BENCHMARK_DURATION_SECONDS,
         }
     raise ValueError(f"no collector for check {check.check!r}")
+
+
+def _agent_exec(check: PlannedCheck, command: str, wait_for: str) -> tuple[str, dict[str, ScriptValue]]:
+    """``verify-agent-exec.sh``: ``command`` in the node's Cilium agent, repeated until its output matches
+    ``wait_for`` (an extended regex; empty: once)."""
+    return "verify-agent-exec", {"NODE_NAME": node_label(check), "AGENT_COMMAND": command, "WAIT_FOR": wait_for}
 
 
 def section(sections: pulumi.Output[dict[str, str]], check: str) -> pulumi.Output[str]:
