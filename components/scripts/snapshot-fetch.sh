@@ -7,8 +7,9 @@
 # the upgrade does not go on without its copy.
 #
 # stdin (after this script): the key's passphrase on one line (empty: none),
-# then the private key. Both go to files only this user can read, in a
-# directory removed again on exit; ssh never prompts (BatchMode).
+# then the private key. They go into an ssh-agent of this run's own (through
+# files only this user can read, removed once the key is in the agent; the
+# agent stops on exit); no secret is ever an argument; ssh never prompts.
 # Prints
 #   copy=done path=<local file> sha256=<hex> bytes=<n>
 #   copy=skipped reason=<why the snapshot step saved nothing>
@@ -41,16 +42,25 @@ if [[ -z $SNAPSHOT ]]; then
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 chmod 700 "$work"
-IFS= read -r passphrase || true
-cat >"$work/key"
-chmod 600 "$work/key"
-if [[ -n $passphrase ]]; then
-  ssh-keygen -q -p -P "$passphrase" -N "" -f "$work/key" >/dev/null ||
-    fail "the private key does not open with sshPrivateKeyPassword"
-fi
-unset passphrase
+# The key goes into an agent of this run's own: its passphrase reaches ssh-add through an askpass program
+# reading a file, never an argument another user could see in the process list.
+(
+  umask 077
+  IFS= read -r passphrase || true
+  printf '%s\n' "$passphrase" >"$work/passphrase"
+  cat >"$work/key"
+  # Answers once: ssh-add asks again after a wrong passphrase, and an askpass that fails ends that.
+  printf '#!/bin/sh\ncat %q && rm -f %q\n' "$work/passphrase" "$work/passphrase" >"$work/askpass"
+)
+chmod 700 "$work/askpass"
+eval "$(ssh-agent -s -a "$work/agent.sock")" >/dev/null
+trap 'ssh-agent -k >/dev/null 2>&1; rm -rf "$work"' EXIT
+SSH_ASKPASS="$work/askpass" SSH_ASKPASS_REQUIRE=force DISPLAY="${DISPLAY:-none}" ssh-add -q "$work/key" \
+  </dev/null >/dev/null 2>&1 || fail "the private key does not open with sshPrivateKeyPassword"
+rm -f "$work/key"
+# ssh offers exactly this key, from the agent.
+ssh-add -L >"$work/key.pub"
 
 # Pinned keys are checked; without a pin ssh accepts the server's key (the program warns about unpinned hosts).
 known_host_options() {
@@ -63,7 +73,7 @@ known_host_options() {
   fi
 }
 
-common=(-i "$work/key" -o BatchMode=yes -o IdentitiesOnly=yes -o "ConnectTimeout=$CONNECT_TIMEOUT_SECONDS" -o LogLevel=ERROR)
+common=(-i "$work/key.pub" -o BatchMode=yes -o IdentitiesOnly=yes -o "ConnectTimeout=$CONNECT_TIMEOUT_SECONDS" -o LogLevel=ERROR)
 mapfile -t node_known < <(known_host_options "$HOST" "$PORT" "$HOST_KEY" "$work/known_hosts")
 proxy=()
 if [[ -n $BASTION_HOST ]]; then

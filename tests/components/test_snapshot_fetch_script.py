@@ -68,12 +68,21 @@ def test_the_snapshot_is_copied_with_a_pinned_host_and_a_passphrase_and_checked(
         assert not any(other.iterdir())
 
 
+def agents() -> list[str]:
+    """The ssh-agents the script starts (its own socket in a mktemp directory), running now."""
+    found = subprocess.run(["pgrep", "-f", "ssh-agent -s -a /"], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
 def test_a_wrong_passphrase_is_named_and_nothing_is_asked(tmp_path, key, snapshot) -> None:
+    before = agents()
     done = fetch(key, {"SNAPSHOT": str(snapshot), "DEST_DIR": str(tmp_path / "copies"), "HOST": "127.0.0.1",
                        "PORT": 1, "REMOTE_USER": "root"}, passphrase="not-it")
     assert done.returncode == 1
     assert "the private key does not open with sshPrivateKeyPassword" in done.stderr
     assert PASSPHRASE not in done.stderr + done.stdout
+    # Its key agent is gone with it.
+    assert agents() == before
 
 
 def test_nothing_saved_is_nothing_to_copy(tmp_path, key) -> None:
