@@ -34,7 +34,7 @@ from components.airgap import release_chart_args
 from components.remote import Script, host_identity, node_command, script
 from components.scripts import ScriptValue
 from components.verify import ASSERT_DIR, PROJECT_PYTHON, assert_command, assertion
-from stacks import airgap, cilium_values, encryption
+from stacks import airgap, cilium_values, encryption, upgrade
 from stacks.checks import PlannedCheck
 from stacks.config import StackConfig
 from stacks.digest import digest
@@ -170,6 +170,8 @@ class CiliumRelease(pulumi.ComponentResource):
     values: pulumi.Output[dict[str, Any]]
     restart: remote.Command
     restart_trigger: str
+    # kube-system/k3s-cilium-release: the deployed Cilium version and values digest, which the upgrade gate reads.
+    stamp: k8s.core.v1.ConfigMap
     api_check: local.Command
     prepulls: dict[str, remote.Command]
     # What the release needs in the cluster first: the IPsec key Secret, the Gateway API CRDs.
@@ -280,6 +282,15 @@ class CiliumRelease(pulumi.ComponentResource):
             update=Script("restart-only-on-trigger", "true"),
             triggers=[self.restart_trigger],
             depends_on=[self.release],
+        )
+
+        # What runs now, for the next upgrade gate (stacks/upgrade.py): written once the release and its restart
+        # are done, so a K3s rollout is never judged against Cilium settings that are not deployed yet.
+        self.stamp = k8s.core.v1.ConfigMap(
+            f"{name}-stamp",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=upgrade.RELEASE_STAMP, namespace=NAMESPACE),
+            data=upgrade.release_stamp(cfg, features),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.restart]),
         )
 
         for feature in NODE_REBOOT_FEATURES:

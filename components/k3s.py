@@ -33,7 +33,10 @@ membership changes are serialized) and batches of
 ``k3s.upgrade.maxUnavailable`` agents, each node framed by
 ``<name>-drain-<node>`` (cordon and drain before a version change) and
 ``<name>-ready-<node>`` (its release, Ready, its Cilium agent, the smoke
-Service on its NodePort, etcd; then uncordon) on the first server; the next node or batch starts after it.
+Service on its NodePort, etcd; then uncordon) on the first server, then the
+node's own checks, ``<name>-node-checks-<node>`` on the node and
+``<name>-node-checks-assert-<node>`` (:mod:`verification.rollout`); the next
+node or batch starts after that verdict.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from pulumi_command import local, remote
 from components import remote as ssh
 from components import scripts
 from components.airgap import AirgapNodes, AirgapNodesArgs
-from components.verify import ASSERT_DIR, SMOKE_NAME, assert_command, assertion
+from components.verify import ASSERT_DIR, SMOKE_NAME, assert_command, assertion, node_collector_script, skip_keys
 from stacks import airgap, checks, k3s_flags, preflight, upgrade
 from stacks.checks import PlannedCheck
 from stacks.config import Node, StackConfig
@@ -60,6 +63,7 @@ from stacks.digest import digest
 from stacks.features import Resolved
 from stacks.k3s_flags import API_READY_TIMEOUT_SECONDS, K3S_BIN_DIR
 from stacks.kubeconfig import client_certificate_expiry, expiry_warning
+from verification import rollout
 
 COMPONENT_TYPE = "k3s-cilium:index:K3sCluster"
 
@@ -93,6 +97,7 @@ ROLE_UPGRADE_GATE = "upgrade-gate"
 ROLE_SNAPSHOT = "snapshot"
 ROLE_DRAIN = "drain"
 ROLE_READY = "ready"
+ROLE_NODE_CHECKS = "node-checks"
 ROLE_RETIRE = "retire"
 # How long a node may take, after its install or upgrade, to run the target release and be Ready.
 NODE_READY_TIMEOUT_SECONDS = 600
@@ -267,7 +272,7 @@ class K3sCluster(pulumi.ComponentResource):
     node_facts: dict[str, pulumi.Output[dict[str, str]]]
     """Node name -> that node's preflight facts alone (what depends on one node depends on one preflight)."""
     nodes_ready: dict[str, pulumi.Resource]
-    """Node name -> the resource after which K3s on that node is installed and running."""
+    """Node name -> the resource after which K3s on that node is installed and running, and its checks pass."""
     preflight_passed: pulumi.Resource
     """Done once every node passed preflight (it runs nothing)."""
     upgrade_gate: local.Command
@@ -303,6 +308,7 @@ class K3sCluster(pulumi.ComponentResource):
         self._kpr = "kubeProxyReplacement" in features
 
         preflights = {node.name: self._preflight(name, cfg, features, node) for node in cfg.nodes}
+        self.node_facts = {node: command.stdout.apply(parse_facts) for node, command in preflights.items()}
         # Runs nothing (no create, no SSH): what must wait for every preflight depends on it alone,
         # one dependency instead of one per node for each of the nodes' resources.
         self.preflight_passed = preflights_passed = local.Command(
@@ -311,7 +317,7 @@ class K3sCluster(pulumi.ComponentResource):
         )
         first = cfg.servers[0]
         # Before anything is placed or changes: may the running cluster move to these versions?
-        self.upgrade_gate = self._upgrade_gate(name, cfg, first, preflights_passed)
+        self.upgrade_gate = self._upgrade_gate(name, cfg, features, first, preflights_passed)
         # Then an etcd snapshot named after both releases, before any node is touched.
         snapshot = self._command(
             resource_name(name, ROLE_SNAPSHOT, first),
@@ -355,14 +361,17 @@ class K3sCluster(pulumi.ComponentResource):
             self.token = self._read_token(name, cfg, first, first_install)
 
         # One node at a time for servers (etcd membership changes one at a time), then the agents in
-        # batches of k3s.upgrade.maxUnavailable; each node drained before its install or upgrade and
-        # waited for (its release, Ready, its Cilium agent, etcd) after it, before the next one starts.
-        first_ready = self._ready(name, cfg, first, first_install)
-        self.nodes_ready = {first.name: first_ready}
+        # batches of k3s.upgrade.maxUnavailable; each node drained before its install or upgrade, waited
+        # for (its release, Ready, its Cilium agent, etcd) after it and its own checks passed again,
+        # before the next one starts.
+        self._between_nodes = [
+            check for check in checks.planned_checks(cfg, features) if check.check in rollout.NODE_CHECKS
+        ]
+        self.nodes_ready = {first.name: self._ready(name, cfg, first, first_install)}
         size = cfg.k3s.upgrade.max_unavailable
         batches = [[server] for server in cfg.servers[1:]]
         batches += [cfg.agents[start : start + size] for start in range(0, len(cfg.agents), size)]
-        previous: list[pulumi.Resource] = [first_ready]
+        previous: list[pulumi.Resource] = [self.nodes_ready[first.name]]
         for batch in batches:
             for node in batch:
                 install = self._install(
@@ -382,7 +391,6 @@ class K3sCluster(pulumi.ComponentResource):
             previous = [self.nodes_ready[node.name] for node in batch]
 
         self.kubeconfig, self.kubeconfig_expires = self._fetch_kubeconfig(name, cfg, first, first_install)
-        self.node_facts = {node: command.stdout.apply(parse_facts) for node, command in preflights.items()}
         self.node_info = pulumi.Output.all(**self.node_facts)
 
         self.register_outputs(
@@ -424,18 +432,21 @@ class K3sCluster(pulumi.ComponentResource):
             deleted_with=deleted_with,
         )
 
-    def _upgrade_gate(self, name: str, cfg: StackConfig, first: Node, after: pulumi.Resource) -> local.Command:
+    def _upgrade_gate(
+        self, name: str, cfg: StackConfig, features: Resolved, first: Node, after: pulumi.Resource
+    ) -> local.Command:
         """What runs, read on the first server (``upgrade-gate.sh``), judged against the stack's versions by
         ``python -m verification upgrade-gate`` where Pulumi runs (stacks/upgrade.py has the rules).
 
-        Both run again exactly when a target version (or allowDowngrade) changes: the reader's trigger.
+        Both run again exactly when a target (a version, Cilium's values, allowDowngrade) changes: the reader's
+        trigger.
         A failed verdict is not stored, so the next `up` judges again (on the output read before, until
         the target changes)."""
-        check = PlannedCheck(ROLE_UPGRADE_GATE, first.name, upgrade.gate_expect(cfg))
+        check = PlannedCheck(ROLE_UPGRADE_GATE, first.name, upgrade.gate_expect(cfg, features))
         reader = self._command(
             resource_name(name, ROLE_UPGRADE_GATE, first),
             first,
-            create=ssh.script("upgrade-gate"),
+            create=ssh.script("upgrade-gate", {"RELEASE_STAMP": upgrade.RELEASE_STAMP}),
             triggers=[*ssh.host_identity(cfg, first), digest(check.expect)],
             depends_on=[after],
         )
@@ -572,8 +583,9 @@ class K3sCluster(pulumi.ComponentResource):
             deleted_with=first_install,
         )
 
-    def _ready(self, name: str, cfg: StackConfig, node: Node, install: remote.Command) -> remote.Command:
-        """Wait until ``node`` runs the release and is Ready, then uncordon it (``k3s-node-ready.sh``)."""
+    def _ready(self, name: str, cfg: StackConfig, node: Node, install: remote.Command) -> pulumi.Resource:
+        """Wait until ``node`` runs the release and is Ready, then uncordon it (``k3s-node-ready.sh``), and
+        judge its own checks again (:meth:`_node_checks`): the next node's drain waits for that verdict."""
         first = cfg.servers[0]
         params: dict[str, scripts.ScriptValue] = {
             "NODE_NAME": node.name,
@@ -590,13 +602,42 @@ class K3sCluster(pulumi.ComponentResource):
                 "SMOKE_SERVICE": SMOKE_NAME,
                 "NODE_PORT": checks.static_node_port(cfg),
             }
-        return self._command(
+        ready = self._command(
             resource_name(name, ROLE_READY, node),
             first,
             create=ssh.script("k3s-node-ready", params),
             triggers=self._rollout_triggers(cfg, node),
             depends_on=[install],
         )
+        return self._node_checks(name, cfg, node, ready)
+
+    def _node_checks(self, name: str, cfg: StackConfig, node: Node, ready: remote.Command) -> local.Command:
+        """The node's agent-status and, with kube-proxy replacement, no-kube-proxy-rules and kpr-integrity,
+        collected on the node itself (``verify-node.sh``) and judged where Pulumi runs by ``python -m
+        verification node-checks``, with the expectations of the full verification (less the features
+        preflight left off there). The wait's stdout is the collector's stdin: its ``cilium=absent`` (the
+        cluster's first install, before Cilium) collects nothing and passes. Both run when the wait does."""
+        planned = [check for check in self._between_nodes if check.node == node.name]
+        script_name, params = node_collector_script(cfg, node, planned)
+        collector = self._command(
+            resource_name(name, ROLE_NODE_CHECKS, node),
+            node,
+            create=ssh.script(script_name, {**params, "SKIP_WHEN": rollout.NO_CILIUM}),
+            stdin=ready.stdout,
+            triggers=[*self._rollout_triggers(cfg, node), digest([(check.check, check.expect) for check in planned])],
+            depends_on=[ready],
+        )
+
+        def verdict(skipped: list[str]) -> str:
+            expect = {
+                check.check: {key: value for key, value in check.expect.items() if key not in skip_keys(check, skipped)}
+                for check in planned
+            }
+            judged = PlannedCheck(rollout.NODE_CHECKS_CHECK.name, node.name, expect)
+            return assert_command(judged)
+
+        create = self.node_facts[node.name].apply(lambda facts: verdict(preflight.skipped_on_node(facts)))
+        return assertion(resource_name(name, f"{ROLE_NODE_CHECKS}-assert", node), create, collector.stdout, self)
 
     def _deregistration(
         self, name: str, cfg: StackConfig, first: Node, node: Node, first_install: remote.Command

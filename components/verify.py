@@ -69,6 +69,7 @@ from stacks.config import ConfigError, Node, StackConfig
 from stacks.digest import deployed_state, digest
 from stacks.features import Resolved
 from stacks.k3s_flags import CONFIG_PATH
+from verification.parsers import SECTION_MARK, split_sections
 
 COMPONENT_TYPE = "k3s-cilium:index:Verification"
 # The ``--node`` of checks about the whole cluster, and their key in the output.
@@ -138,8 +139,6 @@ OBJECT_WAIT_SECONDS = 120
 # How long Hubble Relay may take to reach every node and serve a flow.
 HUBBLE_RELAY_WAIT_SECONDS = 180
 RUNNER_PROBE_PROGRAM = f"{PROJECT_PYTHON} -m verification.http_probe"
-# Starts the line before each check's output in a node collector's stdout.
-SECTION_MARK = "### k3s-cilium check"
 
 
 @dataclass(frozen=True)
@@ -216,18 +215,6 @@ def check_trigger(state_digest: str, check: PlannedCheck) -> str:
     """A hash of what the check's result depends on (``state_digest``: of :func:`deployed_state`)."""
     check_state = {"check": check.check, "node": check.node, "expect": check.expect}
     return digest({"deployed": state_digest, "check": check_state})
-
-
-def split_sections(stdout: str) -> dict[str, str]:
-    """A node collector's stdout as each check's own raw output."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in stdout.splitlines():
-        if line.startswith(f"{SECTION_MARK} "):
-            current = sections.setdefault(line.removeprefix(f"{SECTION_MARK} ").strip(), [])
-        elif current is not None:
-            current.append(line)
-    return {check: "".join(f"{line}\n" for line in lines) for check, lines in sections.items()}
 
 
 def _fields(line: str) -> dict[str, str]:

@@ -102,7 +102,7 @@ def build(stack: str, cfg: StackConfig, secrets: Collection[str] = ()) -> dict[s
             _check_row(c) for c in checks.planned_checks(cfg, features)
         ],
         # What a version change may do; the gate judges it against what runs (stacks/upgrade.py).
-        "upgrade": upgrade.plan(cfg),
+        "upgrade": upgrade.plan(cfg, features),
         # LoadBalancer Services (stacks/load_balancer.py); None for mode none.
         "loadBalancer": load_balancer.plan(cfg.load_balancer, cfg.cilium.parsed_version),
         # Transparent encryption, Hubble, Gateway API / Ingress; None when off.

@@ -22,7 +22,10 @@ from typing import Any
 
 from packaging.version import Version
 
+from stacks import cilium_values
 from stacks.config import StackConfig
+from stacks.digest import digest
+from stacks.features import Resolved
 
 # Kubernetes minors each Cilium minor is e2e-tested with: docs of each release,
 # Documentation/network/kubernetes/compatibility.rst at tags v1.13.18, v1.14.19, v1.15.19,
@@ -54,6 +57,9 @@ LATEST_PATCH: dict[str, str] = {
 }
 
 _K3S = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$")
+# The ConfigMap in kube-system in which the Cilium component records what it deployed (release_stamp): the gate
+# reads it to tell whether this `pulumi up` also changes Cilium.
+RELEASE_STAMP = "k3s-cilium-release"
 
 
 def kubernetes_minor(k3s_version: str) -> str:
@@ -78,12 +84,21 @@ def is_tested(cfg: StackConfig) -> bool:
     return low <= Version(kubernetes_minor(cfg.k3s.version)) <= high
 
 
-def gate_expect(cfg: StackConfig) -> dict[str, Any]:
+def release_stamp(cfg: StackConfig, features: Resolved) -> dict[str, str]:
+    """What the Cilium component records once its release is deployed: the version and a digest of the values."""
+    return {
+        "ciliumVersion": cfg.cilium.version,
+        "valuesDigest": digest({"version": cfg.cilium.version, "values": cilium_values.render(cfg, features)}),
+    }
+
+
+def gate_expect(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
     """The ``--expect`` of the upgrade gate: the target versions and what the rules need, known offline."""
     low, high = tested(cfg)
     expect: dict[str, Any] = {
         "k3sVersion": cfg.k3s.version,
         "ciliumVersion": cfg.cilium.version,
+        "ciliumValues": release_stamp(cfg, features)["valuesDigest"],
         "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
         "testedKubernetes": [low, high],
     }
@@ -92,7 +107,18 @@ def gate_expect(cfg: StackConfig) -> dict[str, Any]:
     return expect
 
 
-def plan(cfg: StackConfig) -> dict[str, Any]:
+def between_nodes(cfg: StackConfig, features: Resolved) -> list[str]:
+    """What each node must show after its upgrade before the next node is drained (components/k3s.py)."""
+    kpr = "kubeProxyReplacement" in features
+    waits = ["its K3s release", "Ready", "its Cilium agent ready"]
+    if cfg.verify.smoke and kpr:
+        waits.append("the smoke Service on its NodePort")
+    waits.append("etcd healthy (servers)")
+    node_checks = ["agent-status", *(["no-kube-proxy-rules", "kpr-integrity"] if kpr else [])]
+    return [*waits, "uncordoned", f"its checks pass again: {', '.join(node_checks)}"]
+
+
+def plan(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
     """The upgrade part of the offline plan: the targets, the rules and whether the pair is a tested one."""
     low, high = tested(cfg)
     return {
@@ -103,6 +129,7 @@ def plan(cfg: StackConfig) -> dict[str, Any]:
         "tested": is_tested(cfg),
         "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
         "k3sOrder": order(cfg),
+        "betweenNodes": between_nodes(cfg, features),
         "rules": [
             "K3s: one Kubernetes minor per `pulumi up`"
             + ("" if cfg.k3s.upgrade.allow_downgrade else ", never down (k3s.upgrade.allowDowngrade)"),
@@ -110,13 +137,15 @@ def plan(cfg: StackConfig) -> dict[str, Any]:
             + (", forward only from the newest known patch" if cfg.cilium.upgrade.latest_patch_first else ""),
             f"a version change needs Kubernetes {low}-{high}, the minors Cilium {cilium_minor(cfg.cilium.version)} "
             "is tested with",
+            "K3s and Cilium (its version or its values) not both in one `pulumi up`: the K3s rollout checks each "
+            "node against the Cilium that runs",
         ],
     }
 
 
 def order(cfg: StackConfig) -> list[str]:
-    """What a K3s version change does, in order (components/k3s.py's dependencies): each node is drained,
-    upgraded, and waited for (its release, Ready, its Cilium agent, etcd on servers), then uncordoned."""
+    """What a K3s version change does, in order (components/k3s.py's dependencies); each step is
+    :func:`between_nodes`."""
     first = cfg.servers[0]
     steps = [
         f"read the running versions on {first.name} and judge them (upgrade gate)",
@@ -137,6 +166,6 @@ def plan_text(entry: dict[str, Any]) -> list[str]:
         f"(tested with Kubernetes {entry['ciliumTestedKubernetes']}): {mark}"
     ]
     lines += [f"  {rule}" for rule in entry["rules"]]
-    lines.append("  a K3s version change goes (each node drained, upgraded, waited for Ready, uncordoned): "
-                 + " -> ".join(entry["k3sOrder"]))
+    lines.append("  a K3s version change goes: " + " -> ".join(entry["k3sOrder"]))
+    lines.append("  each node is drained and upgraded, then, before the next one: " + "; ".join(entry["betweenNodes"]))
     return lines

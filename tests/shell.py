@@ -44,10 +44,17 @@ def run_script(
     params: dict[str, ScriptValue],
     env: dict[str, str] | None = None,
     path: str | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     script = tmp_path / f"{name}.sh"
     script.write_text(render(name, params))
     environment = {"PATH": path or f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **(env or {})}
     return subprocess.run(
-        ["/bin/bash", str(script)], capture_output=True, text=True, env=environment, timeout=120, check=False
+        ["/bin/bash", str(script)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
     )

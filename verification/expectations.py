@@ -1132,10 +1132,12 @@ CHECKS: dict[str, Check] = {
     )
 }
 
-# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes), the upgrade gate, encryption,
+# The load-balancer checks (loadbalancer-address, l2-lease, bgp-peers, bgp-routes), the upgrade gate, a node's checks
+# between the steps of a rollout, encryption,
 # Hubble and Gateway API build on the machinery above; their modules add them to CHECKS when imported, here.
 import verification.encryption  # noqa: E402
 import verification.gateway_api  # noqa: E402
 import verification.hubble  # noqa: E402
 import verification.load_balancer  # noqa: E402
+import verification.rollout  # noqa: E402
 import verification.upgrade  # noqa: E402, F401

@@ -1034,3 +1034,23 @@ def effective_disable_kube_proxy(node: KprNode) -> FlagSetting | None:
     if node.execstart:
         return _flag_in_args(node.execstart, f"ExecStart of {node.k3s_unit}") or found
     return found
+
+
+# --------------------------------------------------------------------------
+# A node collector's output (verify-node.sh): each check's raw output in a section
+# --------------------------------------------------------------------------
+
+# Starts the line before each check's output in a node collector's stdout.
+SECTION_MARK = "### k3s-cilium check"
+
+
+def split_sections(stdout: str) -> dict[str, str]:
+    """A node collector's stdout as each check's own raw output."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith(f"{SECTION_MARK} "):
+            current = sections.setdefault(line.removeprefix(f"{SECTION_MARK} ").strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {check: "".join(f"{line}\n" for line in lines) for check, lines in sections.items()}

@@ -1,15 +1,19 @@
 """The upgrade gate: may this `pulumi up` move the running cluster to the stack's versions?
 
 stdin: what ``upgrade-gate.sh`` printed on the first server (``cluster=absent``,
-``cluster=unreadable detail=...``, or ``node=<name> kubelet=<version>`` lines and
-``cilium=<agent image>``). ``--expect`` keys: ``k3sVersion`` and ``ciliumVersion``
-(the targets), ``allowDowngrade``, ``testedKubernetes`` ([low, high] Kubernetes
+``cluster=unreadable detail=...``, or ``node=<name> kubelet=<version>`` lines,
+``cilium=<agent image>`` and ``release=<digest>|absent``, what the Cilium component
+recorded it deployed). ``--expect`` keys: ``k3sVersion`` and ``ciliumVersion``
+(the targets), ``ciliumValues`` (the digest of the target release's values),
+``allowDowngrade``, ``testedKubernetes`` ([low, high] Kubernetes
 minors the target Cilium minor is tested with), ``latestPatches`` (the newest
 known patch of each minor). The rules (``stacks/upgrade.py`` cites them): K3s
 one Kubernetes minor up per run and never down without ``allowDowngrade``;
 Cilium one minor per run, either way, and up only from the newest patch of
 its minor that ``latestPatches`` names; on any version change
-the Kubernetes minor within ``testedKubernetes``. A first install (nothing
+the Kubernetes minor within ``testedKubernetes``; K3s and Cilium (its version
+or its values) not both in one run, since the rollout checks each node against
+the Cilium that runs. A first install (nothing
 runs) passes; a cluster whose API does not answer fails, since what runs is
 unknown. Figures: fresh, nodes ({node: version}), cilium, changes.
 """
@@ -62,19 +66,23 @@ def _fields(line: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words if "=" in word)
 
 
-def parse_gate(text: str) -> tuple[str, dict[str, str], str | None]:
-    """(state: "absent" | "unreadable" | "running" | "empty", node versions or the detail, Cilium image)."""
+def parse_gate(text: str) -> tuple[str, dict[str, str], str | None, str | None]:
+    """(state: "absent" | "unreadable" | "running" | "empty", node versions or the detail, Cilium image, the
+    values digest the Cilium component recorded)."""
     nodes: dict[str, str] = {}
     cilium: str | None = None
+    release: str | None = None
     for line in text.splitlines():
         fields = _fields(line)
         if fields.get("cluster") in ("absent", "unreadable"):
-            return fields["cluster"], {"detail": fields.get("detail", "")}, None
+            return fields["cluster"], {"detail": fields.get("detail", "")}, None, None
         if "node" in fields and "kubelet" in fields:
             nodes[fields["node"]] = fields["kubelet"]
         elif "cilium" in fields:
             cilium = fields["cilium"]
-    return ("running" if nodes else "empty"), nodes, cilium
+        elif "release" in fields:
+            release = fields["release"]
+    return ("running" if nodes else "empty"), nodes, cilium, release
 
 
 def _minor_text(version: tuple[int, ...]) -> str:
@@ -168,8 +176,25 @@ def _tested_problem(target_k3s: str, target_cilium: str, tested: list[str]) -> P
     )
 
 
+def _one_component_problem(
+    moving: list[JsonValue], cilium_version_change: bool, cilium_settings_change: bool, target_k3s: str
+) -> Problem | None:
+    """A K3s version change checks each node against the Cilium that runs (verification/rollout.py) before the
+    next one goes: that must be the Cilium the stack asks for, so Cilium may not change in the same run."""
+    if not moving or not (cilium_version_change or cilium_settings_change):
+        return None
+    what = "version" if cilium_version_change else "settings (the release's values)"
+    return Problem(
+        f"this pulumi up (K3s to {target_k3s} on {', '.join(map(str, moving))})",
+        "to change K3s or Cilium, not both",
+        f"Cilium's {what} changing too",
+        "run pulumi up with the cilium settings as deployed and the new k3s.version first, then change Cilium "
+        "(or change Cilium first, with k3s.version as it runs)",
+    )
+
+
 def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
-    state, found, cilium = parse_gate(text)
+    state, found, cilium, release = parse_gate(text)
     target_k3s, target_cilium = _str(expect, "k3sVersion") or "", _str(expect, "ciliumVersion") or ""
     verdict = Verdict(figures={"state": state, "fresh": state == "absent"})
     if state == "absent":
@@ -187,9 +212,12 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
         return verdict
     nodes = found
     moving: list[JsonValue] = [node for node in sorted(nodes) if nodes[node] != target_k3s]
+    values = _str(expect, "ciliumValues")
     changes: dict[str, JsonValue] = {
         "k3s": moving,
         "cilium": bool(cilium and cilium != "absent" and cilium_version(cilium) != cilium_version(target_cilium)),
+        # Unknown (False) when no stamp was recorded: a cluster set up before the stamp existed.
+        "ciliumValues": bool(values and release and release != "absent" and release != values),
     }
     verdict.figures.update({"nodes": {node: version for node, version in nodes.items()}, "cilium": cilium})
     verdict.figures["changes"] = changes
@@ -197,6 +225,7 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
         verdict.add(problem)
     for problem in _cilium_problems(cilium, target_cilium, _str_list(expect, "latestPatches")):
         verdict.add(problem)
+    verdict.add(_one_component_problem(moving, bool(changes["cilium"]), bool(changes["ciliumValues"]), target_k3s))
     if changes["k3s"] or changes["cilium"]:
         tested = _tested_problem(target_k3s, target_cilium, _str_list(expect, "testedKubernetes"))
         if tested is not None:
@@ -207,6 +236,7 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
 UPGRADE_GATE_KEYS = {
     "k3sVersion": KeySpec("target K3s release", _is_str),
     "ciliumVersion": KeySpec("target Cilium release", _is_str),
+    "ciliumValues": KeySpec("digest of the target release's values (stacks/upgrade.py release_stamp)", _is_str),
     "allowDowngrade": KeySpec("whether K3s may go to an older release", _is_bool),
     "testedKubernetes": KeySpec("[low, high] Kubernetes minors the target Cilium is tested with", _list_of(_is_str)),
     "latestPatches": KeySpec(
@@ -215,7 +245,8 @@ UPGRADE_GATE_KEYS = {
 }
 UPGRADE_GATE = Check(
     "upgrade-gate",
-    "upgrade-gate.sh output: cluster=absent|unreadable, or node=<name> kubelet=<version> lines and cilium=<image>",
+    "upgrade-gate.sh output: cluster=absent|unreadable, or node=<name> kubelet=<version> lines, cilium=<image> and "
+    "release=<values digest>|absent",
     UPGRADE_GATE_KEYS,
     evaluate_upgrade_gate,
 )

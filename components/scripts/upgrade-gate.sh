@@ -4,13 +4,15 @@
 # against the stack's target versions. Prints one of
 #   cluster=absent                       no K3s here yet: a first install
 #   cluster=unreadable detail=<why>      K3s is here but its API does not answer
-# or one line per node and one for Cilium:
+# or one line per node, one for Cilium and one for what the Cilium component
+# last deployed (its ConfigMap RELEASE_STAMP in kube-system):
 #   node=<name> kubelet=<v1.33.3+k3s1>
 #   cilium=<agent image> | cilium=absent
+#   release=<values digest> | release=absent
 # Reads only; exits 0 after printing unless it cannot run at all.
 #
 # Parameters:
-#   KUBECTL, REQUEST_TIMEOUT_SECONDS
+#   RELEASE_STAMP, KUBECTL, REQUEST_TIMEOUT_SECONDS
 set -euo pipefail
 # @params
 
@@ -34,3 +36,6 @@ printf '%s\n' "$nodes"
 image=$("${kubectl[@]}" -n kube-system get daemonset cilium -o \
   jsonpath='{.spec.template.spec.containers[?(@.name=="cilium-agent")].image}' 2>/dev/null) || image=""
 printf 'cilium=%s\n' "${image:-absent}"
+stamp=$("${kubectl[@]}" -n kube-system get configmap "$RELEASE_STAMP" -o jsonpath='{.data.valuesDigest}' \
+  2>/dev/null) || stamp=""
+printf 'release=%s\n' "${stamp:-absent}"

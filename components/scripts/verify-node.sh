@@ -13,8 +13,17 @@
 #   CHECKS        the checks, blank-separated, in the order of SCRIPT_0, SCRIPT_1, ...
 #   SCRIPT_<i>    the rendered collector script of the i-th check
 #   SECTION_MARK  the prefix of the section lines
+#   SKIP_WHEN     optional: a word that, among the words the step before printed
+#                 on this script's stdin, means there is nothing to collect yet
+#                 (between the nodes of a rollout, "cilium=absent": the cluster's
+#                 first install, before Cilium); it is printed, nothing collected
 set -uo pipefail
 # @params
+
+if [[ -n ${SKIP_WHEN:-} ]] && grep -qxF -- "$SKIP_WHEN" <(tr ' ' '\n'); then
+  printf '%s\n' "$SKIP_WHEN"
+  exit 0
+fi
 
 read -ra names <<<"$CHECKS"
 failed=()

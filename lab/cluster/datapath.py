@@ -20,6 +20,10 @@ nodes are reached, through these phases:
    tried: their outcome is reported, and the sequence goes on whatever it was);
 7. back to ``kpr``, then ``baseline`` (kube-proxy started again first, as K3s would).
 
+While each ``up`` after the first runs, probers send requests to every node's NodePort of the smoke
+Service and the lab reports what failed (traffic.py): the disruption of a Cilium release change (of values,
+at 1.19.6 only) and, at the baseline ends, of kube-proxy stopped or started by the lab.
+
 After each ``up`` a second ``up`` must change nothing (``--expect-no-changes``), and the lab reads
 for itself what the program claims: KUBE-* chains in both iptables backends, the agents' own
 kube-proxy replacement status, and the smoke Service's ClusterIP and every node's NodePort from
@@ -55,7 +59,7 @@ from stacks.load_balancer import L2_LEASE_PREFIX, lease_name, seconds
 
 from ..engine import COMMAND_PROVIDER, PulumiRun, passed_or_raise, toolchain_env
 from ..report import KIND_LAB, KIND_PULUMI, PASSED, Report, Step, StepFailed
-from . import coredns, l2_failover
+from . import coredns, l2_failover, traffic
 from .chart import (
     CHART,
     CHART_SUMS,
@@ -269,7 +273,8 @@ def drive(cluster: Cluster, report: Report, directory: Path, out: Path) -> None:
             if phase.l2:
                 step.details["l2AnnounceLabel"] = label_announcers(cluster)
             set_stack_config(stack_file, phase, cluster, directory)
-            result = pulumi.run(step, "up", "--yes", "--skip-preview")
+            with traffic.measured(cluster, out, phase.name, step.details.setdefault("traffic", {})):
+                result = pulumi.run(step, "up", "--yes", "--skip-preview")
             passed_or_raise(step, result)
             counts = step.resource_counts
             outputs = pulumi_outputs(pulumi, step)

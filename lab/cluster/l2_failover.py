@@ -378,30 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class Prober:
-    """The prober as a process in the lab's bridge namespace, writing its samples to ``path``."""
+    """The prober as a process in the lab's namespace ``netns``, writing its samples of ``target`` (ip:port) to
+    ``path``; with ``device``, it also sniffs the answers' source MACs there."""
 
-    def __init__(self, netns: str, device: str, target: Target, path: Path) -> None:
+    def __init__(self, netns: str, target: str, path: Path, device: str | None = None) -> None:
         self.path, self.log = path, path.with_suffix(".log")
         self._out, self._err = path.open("w"), self.log.open("w")
-        self.process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                sys.executable,
-                "-m",
-                "lab.cluster.l2_failover",
-                "probe",
-                "--target",
-                f"{target.address}:{target.port}",
-                "--device",
-                device,
-            ],
-            cwd=REPO,
-            stdout=self._out,
-            stderr=self._err,
-        )
+        command = ["ip", "netns", "exec", netns, sys.executable, "-m", "lab.cluster.l2_failover", "probe"]
+        command += ["--target", target, *(["--device", device] if device else [])]
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._out, stderr=self._err)
 
     def samples(self) -> list[Sample]:
         return read_samples(self.path.read_text().splitlines())
@@ -488,7 +473,7 @@ def measure(
         "requestTimeoutSeconds": REQUEST_TIMEOUT_SECONDS,
         "docsBoundSeconds": [lo, hi],
     }
-    prober = Prober(cluster.lab_netns, BRIDGE, target, samples_file)
+    prober = Prober(cluster.lab_netns, f"{target.address}:{target.port}", samples_file, BRIDGE)
     link_down = False
     try:
         time.sleep(SETTLE_SECONDS)

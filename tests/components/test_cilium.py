@@ -131,8 +131,19 @@ def test_every_child_is_parented_and_named_after_the_component() -> None:
     children = rec.children_of(component)
     assert sorted(child.name for child in children) == [
         f"{NAME}-api-reachable", *(f"{NAME}-prepull-{node}" for node in ("agent-1", "agent-2", "server-1")),
-        f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods"
+        f"{NAME}-provider", f"{NAME}-release", f"{NAME}-restart-pods", f"{NAME}-stamp"
     ]
+
+
+def test_what_was_deployed_is_recorded_for_the_upgrade_gate_once_the_release_and_restart_are_done() -> None:
+    rec, _ = deploy(config("extreme"))
+    stamp = rec.named(f"{NAME}-stamp")
+    assert stamp.inputs["metadata"] == {"name": "k3s-cilium-release", "namespace": "kube-system"}
+    assert stamp.inputs["data"]["ciliumVersion"] == config("extreme").cilium.version
+    assert set(stamp.dependencies) == {rec.named(f"{NAME}-restart-pods").urn}
+    assert rec.depends_on(rec.named(f"{NAME}-restart-pods"), rec.named(f"{NAME}-release"))
+    other, _ = deploy(config("baseline"))
+    assert other.named(f"{NAME}-stamp").inputs["data"]["valuesDigest"] != stamp.inputs["data"]["valuesDigest"]
 
 
 def test_same_program_twice_registers_the_same_inputs() -> None:

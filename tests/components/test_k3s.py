@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from typing import Any
 
 import pytest
@@ -12,7 +14,16 @@ from components.k3s import K3sCluster, K3sClusterArgs
 from stacks import k3s_flags
 from stacks.config import StackConfig, parse
 from stacks.features import resolve
-from tests.mocks import FAKE_TOKEN, Recorded, Registration, depends_transitively, run_program
+from tests.mocks import (
+    DEFAULT_COMMAND_STDOUT,
+    FAKE_PREFLIGHT,
+    FAKE_TOKEN,
+    ProgramMocks,
+    Recorded,
+    Registration,
+    depends_transitively,
+    run_program,
+)
 
 COMMAND = "command:remote:Command"
 PRIVATE_KEY = (
@@ -75,10 +86,11 @@ def test_resources_per_role(servers: int, agents: int, token: str | None) -> Non
     assert len(commands(rec, "token")) == (0 if token else 1)
     assert len(commands(rec, "kubeconfig")) == 1
     assert len(commands(rec, "deregister")) == len(commands(rec, "retire")) == nodes - 1
-    assert len(commands(rec, "drain")) == len(commands(rec, "ready")) == nodes
+    assert len(commands(rec, "drain")) == len(commands(rec, "ready")) == len(commands(rec, "node-checks")) == nodes
+    assert len(rec.matching(r"^k3s-node-checks-assert-")) == nodes
     # + the component, the preflights-passed barrier, the kubeconfig read, the upgrade gate's reader and verdict,
     # the snapshot
-    assert len(rec.resources) == 1 + 1 + nodes * 4 + (nodes - 1) * 2 + 1 + (0 if token else 1) + 3
+    assert len(rec.resources) == 1 + 1 + nodes * 6 + (nodes - 1) * 2 + 1 + (0 if token else 1) + 3
     assert {r.name for r in commands(rec, "server")} == {f"k3s-server-server-{i}" for i in range(1, servers + 1)}
     assert rec.outputs["ready"] == sorted([f"server-{i}" for i in range(1, servers + 1)]
                                           + [f"agent-{i}" for i in range(1, agents + 1)])
@@ -145,9 +157,9 @@ def test_each_node_is_drained_before_and_waited_for_after_its_install() -> None:
 def test_further_servers_join_one_after_another() -> None:
     rec = build(make_config(3, 2))
     servers = [rec.named(f"k3s-server-server-{i}") for i in (1, 2, 3)]
-    # server-2's drain waits for server-1 to be ready again; server-3's for server-2.
-    assert rec.depends_on(rec.named("k3s-drain-server-2"), rec.named("k3s-ready-server-1"))
-    assert rec.depends_on(rec.named("k3s-drain-server-3"), rec.named("k3s-ready-server-2"))
+    # server-2's drain waits for server-1 to be ready again and to pass its checks; server-3's for server-2.
+    assert rec.depends_on(rec.named("k3s-drain-server-2"), rec.named("k3s-node-checks-assert-server-1"))
+    assert rec.depends_on(rec.named("k3s-drain-server-3"), rec.named("k3s-node-checks-assert-server-2"))
     assert depends_transitively(rec, servers[2], servers[1])
     assert not rec.depends_on(servers[2], servers[0])  # only through server-2
 
@@ -155,14 +167,14 @@ def test_further_servers_join_one_after_another() -> None:
 @pytest.mark.parametrize(("agents", "max_unavailable"), [(5, 1), (5, 2), (4, 4)])
 def test_agents_go_after_the_servers_in_batches_of_max_unavailable(agents: int, max_unavailable: int) -> None:
     rec = build(make_config(2, agents, k3s={"upgrade": {"maxUnavailable": max_unavailable}}))
-    last_server_ready = rec.named("k3s-ready-server-2")
+    last_server_ready = rec.named("k3s-node-checks-assert-server-2")
     names = [f"agent-{i}" for i in range(1, agents + 1)]
     batches = [names[i : i + max_unavailable] for i in range(0, agents, max_unavailable)]
     waits_for = [last_server_ready.urn]
     for batch in batches:
         for node in batch:
             assert set(rec.named(f"k3s-drain-{node}").dependencies) == set(waits_for), node
-        waits_for = [rec.named(f"k3s-ready-{node}").urn for node in batch]
+        waits_for = [rec.named(f"k3s-node-checks-assert-{node}").urn for node in batch]
 
 
 def test_drain_settings_reach_the_script_and_rerun_it() -> None:
@@ -197,12 +209,12 @@ def test_sequential_steps_grow_with_the_batches_of_agents(token: str | None) -> 
     """One drain-install-ready step per server and per batch of maxUnavailable agents, after the gate."""
     few = build(make_config(3, 2), token=token)
     many = build(make_config(3, 12, k3s={"upgrade": {"maxUnavailable": 4}}), token=token)
-    # preflight -> barrier -> gate reader -> verdict -> snapshot, then drain -> install -> ready per server
-    # and per batch before the last, then the last batch's drain -> install
-    assert _agent_chain(few) == 5 + 3 * 3 + (2 - 1) * 3 + 2
-    assert _agent_chain(many) == 5 + 3 * 3 + (3 - 1) * 3 + 2
+    # preflight -> barrier -> gate reader -> verdict -> snapshot, then drain -> install -> ready -> node checks
+    # -> their verdict per server and per batch before the last, then the last batch's drain -> install
+    assert _agent_chain(few) == 5 + 3 * 5 + (2 - 1) * 5 + 2
+    assert _agent_chain(many) == 5 + 3 * 5 + (3 - 1) * 5 + 2
     last_server = few.longest_chain(few.named("k3s-preflight-server-1"), few.named("k3s-server-server-3"))
-    assert last_server == 5 + 3 * 2 + 2
+    assert last_server == 5 + 5 * 2 + 2
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -618,3 +630,55 @@ def test_an_upgraded_node_must_serve_the_smoke_service_on_its_nodeport_where_cil
     assert "NODE_PORT=30085" in script and "SMOKE_SERVICE=smoke" in script
     for quiet in (make_config(1, 1, verify={"smoke": False}), make_config(1, 1, tier="baseline")):
         assert "NODE_PORT=" not in build(quiet).named("k3s-ready-agent-1").script()
+
+
+# --- each node's own checks between the steps of a rollout -------------------------------------
+
+
+def _node_checks_expect(rec: Recorded, node: str) -> dict[str, Any]:
+    verdict = rec.named(f"k3s-node-checks-assert-{node}").inputs["create"]
+    command, _, expect = verdict.partition(" --expect ")
+    assert command == f".venv/bin/python -m verification node-checks --node {node}"
+    loaded: dict[str, Any] = json.loads(shlex.split(expect)[0])
+    return loaded
+
+
+def test_each_node_passes_its_own_checks_on_the_node_itself_before_the_next_node_goes() -> None:
+    rec = build(make_config(1, 2))
+    ready, collector = rec.named("k3s-ready-agent-1"), rec.named("k3s-node-checks-agent-1")
+    verdict = rec.named("k3s-node-checks-assert-agent-1")
+    # Collected over SSH on agent-1 itself, from what the wait printed; judged where Pulumi runs.
+    assert collector.inputs["connection"]["host"] == "10.0.2.2"
+    assert ready.inputs["connection"]["host"] == "10.0.1.1"
+    assert collector.property_dependencies.get("stdin") == (ready.urn,)
+    script = collector.script()
+    assert "CHECKS='agent-status no-kube-proxy-rules kpr-integrity'" in script and "SKIP_WHEN=cilium=absent" in script
+    assert verdict.property_dependencies.get("stdin") == (collector.urn,)
+    assert set(rec.named("k3s-drain-agent-2").dependencies) == {verdict.urn}
+    expect = _node_checks_expect(rec, "agent-1")
+    assert set(expect) == {"agent-status", "no-kube-proxy-rules", "kpr-integrity"}
+    assert expect["agent-status"]["kubeProxyReplacement"] is True
+    assert expect["kpr-integrity"]["role"] == "agent"
+    # Run again exactly when the wait does: a K3s version change.
+    upgraded = build(make_config(1, 2, k3s={"version": "v1.34.1+k3s1"}))
+    assert upgraded.named("k3s-node-checks-agent-1").inputs["triggers"] != collector.inputs["triggers"]
+    assert build(make_config(1, 2)).named("k3s-node-checks-agent-1").inputs["triggers"] == collector.inputs["triggers"]
+
+
+def test_without_kube_proxy_replacement_only_the_agent_is_checked_between_nodes() -> None:
+    rec = build(make_config(1, 1, tier="baseline"))
+    assert "\nCHECKS=agent-status\n" in rec.named("k3s-node-checks-agent-1").script()
+    expect = _node_checks_expect(rec, "agent-1")
+    assert list(expect) == ["agent-status"]
+    assert expect["agent-status"]["kubeProxyReplacement"] is False
+
+
+def test_a_feature_preflight_left_off_on_a_node_is_not_asserted_there_between_nodes() -> None:
+    cfg = make_config(1, 1, tier="extreme")
+    preflight = (r"-preflight-agent-1$", FAKE_PREFLIGHT + " skipped=bigTcp")
+    rec = run_program(
+        lambda: K3sCluster("k3s", K3sClusterArgs(cfg, resolve(cfg), PRIVATE_KEY, CONFIGURED_TOKEN)),
+        ProgramMocks(command_stdout=(preflight, *DEFAULT_COMMAND_STDOUT)),
+    )
+    assert "bigTcp" in _node_checks_expect(rec, "server-1")["agent-status"]
+    assert "bigTcp" not in _node_checks_expect(rec, "agent-1")["agent-status"]

@@ -624,6 +624,22 @@ def test_node_collector_renders_every_check_of_the_node_and_passes_lint(tmp_path
     lint(render(script, params), tmp_path, "verify-node.sh")
 
 
+def test_between_rollout_steps_the_collector_collects_nothing_until_cilium_runs(tmp_path: Path) -> None:
+    params: dict[str, ScriptValue] = {
+        "NODE_NAME": "agent-1",
+        "CHECKS": "agent-status",
+        "SECTION_MARK": verify.SECTION_MARK,
+        "SKIP_WHEN": "cilium=absent",
+        "SCRIPT_0": "echo 'KubeProxyReplacement: True'",
+    }
+    wait = "node=agent-1 kubelet=v1.33.3+k3s1 ready={ready} cilium={cilium} etcd=none service=none\n"
+    first_install = run_script(tmp_path, "verify-node", params, stdin=wait.format(ready="skipped", cilium="absent"))
+    assert (first_install.returncode, first_install.stdout) == (0, "cilium=absent\n")
+    upgrade = run_script(tmp_path, "verify-node", params, stdin=wait.format(ready="True", cilium="ready"))
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert verify.split_sections(upgrade.stdout) == {"agent-status": "KubeProxyReplacement: True\n"}
+
+
 def test_node_collector_gives_each_check_its_own_output_and_names_what_it_could_not_collect(tmp_path: Path) -> None:
     cfg = lab()
     node = cfg.nodes[1]

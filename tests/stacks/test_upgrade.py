@@ -11,6 +11,7 @@ from packaging.version import Version
 
 from stacks import plan, stackfile, upgrade
 from stacks.config import parse
+from stacks.features import resolve
 from tests.chart import ARCHIVES
 
 NODES = [{"name": "server-1", "host": "10.0.0.10", "role": "server"}]
@@ -41,15 +42,29 @@ def test_the_gate_gets_the_targets_and_the_tested_range():
     # The newest patch of each minor: the official charts this program is tested against.
     packaged = sorted((p.name.removeprefix("cilium-").removesuffix(".tgz") for p in ARCHIVES.glob("cilium-*.tgz")),
                       key=Version)
-    assert upgrade.gate_expect(cfg) == {
+    assert upgrade.gate_expect(cfg, resolve(cfg)) == {
         "k3sVersion": "v1.34.1+k3s1",
         "ciliumVersion": "1.19.6",
+        "ciliumValues": upgrade.release_stamp(cfg, resolve(cfg))["valuesDigest"],
         "allowDowngrade": True,
         "testedKubernetes": ["1.32", "1.35"],
         "latestPatches": packaged,
     }
     relaxed = parse({"nodes": NODES, "cilium": {"upgrade": {"latestPatchFirst": False}}})
-    assert "latestPatches" not in upgrade.gate_expect(relaxed)
+    assert "latestPatches" not in upgrade.gate_expect(relaxed, resolve(relaxed))
+
+
+def test_the_release_stamp_changes_with_the_cilium_version_and_values_only():
+    def stamp(**stack: object) -> dict[str, str]:
+        cfg = parse({"nodes": NODES, **stack})
+        return upgrade.release_stamp(cfg, resolve(cfg))
+
+    base = stamp()
+    assert base["ciliumVersion"] == "1.19.6" and len(base["valuesDigest"]) == 64
+    assert stamp() == base
+    assert stamp(k3s={"version": "v1.34.1+k3s1"}) == base
+    for other in ({"tier": "baseline"}, {"cilium": {"version": "1.18.12"}}, {"features": {"maglev": True}}):
+        assert stamp(**other)["valuesDigest"] != base["valuesDigest"], other
 
 
 def test_the_plan_shows_the_order_a_k3s_version_change_takes():
@@ -62,3 +77,16 @@ def test_the_plan_shows_the_order_a_k3s_version_change_takes():
     batched = parse({"nodes": [*NODES, *({"name": f"agent-{i}", "host": f"10.0.0.{20 + i}", "role": "agent"}
                                          for i in range(1, 4))], "k3s": {"upgrade": {"maxUnavailable": 2}}})
     assert upgrade.order(batched)[3:] == ["agents agent-1, agent-2 together", "agent agent-3"]
+
+
+def test_the_plan_shows_what_each_node_must_show_before_the_next_one_goes():
+    cfg = stackfile.load(stackfile.locate("ha-performance"))
+    text = plan.to_text(plan.build("ha-performance", cfg))
+    between = next(line for line in text.splitlines() if "before the next one:" in line)
+    assert between.endswith("uncordoned; its checks pass again: agent-status, no-kube-proxy-rules, kpr-integrity")
+    assert "the smoke Service on its NodePort" in between
+    assert "K3s and Cilium (its version or its values) not both in one `pulumi up`" in text
+    baseline = parse({"nodes": NODES, "tier": "baseline"})
+    steps = upgrade.between_nodes(baseline, resolve(baseline))
+    assert steps[-1] == "its checks pass again: agent-status"
+    assert not any("NodePort" in step for step in steps)

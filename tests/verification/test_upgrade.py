@@ -2,7 +2,8 @@
 
 The rules it must hold (sources in stacks/upgrade.py): K3s moves one Kubernetes minor per run and never
 down without allowDowngrade; Cilium moves one minor per run either way; a version change needs a
-Kubernetes minor the target Cilium is tested with (Cilium 1.19: 1.32-1.35, its compatibility page).
+Kubernetes minor the target Cilium is tested with (Cilium 1.19: 1.32-1.35, its compatibility page); K3s and
+Cilium do not both change in one run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ RUNNING = """node=server-1 kubelet=v1.32.7+k3s1
 node=agent-1 kubelet=v1.32.7+k3s1
 cilium=quay.io/cilium/cilium:v1.18.4@sha256:0d81e8b3f7c0a8f6f2b0c1f8e2d6a1b5c9e7d3f4a2b6c8d0e1f3a5b7c9d1e3f5
 """
+# One of them moves towards the targets (K3s v1.33.3+k3s1, Cilium 1.19.6), the other runs its target already.
+K3S_MOVES = RUNNING.replace("v1.18.4", "v1.19.6")
+CILIUM_MOVES = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
 
 
 def gate(
@@ -39,14 +43,44 @@ def test_a_first_install_passes(monkeypatch, capsys):
     assert code == 0 and result["figures"]["fresh"] is True
 
 
-def test_one_minor_of_each_passes_and_names_what_moves(monkeypatch, capsys):
-    code, result, err = gate(RUNNING, monkeypatch, capsys)
+def test_one_minor_of_either_passes_and_names_what_moves(monkeypatch, capsys):
+    code, result, err = gate(K3S_MOVES, monkeypatch, capsys)
     assert code == 0, err
-    assert result["figures"]["changes"] == {"k3s": ["agent-1", "server-1"], "cilium": True}
+    assert result["figures"]["changes"] == {"k3s": ["agent-1", "server-1"], "cilium": False, "ciliumValues": False}
+    code, result, err = gate(CILIUM_MOVES, monkeypatch, capsys)
+    assert code == 0, err
+    assert result["figures"]["changes"] == {"k3s": [], "cilium": True, "ciliumValues": False}
+
+
+def test_k3s_and_cilium_versions_in_one_run_are_refused(monkeypatch, capsys):
+    code, result, err = gate(RUNNING, monkeypatch, capsys)
+    assert result["figures"]["changes"] == {"k3s": ["agent-1", "server-1"], "cilium": True, "ciliumValues": False}
+    assert code == 1
+    assert err.splitlines() == [
+        "node server-1: check upgrade-gate: expected this pulumi up (K3s to v1.33.3+k3s1 on agent-1, server-1) to "
+        "change K3s or Cilium, not both, saw Cilium's version changing too; fix: run pulumi up with the cilium "
+        "settings as deployed and the new k3s.version first, then change Cilium (or change Cilium first, with "
+        "k3s.version as it runs)"
+    ]
+
+
+def test_a_k3s_version_change_with_other_cilium_values_than_deployed_is_refused(monkeypatch, capsys):
+    deployed = f"{K3S_MOVES}release=digest-of-the-deployed-values\n"
+    code, result, err = gate(deployed, monkeypatch, capsys, ciliumValues="digest-of-other-values")
+    assert code == 1
+    assert result["figures"]["changes"]["ciliumValues"] is True
+    assert "saw Cilium's settings (the release's values) changing too" in err
+    # The same values as deployed, or no stamp (a cluster from before it existed): the rollout may go.
+    assert gate(deployed, monkeypatch, capsys, ciliumValues="digest-of-the-deployed-values")[0] == 0
+    unknown = f"{K3S_MOVES}release=absent\n"
+    assert gate(unknown, monkeypatch, capsys, ciliumValues="digest-of-other-values")[0] == 0
+    # Other values without a K3s version change are the Cilium step itself.
+    only_cilium = f"{CILIUM_MOVES.replace('v1.18.4', 'v1.19.6')}release=digest-of-the-deployed-values\n"
+    assert gate(only_cilium, monkeypatch, capsys, ciliumValues="digest-of-other-values")[0] == 0
 
 
 def test_a_skipped_kubernetes_minor_is_refused_naming_the_step_between(monkeypatch, capsys):
-    running = RUNNING.replace("v1.32.7+k3s1", "v1.31.9+k3s1")
+    running = K3S_MOVES.replace("v1.32.7+k3s1", "v1.31.9+k3s1")
     code, _, err = gate(running, monkeypatch, capsys)
     assert code == 1
     lines = err.splitlines()
@@ -57,7 +91,7 @@ def test_a_skipped_kubernetes_minor_is_refused_naming_the_step_between(monkeypat
 
 
 def test_a_downgrade_is_refused_unless_allowed(monkeypatch, capsys):
-    running = RUNNING.replace("v1.32.7+k3s1", "v1.33.5+k3s1")
+    running = K3S_MOVES.replace("v1.32.7+k3s1", "v1.33.5+k3s1")
     code, _, err = gate(running, monkeypatch, capsys)
     assert code == 1 and "not to be downgraded" in err and "etcd snapshot" in err
     code, _, err = gate(running, monkeypatch, capsys, allowDowngrade=True)
@@ -65,7 +99,7 @@ def test_a_downgrade_is_refused_unless_allowed(monkeypatch, capsys):
 
 
 def test_a_newer_k3s_build_of_the_same_patch_is_an_upgrade(monkeypatch, capsys):
-    running = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
+    running = K3S_MOVES.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
     code, _, err = gate(running, monkeypatch, capsys, k3sVersion="v1.33.3+k3s2")
     assert code == 0, err
 
@@ -108,8 +142,8 @@ LATEST = ["1.17.18", "1.18.12", "1.19.6"]
 
 
 def test_the_next_minor_is_refused_from_an_older_patch_than_the_newest_known(monkeypatch, capsys):
-    # RUNNING has 1.18.4; the newest 1.18 is 1.18.12.
-    code, _, err = gate(RUNNING, monkeypatch, capsys, latestPatches=LATEST)
+    # CILIUM_MOVES has 1.18.4; the newest 1.18 is 1.18.12.
+    code, _, err = gate(CILIUM_MOVES, monkeypatch, capsys, latestPatches=LATEST)
     assert code == 1
     assert ("expected Cilium 1.18.4 at the newest 1.18 patch (1.18.12) before the next minor, "
             "saw cilium.version 1.19.6") in err
@@ -117,18 +151,18 @@ def test_the_next_minor_is_refused_from_an_older_patch_than_the_newest_known(mon
 
 
 def test_from_the_newest_patch_or_newer_to_a_patch_of_the_same_minor_or_back_passes(monkeypatch, capsys):
-    newest = RUNNING.replace("v1.18.4", "v1.18.12")
+    newest = CILIUM_MOVES.replace("v1.18.4", "v1.18.12")
     assert gate(newest, monkeypatch, capsys, latestPatches=LATEST)[0] == 0
-    newer = RUNNING.replace("v1.18.4", "v1.18.13")
+    newer = CILIUM_MOVES.replace("v1.18.4", "v1.18.13")
     assert gate(newer, monkeypatch, capsys, latestPatches=LATEST)[0] == 0
     # The patch step itself (1.18.4 -> 1.18.12) and a step back are never held up by it.
-    same_minor = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1")
+    same_minor = CILIUM_MOVES
     code, _, err = gate(same_minor, monkeypatch, capsys, latestPatches=LATEST, ciliumVersion="1.18.12",
                         testedKubernetes=["1.30", "1.33"])
     assert code == 0, err
-    back = RUNNING.replace("v1.32.7+k3s1", "v1.33.3+k3s1").replace("v1.18.4", "v1.19.2")
+    back = CILIUM_MOVES.replace("v1.18.4", "v1.19.2")
     code, _, err = gate(back, monkeypatch, capsys, latestPatches=LATEST, ciliumVersion="1.18.7",
                         testedKubernetes=["1.30", "1.33"])
     assert code == 0, err
     # Without the rule (cilium.upgrade.latestPatchFirst: false) the old patch may move on.
-    assert gate(RUNNING, monkeypatch, capsys)[0] == 0
+    assert gate(CILIUM_MOVES, monkeypatch, capsys)[0] == 0
