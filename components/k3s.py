@@ -446,7 +446,9 @@ class K3sCluster(pulumi.ComponentResource):
         reader = self._command(
             resource_name(name, ROLE_UPGRADE_GATE, first),
             first,
-            create=ssh.script("upgrade-gate", {"RELEASE_STAMP": upgrade.RELEASE_STAMP}),
+            create=ssh.script(
+                "upgrade-gate", {"RELEASE_STAMP": upgrade.RELEASE_STAMP, **upgrade.removal_params(cfg)}
+            ),
             triggers=[*ssh.host_identity(cfg, first), digest(check.expect)],
             depends_on=[after],
         )

@@ -12,12 +12,18 @@ The rules (checked by the upgrade gate before any node or the release changes, s
   Always perform upgrades and rollbacks between one minor release at a time.");
 - on a version change, the Kubernetes minor must be one the pinned Cilium minor
   is tested with (Cilium's "Kubernetes Compatibility" page of each release,
-  ``network/kubernetes/compatibility``), :data:`TESTED_KUBERNETES`.
+  ``network/kubernetes/compatibility``), :data:`TESTED_KUBERNETES`;
+- K3s and Cilium (its version, or its values: :func:`release_stamp`) do not
+  both change in one run: the K3s rollout judges each node against the Cilium
+  that runs (``verification/rollout.py``);
+- a Cilium step to a minor that refuses objects found in the cluster is
+  refused, naming them (:data:`REMOVALS`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from packaging.version import Version
@@ -55,6 +61,75 @@ LATEST_PATCH: dict[str, str] = {
     "1.19": "1.19.6",
     "1.20": "1.20.0",
 }
+
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Objects a Cilium minor no longer accepts, which must be changed before the step to it.
+
+    ``resource`` is what ``kubectl get`` lists; ``evidence`` a jsonpath printed per object after its name, non-empty
+    exactly for an object the minor refuses."""
+
+    minor: str
+    kind: str
+    resource: str
+    evidence: str
+    what: str
+    fix: str
+
+
+# Cilium's "Upgrade Notes", "Action Required" (Documentation/operations/upgrade.rst at v1.19.6, "1.19 Upgrade Notes":
+# "Custom Resource Versions" and "Network Policy"). The gate lists such objects in the cluster, whoever made them (the
+# stack's own are rendered for the target release), and refuses the step to that minor while any is there.
+_REQUIRES = (
+    "{.spec.ingress[*].fromRequires}{.spec.egress[*].toRequires}"
+    "{.specs[*].ingress[*].fromRequires}{.specs[*].egress[*].toRequires}"
+)
+REMOVALS = (
+    Removal(
+        "1.19",
+        "CiliumBGPPeeringPolicy",
+        "ciliumbgppeeringpolicies.cilium.io",
+        "{.metadata.uid}",
+        "uses the BGPv1 API, which Cilium 1.19 removed",
+        "migrate it to the cilium.io/v2 CRDs (CiliumBGPClusterConfig, CiliumBGPPeerConfig, CiliumBGPAdvertisement, "
+        "CiliumBGPNodeConfigOverride; loadBalancer.bgp renders them) and delete it",
+    ),
+    *(
+        Removal(
+            "1.19",
+            kind,
+            resource,
+            _REQUIRES,
+            "has fromRequires or toRequires, which Cilium 1.19's CRD requires empty",
+            "remove fromRequires and toRequires from its rules",
+        )
+        for kind, resource in (
+            ("CiliumNetworkPolicy", "ciliumnetworkpolicies.cilium.io"),
+            ("CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies.cilium.io"),
+        )
+    ),
+)
+
+
+def removals_up_to(cfg: StackConfig) -> list[Removal]:
+    """The removals of the target minor and the minors before it: what the gate reads."""
+    target = Version(cilium_minor(cfg.cilium.version))
+    return [removal for removal in REMOVALS if Version(removal.minor) <= target]
+
+
+def removal_params(cfg: StackConfig) -> dict[str, str | int]:
+    """The gate script's ``REMOVED_<i>`` parameters: label, resource and evidence jsonpath of each removal."""
+    params: dict[str, str | int] = {"REMOVED_COUNT": len(removals_up_to(cfg))}
+    for index, removal in enumerate(removals_up_to(cfg)):
+        params |= {
+            f"REMOVED_{index}_KIND": removal.kind,
+            f"REMOVED_{index}_RESOURCE": removal.resource,
+            f"REMOVED_{index}_EVIDENCE": removal.evidence,
+        }
+    return params
+
 
 _K3S = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$")
 # The ConfigMap in kube-system in which the Cilium component records what it deployed (release_stamp): the gate
@@ -102,6 +177,12 @@ def gate_expect(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
         "allowDowngrade": cfg.k3s.upgrade.allow_downgrade,
         "testedKubernetes": [low, high],
     }
+    removals = removals_up_to(cfg)
+    if removals:
+        expect["removals"] = [
+            {key: value for key, value in asdict(removal).items() if key in ("minor", "kind", "what", "fix")}
+            for removal in removals
+        ]
     if cfg.cilium.upgrade.latest_patch_first:
         expect["latestPatches"] = sorted(LATEST_PATCH.values(), key=Version)
     return expect
@@ -139,6 +220,10 @@ def plan(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
             "is tested with",
             "K3s and Cilium (its version or its values) not both in one `pulumi up`: the K3s rollout checks each "
             "node against the Cilium that runs",
+            *(
+                f"Cilium to {removal.minor}: no {removal.kind} in the cluster that {removal.what}"
+                for removal in removals_up_to(cfg)
+            ),
         ],
     }
 

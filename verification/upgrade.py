@@ -11,7 +11,9 @@ known patch of each minor). The rules (``stacks/upgrade.py`` cites them): K3s
 one Kubernetes minor up per run and never down without ``allowDowngrade``;
 Cilium one minor per run, either way, and up only from the newest patch of
 its minor that ``latestPatches`` names; on any version change
-the Kubernetes minor within ``testedKubernetes``; K3s and Cilium (its version
+the Kubernetes minor within ``testedKubernetes``; no object (``removed=<kind>
+object=<name>`` lines) that a Cilium minor the step crosses no longer accepts
+(``removals``); K3s and Cilium (its version
 or its values) not both in one run, since the rollout checks each node against
 the Cilium that runs. A first install (nothing
 runs) passes; a cluster whose API does not answer fails, since what runs is
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass, field
 
 from verification.expectations import (
     CHECKS,
@@ -66,23 +69,37 @@ def _fields(line: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words if "=" in word)
 
 
-def parse_gate(text: str) -> tuple[str, dict[str, str], str | None, str | None]:
-    """(state: "absent" | "unreadable" | "running" | "empty", node versions or the detail, Cilium image, the
-    values digest the Cilium component recorded)."""
-    nodes: dict[str, str] = {}
+@dataclass
+class GateReading:
+    """What ``upgrade-gate.sh`` printed."""
+
+    # "absent" | "unreadable" | "running" | "empty"
+    state: str
+    nodes: dict[str, str] = field(default_factory=dict)
+    detail: str = ""
     cilium: str | None = None
+    # The values digest the Cilium component recorded ("absent" without its ConfigMap).
     release: str | None = None
+    # (kind, object) of each object a Cilium minor up to the target no longer accepts.
+    removed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_gate(text: str) -> GateReading:
+    reading = GateReading("empty")
     for line in text.splitlines():
         fields = _fields(line)
         if fields.get("cluster") in ("absent", "unreadable"):
-            return fields["cluster"], {"detail": fields.get("detail", "")}, None, None
+            return GateReading(fields["cluster"], detail=fields.get("detail", ""))
         if "node" in fields and "kubelet" in fields:
-            nodes[fields["node"]] = fields["kubelet"]
+            reading.nodes[fields["node"]] = fields["kubelet"]
+        elif "removed" in fields and "object" in fields:
+            reading.removed.append((fields["removed"], fields["object"]))
         elif "cilium" in fields:
-            cilium = fields["cilium"]
+            reading.cilium = fields["cilium"]
         elif "release" in fields:
-            release = fields["release"]
-    return ("running" if nodes else "empty"), nodes, cilium, release
+            reading.release = fields["release"]
+    reading.state = "running" if reading.nodes else "empty"
+    return reading
 
 
 def _minor_text(version: tuple[int, ...]) -> str:
@@ -193,14 +210,40 @@ def _one_component_problem(
     )
 
 
+def _removal_problems(
+    removed: list[tuple[str, str]], image: str | None, target: str, removals: list[JsonValue]
+) -> list[Problem]:
+    """Objects in the cluster that a Cilium minor this step crosses no longer accepts (stacks/upgrade.py REMOVALS)."""
+    running, wanted = cilium_version(image or ""), cilium_version(target)
+    if running is None or wanted is None:
+        return []
+    problems = []
+    for removal in (item for item in removals if isinstance(item, dict)):
+        minor = _MINOR.match(str(removal.get("minor", "")))
+        if not minor or not running[:2] < (int(minor[1]), int(minor[2])) <= wanted[:2]:
+            continue
+        for kind, name in removed:
+            if kind == removal.get("kind"):
+                problems.append(
+                    Problem(
+                        f"{kind} {name}",
+                        f"changed or gone before Cilium {minor[0]}: it {removal.get('what')}",
+                        "it in the cluster",
+                        f"{removal.get('fix')}, then run pulumi up again",
+                    )
+                )
+    return problems
+
+
 def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
-    state, found, cilium, release = parse_gate(text)
+    reading = parse_gate(text)
+    state, cilium, release = reading.state, reading.cilium, reading.release
     target_k3s, target_cilium = _str(expect, "k3sVersion") or "", _str(expect, "ciliumVersion") or ""
     verdict = Verdict(figures={"state": state, "fresh": state == "absent"})
     if state == "absent":
         return verdict
     if state in ("unreadable", "empty"):
-        detail = found.get("detail") or "no node listed"
+        detail = reading.detail or "no node listed"
         verdict.add(
             Problem(
                 "the running versions",
@@ -210,7 +253,7 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
             )
         )
         return verdict
-    nodes = found
+    nodes = reading.nodes
     moving: list[JsonValue] = [node for node in sorted(nodes) if nodes[node] != target_k3s]
     values = _str(expect, "ciliumValues")
     changes: dict[str, JsonValue] = {
@@ -225,6 +268,10 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
         verdict.add(problem)
     for problem in _cilium_problems(cilium, target_cilium, _str_list(expect, "latestPatches")):
         verdict.add(problem)
+    removals = expect.get("removals")
+    verdict.figures["removedObjects"] = [f"{kind} {name}" for kind, name in reading.removed]
+    if isinstance(removals, list):
+        verdict.problems += _removal_problems(reading.removed, cilium, target_cilium, removals)
     verdict.add(_one_component_problem(moving, bool(changes["cilium"]), bool(changes["ciliumValues"]), target_k3s))
     if changes["k3s"] or changes["cilium"]:
         tested = _tested_problem(target_k3s, target_cilium, _str_list(expect, "testedKubernetes"))
@@ -233,12 +280,20 @@ def evaluate_upgrade_gate(text: str, expect: Expectations) -> Verdict:
     return verdict
 
 
+def _is_removal(item: JsonValue) -> bool:
+    return isinstance(item, dict) and all(_is_str(item.get(key)) for key in ("minor", "kind", "what", "fix"))
+
+
 UPGRADE_GATE_KEYS = {
     "k3sVersion": KeySpec("target K3s release", _is_str),
     "ciliumVersion": KeySpec("target Cilium release", _is_str),
     "ciliumValues": KeySpec("digest of the target release's values (stacks/upgrade.py release_stamp)", _is_str),
     "allowDowngrade": KeySpec("whether K3s may go to an older release", _is_bool),
     "testedKubernetes": KeySpec("[low, high] Kubernetes minors the target Cilium is tested with", _list_of(_is_str)),
+    "removals": KeySpec(
+        "what a Cilium minor no longer accepts: [{minor, kind, what, fix}] (stacks/upgrade.py REMOVALS)",
+        _list_of(_is_removal),
+    ),
     "latestPatches": KeySpec(
         "the newest known patch of each Cilium minor: a step to the next minor must start from it", _list_of(_is_str)
     ),

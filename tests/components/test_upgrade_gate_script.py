@@ -8,18 +8,24 @@ from components.scripts import render
 from stacks.checks import PlannedCheck
 from stacks.config import parse
 from stacks.features import resolve
-from stacks.upgrade import RELEASE_STAMP, gate_expect, release_stamp
+from stacks.upgrade import RELEASE_STAMP, gate_expect, release_stamp, removal_params
 from tests.components.test_verify_scripts import assert_cli
 from tests.shell import executable, lint, run_script
 
 # `get nodes` prints FAKE_NODES (or fails with FAKE_NODES_ERROR), `get daemonset` prints FAKE_IMAGE, `get
-# configmap k3s-cilium-release` FAKE_STAMP (the Cilium component's record of what it deployed).
+# configmap k3s-cilium-release` FAKE_STAMP (the Cilium component's record of what it deployed); the Cilium objects
+# FAKE_BGP, FAKE_CNP and FAKE_CCNP, as the gate's jsonpath prints them ("<namespace>/<name> <evidence>"; without
+# FAKE_BGP the CRD is not there).
 FAKE_KUBECTL = r"""#!/usr/bin/env bash
 case " $* " in
   *" get nodes "*)
     if [[ -n ${FAKE_NODES_ERROR:-} ]]; then echo "$FAKE_NODES_ERROR" >&2; exit 1; fi
     printf '%b' "$FAKE_NODES" ;;
   *" get daemonset cilium "*) [[ -n ${FAKE_IMAGE:-} ]] || exit 1; printf '%s' "$FAKE_IMAGE" ;;
+  *" get ciliumbgppeeringpolicies.cilium.io --all-namespaces "*)
+    [[ -n ${FAKE_BGP:-} ]] || exit 1; printf '%b' "$FAKE_BGP" ;;
+  *" get ciliumnetworkpolicies.cilium.io --all-namespaces "*) printf '%b' "${FAKE_CNP:-}" ;;
+  *" get ciliumclusterwidenetworkpolicies.cilium.io --all-namespaces "*) printf '%b' "${FAKE_CCNP:-}" ;;
   *" get configmap k3s-cilium-release "*)
     [[ -n ${FAKE_STAMP:-} ]] || { echo 'configmaps "k3s-cilium-release" not found' >&2; exit 1; }
     printf '%s' "$FAKE_STAMP" ;;
@@ -43,7 +49,8 @@ def stamp(**stack: Any) -> str:
 def gate(tmp_path, **env: str):
     (tmp_path / "bin").mkdir(exist_ok=True)
     kubectl = executable(tmp_path / "bin" / "kubectl", FAKE_KUBECTL)
-    return run_script(tmp_path, "upgrade-gate", {"KUBECTL": str(kubectl), "RELEASE_STAMP": RELEASE_STAMP}, env)
+    params = {"KUBECTL": str(kubectl), "RELEASE_STAMP": RELEASE_STAMP, **removal_params(parse(STACK))}
+    return run_script(tmp_path, "upgrade-gate", params, env)
 
 
 def test_the_script_passes_lint(tmp_path):
@@ -100,3 +107,27 @@ def test_a_k3s_upgrade_is_refused_while_the_deployed_cilium_settings_differ_from
         verdict.stderr
     )
     assert assert_cli(check(tier="baseline"), read.stdout).returncode == 0
+
+
+def test_objects_cilium_1_19_refuses_are_read_from_the_cluster_and_stop_the_step_to_it(tmp_path):
+    running = {"FAKE_NODES": "node=server-1 kubelet=v1.33.3+k3s1\\n",
+               "FAKE_IMAGE": "quay.io/cilium/cilium:v1.18.12@sha256:" + "a" * 64}
+    read = gate(
+        tmp_path,
+        **running,
+        FAKE_BGP="/rack-1 5c1d7e2a-0f00-4d6e-9a52-3b1f0c2d9e11\\n",
+        FAKE_CNP="shop/allow-web \\nshop/legacy-db [{\"matchLabels\":{\"env\":\"prod\"}}]\\n",
+    )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines()[-2:] == [
+        "removed=CiliumBGPPeeringPolicy object=rack-1",
+        "removed=CiliumNetworkPolicy object=shop/legacy-db",
+    ]
+    verdict = assert_cli(check(), read.stdout)
+    assert verdict.returncode == 1
+    assert ("expected CiliumBGPPeeringPolicy rack-1 changed or gone before Cilium 1.19: it uses the BGPv1 API, which "
+            "Cilium 1.19 removed, saw it in the cluster; fix: migrate it to the cilium.io/v2 CRDs") in verdict.stderr
+    assert "CiliumNetworkPolicy shop/legacy-db" in verdict.stderr and "allow-web" not in verdict.stderr
+    # Cilium 1.18 as the target reads none of them.
+    on_1_18 = parse(STACK | {"cilium": {"version": "1.18.12"}})
+    assert "REMOVED_COUNT=0" in render("upgrade-gate", removal_params(on_1_18))

@@ -49,6 +49,14 @@ def test_the_gate_gets_the_targets_and_the_tested_range():
         "allowDowngrade": True,
         "testedKubernetes": ["1.32", "1.35"],
         "latestPatches": packaged,
+        "removals": [
+            {"minor": "1.19", "kind": kind, "what": removal.what, "fix": removal.fix}
+            for kind, removal in zip(
+                ("CiliumBGPPeeringPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"),
+                upgrade.REMOVALS,
+                strict=True,
+            )
+        ],
     }
     relaxed = parse({"nodes": NODES, "cilium": {"upgrade": {"latestPatchFirst": False}}})
     assert "latestPatches" not in upgrade.gate_expect(relaxed, resolve(relaxed))
@@ -90,3 +98,18 @@ def test_the_plan_shows_what_each_node_must_show_before_the_next_one_goes():
     steps = upgrade.between_nodes(baseline, resolve(baseline))
     assert steps[-1] == "its checks pass again: agent-status"
     assert not any("NodePort" in step for step in steps)
+
+
+def test_the_gate_reads_the_objects_of_the_removals_up_to_the_target_minor_only():
+    def removals(version: str) -> list[str]:
+        cfg = parse({"nodes": NODES, "cilium": {"version": version}})
+        return [removal.kind for removal in upgrade.removals_up_to(cfg)]
+
+    assert removals("1.17.18") == removals("1.18.12") == []
+    assert removals("1.19.6") == removals("1.20.0") == [
+        "CiliumBGPPeeringPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"
+    ]
+    params = upgrade.removal_params(parse({"nodes": NODES}))
+    assert params["REMOVED_COUNT"] == 3
+    assert params["REMOVED_0_RESOURCE"] == "ciliumbgppeeringpolicies.cilium.io"
+    assert "fromRequires" in str(params["REMOVED_1_EVIDENCE"]) and "toRequires" in str(params["REMOVED_2_EVIDENCE"])

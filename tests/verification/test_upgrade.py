@@ -166,3 +166,40 @@ def test_from_the_newest_patch_or_newer_to_a_patch_of_the_same_minor_or_back_pas
     assert code == 0, err
     # Without the rule (cilium.upgrade.latestPatchFirst: false) the old patch may move on.
     assert gate(CILIUM_MOVES, monkeypatch, capsys)[0] == 0
+
+
+REMOVALS_1_19 = [
+    {"minor": "1.19", "kind": "CiliumBGPPeeringPolicy", "what": "uses BGPv1", "fix": "migrate it to v2"},
+    {"minor": "1.19", "kind": "CiliumNetworkPolicy", "what": "has fromRequires", "fix": "remove them"},
+]
+IN_THE_CLUSTER = "removed=CiliumBGPPeeringPolicy object=rack-1\nremoved=CiliumNetworkPolicy object=shop/legacy-db\n"
+
+
+def test_objects_the_next_minor_no_longer_accepts_stop_the_step_to_it_naming_each_and_the_fix(monkeypatch, capsys):
+    running = CILIUM_MOVES.replace("v1.18.4", "v1.18.12") + IN_THE_CLUSTER
+    code, result, err = gate(running, monkeypatch, capsys, removals=REMOVALS_1_19)
+    assert code == 1
+    assert result["figures"]["removedObjects"] == [
+        "CiliumBGPPeeringPolicy rack-1", "CiliumNetworkPolicy shop/legacy-db"
+    ]
+    assert err.splitlines() == [
+        "node server-1: check upgrade-gate: expected CiliumBGPPeeringPolicy rack-1 changed or gone before Cilium "
+        "1.19: it uses BGPv1, saw it in the cluster; fix: migrate it to v2, then run pulumi up again",
+        "node server-1: check upgrade-gate: expected CiliumNetworkPolicy shop/legacy-db changed or gone before "
+        "Cilium 1.19: it has fromRequires, saw it in the cluster; fix: remove them, then run pulumi up again",
+    ]
+
+
+def test_objects_of_a_removal_not_crossed_by_this_step_do_not_stop_it(monkeypatch, capsys):
+    # Already on 1.19 (a patch step), or staying on 1.18 while K3s moves: nothing is crossed.
+    on_1_19 = CILIUM_MOVES.replace("v1.18.4", "v1.19.2") + IN_THE_CLUSTER
+    assert gate(on_1_19, monkeypatch, capsys, removals=REMOVALS_1_19)[0] == 0
+    k3s_only = K3S_MOVES.replace("v1.19.6", "v1.18.12") + IN_THE_CLUSTER
+    code, _, err = gate(k3s_only, monkeypatch, capsys, removals=REMOVALS_1_19, ciliumVersion="1.18.12",
+                        testedKubernetes=["1.30", "1.33"])
+    assert code == 0, err
+    # A step back from 1.19 to 1.18 does not cross a removal either.
+    back = CILIUM_MOVES.replace("v1.18.4", "v1.19.6") + IN_THE_CLUSTER
+    code, _, err = gate(back, monkeypatch, capsys, removals=REMOVALS_1_19, ciliumVersion="1.18.12",
+                        testedKubernetes=["1.30", "1.33"])
+    assert code == 0, err
