@@ -49,12 +49,5 @@ def run_script(
     script = tmp_path / f"{name}.sh"
     script.write_text(render(name, params))
     environment = {"PATH": path or f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **(env or {})}
-    return subprocess.run(
-        ["/bin/bash", str(script)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    bash = ["/bin/bash", str(script)]
+    return subprocess.run(bash, input=stdin, capture_output=True, text=True, env=environment, timeout=120, check=False)

@@ -146,7 +146,12 @@ def test_same_config_twice_is_identical():
 def test_every_check_runs_after_cilium_and_the_kube_proxy_cleanup(dev):
     release = dev.of_type(RELEASE)[0]
     cleanups = dev.matching(r"^kube-proxy-cleanup-")
-    assertions = [r for r in dev.resources if r.type == "command:local:Command" and "-assert-" in r.name]
+    # The rollout's own checks of each node (k3s-node-checks-assert-<node>) come before the release, which waits
+    # for the last of them.
+    rollout_checks = dev.matching(r"^k3s-node-checks-assert-")
+    assert len(rollout_checks) == 3
+    assert all(depends_transitively(dev, release, check) for check in rollout_checks)
+    assertions = [r for r in dev.resources if r.type == "command:local:Command" and r.name.startswith("verify-")]
     assert {a.name for a in assertions} >= {
         f"verify-{check}-assert-{node}"
         for check in ("agent-status", "no-kube-proxy-rules", "service-list", "probes")

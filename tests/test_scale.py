@@ -28,17 +28,19 @@ def edges(rec: Recorded) -> int:
     return sum(len(r.dependencies) for r in rec.resources)
 
 
-def test_at_most_five_ssh_sessions_per_node_and_two_per_node_more_on_the_first_server(forty):
+def test_at_most_six_ssh_sessions_per_node_and_two_per_node_more_on_the_first_server(forty):
     per_host, _ = sessions(forty)
     first = "10.0.0.1"
     assert len(per_host) == 40
-    assert max(count for host, count in per_host.items() if host != first) <= 5
+    # Preflight, install, its checks between the rollout's steps, the image pre-pull, the kube-proxy cleanup and
+    # the verification collector (no host tuning at this tier).
+    assert max(count for host, count in per_host.items() if host != first) <= 6
     # The first server drains and waits for every node of the rollout (two sessions per node, one node or
     # batch at a time); its cluster-wide commands (upgrade gate, snapshot, token, kubeconfig, pod restart,
-    # kube-proxy objects, smoke pod discovery) do not grow with the nodes.
+    # kube-proxy objects, smoke pod discovery) do not grow with the nodes; with its own six as a node, 13.
     ten = sessions(run_stack(stack(10)))[0][first]
     assert per_host[first] - ten == 2 * (40 - 10)
-    assert per_host[first] - 2 * 40 <= 12
+    assert per_host[first] - 2 * 40 <= 13
 
 
 def test_never_more_than_eight_sessions_at_once_on_one_host(forty):
