@@ -796,6 +796,8 @@ def summary(report: Report) -> str:
         if step.status != PASSED:
             tried = " (tried, not required)" if step.kind == KIND_TRIED else ""
             lines.append(f"          {step.first_error or step.reason}{tried}")
+        if step.details.get("traffic", {}).get("byNode"):
+            lines.append(f"          {traffic.summary(step.details['traffic'])}")
         if "failover" in step.details:
             lines += failover_summary(step.details["failover"])
         if "hubble" in step.details:

@@ -67,6 +67,17 @@ def figures(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+def summary(measured: dict[str, Any]) -> str:
+    """One line of summary.txt: failed requests and the longest outage per node, and the agents replaced."""
+    nodes = ", ".join(
+        f"{node} {found['failed']}/{found['requests']} failed, longest {found['longestOutageSeconds']} s"
+        + (" (still failing at the end)" if found.get("failingAtEnd") else "")
+        for node, found in measured["byNode"].items()
+    )
+    replaced = ", ".join(measured.get("agentsReplaced") or []) or "none"
+    return f"traffic through the NodePorts during `up`: {nodes}; agents replaced: {replaced}"
+
+
 def node_port(cluster: Cluster) -> int | None:
     """The smoke Service's NodePort, or None while there is no smoke Service (before the first ``up``)."""
     got = cluster.plane.kubectl(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab.cluster.l2_failover import Sample
-from lab.cluster.traffic import figures
+from lab.cluster.traffic import figures, summary
 
 
 def samples(*results: bool, every: float = 0.2) -> list[Sample]:
@@ -40,3 +40,14 @@ def test_failures_until_the_end_count_to_the_last_request_and_say_so() -> None:
 
 def test_no_sample_is_no_figure() -> None:
     assert figures([]) == {"requests": 0, "failed": 0, "longestOutageSeconds": None, "failures": []}
+
+
+def test_the_summary_line_names_each_node_and_the_agents_replaced() -> None:
+    measured = {
+        "byNode": {"server-1": figures(samples(True, False, True)), "agent-1": figures(samples(True, True, False))},
+        "agentsReplaced": ["agent-1", "server-1"],
+    }
+    assert summary(measured) == (
+        "traffic through the NodePorts during `up`: server-1 1/3 failed, longest 1.0 s, agent-1 1/3 failed, longest "
+        "1.0 s (still failing at the end); agents replaced: agent-1, server-1"
+    )
