@@ -21,15 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.verify import SMOKE_NAME
 from stacks.checks import VERIFY_NAMESPACE
 
 from .l2_failover import INTERVAL_SECONDS, REQUEST_TIMEOUT_SECONDS, Prober, Sample
 
 if TYPE_CHECKING:
     from .cluster import Cluster
-
-SMOKE_SERVICE = "smoke"
-
 
 def _seconds(value: float) -> float:
     return round(value, 2)
@@ -49,7 +47,7 @@ def figures(samples: Sequence[Sample]) -> dict[str, Any]:
         elif sample.ok and outage_start is not None:
             longest = max(longest, sample.started - outage_start)
             outage_start = None
-    unanswered = outage_start is not None
+    failing_at_end = outage_start is not None
     if outage_start is not None:
         longest = max(longest, samples[-1].ended - outage_start)
     failed = [sample for sample in samples if not sample.ok]
@@ -59,7 +57,7 @@ def figures(samples: Sequence[Sample]) -> dict[str, Any]:
         "failedRatio": round(len(failed) / len(samples), 4),
         "longestOutageSeconds": _seconds(longest),
         # Still failing when the `up` ended: the outage runs on past the measurement.
-        "failingAtEnd": unanswered,
+        "failingAtEnd": failing_at_end,
         "failures": [
             {"at": _seconds(sample.started - start), "detail": sample.detail} for sample in failed[:20]
         ],
@@ -81,7 +79,7 @@ def summary(measured: dict[str, Any]) -> str:
 def node_port(cluster: Cluster) -> int | None:
     """The smoke Service's NodePort, or None while there is no smoke Service (before the first ``up``)."""
     got = cluster.plane.kubectl(
-        "-n", VERIFY_NAMESPACE, "get", "service", SMOKE_SERVICE, "-o", "jsonpath={.spec.ports[0].nodePort}"
+        "-n", VERIFY_NAMESPACE, "get", "service", SMOKE_NAME, "-o", "jsonpath={.spec.ports[0].nodePort}"
     )
     return int(got.stdout) if got.returncode == 0 and got.stdout.strip().isdigit() else None
 
