@@ -120,7 +120,7 @@ def removals_up_to(cfg: StackConfig) -> list[Removal]:
 
 
 def removal_params(cfg: StackConfig) -> dict[str, str | int]:
-    """The gate script's ``REMOVED_<i>`` parameters: label, resource and evidence jsonpath of each removal."""
+    """The gate script's ``REMOVED_<i>`` parameters: kind, resource and evidence jsonpath of each removal."""
     params: dict[str, str | int] = {"REMOVED_COUNT": len(removals_up_to(cfg))}
     for index, removal in enumerate(removals_up_to(cfg)):
         params |= {
