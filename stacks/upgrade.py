@@ -29,11 +29,9 @@ from typing import Any
 from packaging.version import Version
 
 from stacks import cilium_values
-from stacks.checks import planned_checks
 from stacks.config import StackConfig
 from stacks.digest import digest
 from stacks.features import Resolved
-from verification.rollout import NODE_CHECKS
 
 # Kubernetes minors each Cilium minor is e2e-tested with: docs of each release,
 # Documentation/network/kubernetes/compatibility.rst at tags v1.13.18, v1.14.19, v1.15.19,
@@ -63,6 +61,7 @@ LATEST_PATCH: dict[str, str] = {
     "1.19": "1.19.6",
     "1.20": "1.20.0",
 }
+
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,8 @@ def removals_up_to(cfg: StackConfig) -> list[Removal]:
 
 def removal_params(cfg: StackConfig) -> dict[str, str | int]:
     """The gate script's ``REMOVED_<i>`` parameters: kind, resource and evidence jsonpath of each removal."""
-    removals = removals_up_to(cfg)
-    params: dict[str, str | int] = {"REMOVED_COUNT": len(removals)}
-    for index, removal in enumerate(removals):
+    params: dict[str, str | int] = {"REMOVED_COUNT": len(removals_up_to(cfg))}
+    for index, removal in enumerate(removals_up_to(cfg)):
         params |= {
             f"REMOVED_{index}_KIND": removal.kind,
             f"REMOVED_{index}_RESOURCE": removal.resource,
@@ -192,14 +190,12 @@ def gate_expect(cfg: StackConfig, features: Resolved) -> dict[str, Any]:
 
 def between_nodes(cfg: StackConfig, features: Resolved) -> list[str]:
     """What each node must show after its upgrade before the next node is drained (components/k3s.py)."""
+    kpr = "kubeProxyReplacement" in features
     waits = ["its K3s release", "Ready", "its Cilium agent ready"]
-    if cfg.verify.smoke and "kubeProxyReplacement" in features:
+    if cfg.verify.smoke and kpr:
         waits.append("the smoke Service on its NodePort")
     waits.append("etcd healthy (servers)")
-    first = cfg.servers[0].name
-    node_checks = [
-        check.check for check in planned_checks(cfg, features) if check.node == first and check.check in NODE_CHECKS
-    ]
+    node_checks = ["agent-status", *(["no-kube-proxy-rules", "kpr-integrity"] if kpr else [])]
     return [*waits, "uncordoned", f"its checks pass again: {', '.join(node_checks)}"]
 
 

@@ -29,7 +29,6 @@ from .l2_failover import INTERVAL_SECONDS, REQUEST_TIMEOUT_SECONDS, Prober, Samp
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-
 def _seconds(value: float) -> float:
     return round(value, 2)
 
